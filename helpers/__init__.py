@@ -1,0 +1,1 @@
+"""Shared library of the BERT question-answering toolkit (demoBERT-compatible)."""

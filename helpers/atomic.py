@@ -1,0 +1,50 @@
+"""Atomic file writes: a crash never leaves a half-written engine, cache or predictions file."""
+import os
+import tempfile
+from contextlib import contextmanager
+
+from .errors import BertError
+
+
+@contextmanager
+def atomic_open(path, mode="wb"):
+    """Open a temporary file beside `path`; on success fsync it and rename it over `path`."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise BertError(f"output path is a directory: {path}")
+    if not os.path.isdir(folder):
+        raise BertError(f"output folder does not exist: {folder}")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
+    except OSError as exc:
+        raise BertError(f"cannot write {path}: {exc.strerror}") from None
+    try:
+        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def write_bytes_atomic(path, data):
+    with atomic_open(path, "wb") as f:
+        f.write(data)
+
+
+def write_text_atomic(path, text):
+    with atomic_open(path, "w") as f:
+        f.write(text)
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

@@ -1,0 +1,1 @@
+"""Execution backends for native engines: CPU (numpy) and GPU (PyTorch + Triton)."""

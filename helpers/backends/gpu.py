@@ -1,0 +1,292 @@
+"""The native GPU engine: PyTorch for memory and cuBLAS, Triton kernels (gpu_kernels.py) for the rest, CUDA graphs.
+
+One forward function runs every engine, fixed-length or variable-length, on packed tokens (no compute on padding):
+
+    embedding + LayerNorm                                    1 Triton kernel
+    per layer:  QKV product (one [3E, E] GEMM, bias fused)   cuBLAS
+                attention over cu_seqlens (flash-style)      1 Triton kernel
+                attention-output product (bias fused)        cuBLAS
+                residual + LayerNorm                         1 Triton kernel
+                intermediate product + bias + GELU           cuBLASLt GELU epilogue (tanh) or Triton GEMM (erf)
+                output product (bias fused)                  cuBLAS
+                residual + LayerNorm (+ SQuAD head, last)    1 Triton kernel
+
+All activations live in buffers allocated once, sized for the engine's largest profile, so a forward allocates
+nothing and can be captured in a CUDA graph; graphs are captured on first use per (token bucket, batch, max length)
+and replayed after that. docs/PERF_NOTES.md has the design's measurements.
+"""
+import dataclasses
+import time
+from collections import OrderedDict
+
+import numpy as np
+import torch
+
+from ..engine_format import EngineFile
+from ..errors import BertError
+from . import gpu_kernels as K
+from .cpu import check_packed_inputs, pack_fixed_inputs
+
+MAX_GRAPHS = 64   # captured graphs kept per runner (each holds only kernel nodes: its buffers are shared)
+
+
+@dataclasses.dataclass
+class Dense:
+    """One dense layer on the GPU: weight [out, in] (the layout cuBLAS and the Triton product both read), bias."""
+    weight: torch.Tensor
+    bias: torch.Tensor
+
+    @property
+    def weight_t(self):
+        return self.weight.t()
+
+
+@dataclasses.dataclass
+class Layer:
+    qkv: Dense            # Q, K and V stacked: [3E, E], each part head-major as in the weight map
+    attn_out: Dense
+    ln1: tuple            # (gamma, beta) float32
+    ffn_in: Dense
+    ffn_out: Dense
+    ln2: tuple
+
+
+class DeviceWeights:
+    """The engine's weights on the GPU: matrices in the activation dtype, LayerNorm vectors and the head float32."""
+
+    def __init__(self, weights, config, dtype, device):
+        def tensor(name, as_dtype=dtype):
+            return torch.from_numpy(np.ascontiguousarray(weights[name])).to(device=device, dtype=as_dtype)
+
+        def dense(prefix):
+            return Dense(tensor(f"{prefix}_kernel"), tensor(f"{prefix}_bias"))
+
+        def norm(prefix):
+            return tensor(f"{prefix}_gamma", torch.float32), tensor(f"{prefix}_beta", torch.float32)
+
+        self.word = tensor("bert_embeddings_word_embeddings")
+        self.position = tensor("bert_embeddings_position_embeddings")
+        self.token_type = tensor("bert_embeddings_token_type_embeddings")
+        self.emb_ln = norm("bert_embeddings_layernorm")
+        self.layers = []
+        for n in range(config.num_hidden_layers):
+            p = f"l{n}_"
+            parts = [np.asarray(weights[f"{p}attention_self_{t}_kernel"]) for t in ("query", "key", "value")]
+            biases = [np.asarray(weights[f"{p}attention_self_{t}_bias"]) for t in ("query", "key", "value")]
+            qkv = Dense(torch.from_numpy(np.concatenate(parts)).to(device=device, dtype=dtype),
+                        torch.from_numpy(np.concatenate(biases)).to(device=device, dtype=dtype))
+            self.layers.append(Layer(qkv=qkv, attn_out=dense(f"{p}attention_output_dense"),
+                                     ln1=norm(f"{p}attention_output_layernorm"),
+                                     ffn_in=dense(f"{p}intermediate_dense"), ffn_out=dense(f"{p}output_dense"),
+                                     ln2=norm(f"{p}output_layernorm")))
+        self.head_w = tensor("cls_squad_output_weights", torch.float32)
+        self.head_b = tensor("cls_squad_output_bias", torch.float32)
+
+
+class Activations:
+    """Preallocated activations for up to `tokens` packed tokens in `batch` sequences.
+
+    Four (tokens, features) buffers suffice because the layer reuses them in place:
+    x (layer input) -> big[:, :3E] (QKV) -> ctx (attention) -> y (attention output, then LN1 in place)
+    -> big[:, :I] (intermediate) -> ctx (output product) -> x (LN2, the next layer's input).
+    """
+
+    def __init__(self, tokens, batch, config, dtype, device):
+        E, I = config.hidden_size, config.intermediate_size
+        self.tokens, self.batch = tokens, batch
+        self.ids = torch.zeros(tokens, dtype=torch.int32, device=device)
+        self.segs = torch.zeros(tokens, dtype=torch.int32, device=device)
+        self.cu_seqlens = torch.zeros(batch + 1, dtype=torch.int32, device=device)
+        self.x = torch.zeros(tokens, E, dtype=dtype, device=device)
+        self.ctx = torch.zeros(tokens, E, dtype=dtype, device=device)
+        self.y = torch.zeros(tokens, E, dtype=dtype, device=device)
+        self.big = torch.zeros(tokens * max(3 * E, I), dtype=dtype, device=device)
+        self.logits = torch.zeros(tokens, 2, dtype=torch.float32, device=device)
+
+    def wide(self, T, width):
+        """A (T, width) contiguous view of the shared QKV / intermediate buffer."""
+        return self.big[:T * width].view(T, width)
+
+
+def token_bucket(T, capacity):
+    """Round a token count up so that few graphs serve all batches: steps of 1/8 of the power of two below T,
+    at least 64 tokens (at most 12.5% padding rows)."""
+    step = max(64, (1 << max(T - 1, 1).bit_length()) // 16)
+    return min(capacity, -(-T // step) * step)
+
+
+class GpuRunner:
+    """Runs a native FP32 or FP16 engine on a CUDA GPU (runner contract: docs/DESIGN.md)."""
+
+    device = "gpu"
+
+    def __init__(self, engine: EngineFile, use_graphs=True, gemm="auto"):
+        if not torch.cuda.is_available():
+            raise BertError("the GPU engine needs a CUDA GPU and PyTorch built with CUDA")
+        if engine.precision not in ("fp32", "fp16"):
+            raise BertError(f"the native GPU engine runs fp32 and fp16 engines, not {engine.precision}")
+        if gemm not in ("auto", "cublas", "triton"):
+            raise BertError(f"unknown GEMM choice {gemm!r}")
+        c = engine.config
+        if c.head_size not in (16, 32, 64, 128):
+            raise BertError(f"the GPU attention kernel supports head sizes 16, 32, 64 and 128, not {c.head_size}")
+        self.engine_info = dataclasses.replace(engine, weights={})   # what the scripts read; weights live on the GPU
+        self.config = c
+        self.device_index = torch.cuda.current_device()
+        self.dtype = torch.float16 if engine.precision == "fp16" else torch.float32
+        numerics = engine.numerics or {}
+        self.gelu = numerics.get("gelu", c.gelu)
+        if self.gelu not in K.GELU_KINDS:
+            raise BertError(f"engine numerics: unknown GELU {self.gelu!r}")
+        self.emb_eps = float(numerics.get("emb_eps", c.layer_norm_eps))
+        self.ln_eps = float(numerics.get("layer_norm_eps", c.layer_norm_eps))
+        self.use_graphs = use_graphs
+        self.gemm = gemm
+        device = torch.device("cuda", self.device_index)
+        self.weights = DeviceWeights(engine.weights, c, self.dtype, device)
+        tokens = max(p.batch[2] * p.seq[2] for p in engine.profiles)
+        self.buffers = Activations(tokens, max(p.batch[2] for p in engine.profiles), c, self.dtype, device)
+        self._graphs = OrderedDict()
+        self._capture_stream = torch.cuda.Stream(device)
+
+    # ---- runner contract ----------------------------------------------------------------------------------------
+    def infer_fixed(self, input_ids, segment_ids, input_mask):
+        """Padded (B, S) inputs -> (B, S, 2) float32 logits; each row's length is its mask's first 0 (upstream's
+        semantics), and logits at padding positions are 0 (padding is stripped before the forward)."""
+        ids, segs, cu, rows, (B, S) = pack_fixed_inputs(input_ids, segment_ids, input_mask)
+        check_packed_inputs(self.config, ids, segs, cu)
+        if self.engine_info.select_profile(B, S) is None:
+            raise BertError(f"Could not find any profile that can run batch size {B} and sequence length {S}.")
+        packed = self._run(ids, segs, cu, S)
+        out = np.zeros((B * S, 2), dtype=np.float32)
+        out[rows] = packed
+        return out.reshape(B, S, 2)
+
+    def infer_packed(self, input_ids, segment_ids, cu_seqlens, max_seqlen=None):
+        """Packed (T,) inputs with cu_seqlens (B+1,) -> (2, T) float32 logits, upstream's varseqlen layout."""
+        ids = np.asarray(input_ids).reshape(-1)
+        segs = np.asarray(segment_ids).reshape(-1)
+        cu = np.asarray(cu_seqlens, dtype=np.int64).reshape(-1)
+        check_packed_inputs(self.config, ids, segs, cu)
+        longest = int(np.diff(cu).max())
+        B = len(cu) - 1
+        profile = next((p for p in self.engine_info.profiles if p.batch[2] >= B and p.seq[2] >= longest), None)
+        if profile is None:
+            raise BertError(f"no profile of the engine runs {B} sequences of up to {longest} tokens")
+        return self._run(ids, segs, cu, profile.seq[2]).T.copy()
+
+    def benchmark(self, batch_size, seq_len, warmup, iterations, duration, seed):
+        """Per-iteration GPU times (ms, CUDA events) of CUDA-graph replays on full-length synthetic batches, fed as
+        upstream's perf.py feeds them (uniform random ids and segments, all-ones mask)."""
+        if self.engine_info.select_profile(batch_size, seq_len) is None:
+            raise BertError(f"None of the dynamic shape profiles meets the requirement batch = {batch_size} and "
+                            f"sequence = {seq_len}.")
+        rng = np.random.RandomState(seed)
+        T = batch_size * seq_len
+        ids = rng.randint(0, self.config.vocab_size, size=T).astype(np.int32)
+        segs = rng.randint(0, self.config.type_vocab_size, size=T).astype(np.int32)
+        cu = np.arange(0, T + 1, seq_len, dtype=np.int64)
+        run = self._prepare(ids, segs, cu, seq_len, exact=True)
+        for _ in range(warmup):
+            run()
+        torch.cuda.synchronize()
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        times, began = [], time.perf_counter()
+        while len(times) < iterations or time.perf_counter() - began < duration:
+            start.record()
+            run()
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end))
+        return times
+
+    # ---- running ------------------------------------------------------------------------------------------------
+    def _run(self, ids, segs, cu, max_seqlen):
+        """(T, 2) float32 logits for validated packed inputs."""
+        T = len(ids)
+        if T == 0:
+            return np.zeros((0, 2), dtype=np.float32)
+        run = self._prepare(ids, segs, cu, max_seqlen, exact=False)
+        run()
+        return self.buffers.logits[:T].cpu().numpy()
+
+    def _prepare(self, ids, segs, cu, max_seqlen, exact):
+        """Copy the inputs into the static buffers; return the callable that runs the forward on them."""
+        buf = self.buffers
+        T, B = len(ids), len(cu) - 1
+        rows = T if exact else token_bucket(T, buf.tokens)
+        buf.ids[:T].copy_(torch.from_numpy(np.ascontiguousarray(ids, dtype=np.int32)))
+        buf.segs[:T].copy_(torch.from_numpy(np.ascontiguousarray(segs, dtype=np.int32)))
+        buf.cu_seqlens[:B + 1].copy_(torch.from_numpy(np.ascontiguousarray(cu, dtype=np.int32)))
+        key = (rows, B, max_seqlen)
+        if not self.use_graphs:
+            return lambda: self.forward(*key)
+        graph = self._graphs.get(key)
+        if graph is None:
+            graph = self._capture(key)
+        self._graphs.move_to_end(key)
+        return graph.replay
+
+    def _capture(self, key):
+        stream = self._capture_stream
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            self.forward(*key)   # compiles the Triton kernels and sets up cuBLAS outside the capture
+        torch.cuda.current_stream().wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, stream=stream):
+            self.forward(*key)
+        self._graphs[key] = graph
+        if len(self._graphs) > MAX_GRAPHS:
+            self._graphs.popitem(last=False)
+        return graph
+
+    # ---- the forward pass ---------------------------------------------------------------------------------------
+    def forward(self, T, num_seqs, max_seqlen):
+        """Logits of the T packed tokens in the buffers (rows past the sequences' tokens are computed but unused)."""
+        c, w, buf = self.config, self.weights, self.buffers
+        E, I = c.hidden_size, c.intermediate_size
+        x, ctx, y = buf.x[:T], buf.ctx[:T], buf.y[:T]
+        K.embed_layernorm(buf.ids, buf.segs, buf.cu_seqlens, num_seqs, max_seqlen, w.word, w.position,
+                          w.token_type, *w.emb_ln, self.emb_eps, out=x)
+        last = len(w.layers) - 1
+        for n, layer in enumerate(w.layers):
+            qkv = buf.wide(T, 3 * E)
+            self._dense(x, layer.qkv, qkv)
+            K.varlen_attention(qkv, buf.cu_seqlens, num_seqs, max_seqlen, c.num_attention_heads, out=ctx)
+            self._dense(ctx, layer.attn_out, y)
+            K.add_layernorm(y, x, *layer.ln1, self.ln_eps, out=y)
+            h = buf.wide(T, I)
+            self._dense(y, layer.ffn_in, h, gelu=self.gelu)
+            self._dense(h, layer.ffn_out, ctx)
+            if n == last:
+                K.add_layernorm_head(ctx, y, *layer.ln2, self.ln_eps, w.head_w, w.head_b, logits=buf.logits[:T])
+            else:
+                K.add_layernorm(ctx, y, *layer.ln2, self.ln_eps, out=x)
+
+    def _dense(self, a, dense, out, gelu=None):
+        """out = [gelu](a @ W^T + b), by the fastest measured route for this precision and GELU (PERF_NOTES.md)."""
+        if self.dtype == torch.float16 and (self.gemm == "triton" or (self.gemm == "auto" and gelu == "erf")):
+            K.linear(a, dense.weight, dense.bias, out, gelu=gelu)   # bias + exact GELU in the GEMM epilogue
+        elif gelu is None:
+            torch.addmm(dense.bias, a, dense.weight_t, out=out)    # bias in the cuBLASLt epilogue
+        elif gelu == "tanh" and self.dtype == torch.float16:
+            torch._addmm_activation(dense.bias, a, dense.weight_t, use_gelu=True, out=out)  # cuBLASLt GELU (tanh)
+        else:
+            torch.mm(a, dense.weight_t, out=out)
+            K.bias_gelu_(out, dense.bias, gelu)
+
+    def memory_report(self):
+        """GPU memory held by this process after loading (bytes), and what the engine's tensors account for."""
+        w = self.weights
+        tensors = [w.word, w.position, w.token_type, *w.emb_ln, w.head_w, w.head_b]
+        for layer in w.layers:
+            tensors += [layer.qkv.weight, layer.qkv.bias, layer.attn_out.weight, layer.attn_out.bias, *layer.ln1,
+                        layer.ffn_in.weight, layer.ffn_in.bias, layer.ffn_out.weight, layer.ffn_out.bias, *layer.ln2]
+        b = self.buffers
+        activations = [b.ids, b.segs, b.cu_seqlens, b.x, b.ctx, b.y, b.big, b.logits]
+        nbytes = lambda ts: sum(t.numel() * t.element_size() for t in ts)  # noqa: E731
+        return {"weights": nbytes(tensors), "activations": nbytes(activations),
+                "allocated": torch.cuda.memory_allocated(self.device_index),
+                "reserved": torch.cuda.memory_reserved(self.device_index)}
+

@@ -1,0 +1,274 @@
+"""Triton kernels of the native GPU engine, and the small Python functions that launch them.
+
+Every kernel works on *packed* tokens: activations are (T, features) row-major, sequence b owning rows
+cu_seqlens[b] .. cu_seqlens[b+1]-1 (spec §3.8), so padding costs nothing. Kernels that need to know sequences
+(embedding positions, attention) take a grid over (blocks of a sequence, sequences) and return early where a
+sequence is shorter than the grid allows: one grid shape serves every batch of up to B sequences of up to S tokens,
+which is what lets one CUDA graph replay any such batch.
+
+Accumulation is always float32; results are rounded to the activation dtype (float16 or float32) when stored.
+Matrix products of float32 engines use IEEE float32 (no TF32) so that FP32 engines match the FP32 reference.
+"""
+import math
+
+import torch
+import triton
+import triton.language as tl
+
+GELU_KINDS = ("erf", "tanh")
+_ACT_CODE = {None: 0, "erf": 1, "tanh": 2}
+
+
+# ---- shared device functions ---------------------------------------------------------------------------------------
+
+@triton.jit
+def _normalize_rows(v, gamma, beta, col_mask, E, eps):
+    """LayerNorm of each row of the float32 tile v [ROWS, BLOCK_E] (columns past E masked out)."""
+    mean = tl.sum(v, axis=1) / E
+    centered = tl.where(col_mask[None, :], v - mean[:, None], 0.0)
+    var = tl.sum(centered * centered, axis=1) / E
+    return centered * tl.rsqrt(var + eps)[:, None] * gamma[None, :] + beta[None, :]
+
+
+@triton.jit
+def _gelu(x, ACT: tl.constexpr):
+    """ACT 1: exact GELU (erf); ACT 2: the tanh approximation, written as x * sigmoid(2u) = x * (1 + tanh u) / 2."""
+    if ACT == 1:
+        x = 0.5 * x * (1.0 + tl.erf(x * 0.7071067811865476))
+    elif ACT == 2:
+        x = x * tl.sigmoid(1.5957691216057308 * (x + 0.044715 * x * x * x))
+    return x
+
+
+# ---- embedding + LayerNorm -----------------------------------------------------------------------------------------
+
+@triton.jit
+def _embed_layernorm_kernel(ids_ptr, segs_ptr, cu_ptr, word_ptr, pos_ptr, type_ptr, gamma_ptr, beta_ptr, out_ptr,
+                            E, eps, ROWS: tl.constexpr, BLOCK_E: tl.constexpr):
+    seq = tl.program_id(1)
+    start = tl.load(cu_ptr + seq)
+    length = tl.load(cu_ptr + seq + 1) - start
+    first = tl.program_id(0) * ROWS
+    if first >= length:
+        return
+    pos = first + tl.arange(0, ROWS)          # positions restart at 0 in every sequence
+    cols = tl.arange(0, BLOCK_E)
+    col_mask = cols < E
+    row_mask = pos < length
+    mask = row_mask[:, None] & col_mask[None, :]
+    token = (start + pos).to(tl.int64)
+    ids = tl.load(ids_ptr + token, mask=row_mask, other=0).to(tl.int64)
+    segs = tl.load(segs_ptr + token, mask=row_mask, other=0).to(tl.int64)
+    v = tl.load(word_ptr + ids[:, None] * E + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+    v += tl.load(type_ptr + segs[:, None] * E + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+    v += tl.load(pos_ptr + pos[:, None] * E + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+    gamma = tl.load(gamma_ptr + cols, mask=col_mask, other=0.0)
+    beta = tl.load(beta_ptr + cols, mask=col_mask, other=0.0)
+    y = _normalize_rows(v, gamma, beta, col_mask, E, eps)
+    tl.store(out_ptr + token[:, None] * E + cols[None, :], y.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+def embed_layernorm(ids, segs, cu_seqlens, num_seqs, max_seqlen, word, pos, types, gamma, beta, eps, out):
+    """out[t] = LN(word[ids[t]] + types[segs[t]] + pos[position of t in its sequence])."""
+    E = out.shape[1]
+    block_e = triton.next_power_of_2(E)
+    rows = 4
+    grid = (triton.cdiv(max_seqlen, rows), num_seqs)
+    _embed_layernorm_kernel[grid](ids, segs, cu_seqlens, word, pos, types, gamma, beta, out, E, eps,
+                                  ROWS=rows, BLOCK_E=block_e, num_warps=4 if block_e <= 512 else 8)
+
+
+# ---- residual add + LayerNorm (optionally followed by the SQuAD head) ----------------------------------------------
+
+@triton.jit
+def _add_layernorm_kernel(x_ptr, res_ptr, gamma_ptr, beta_ptr, out_ptr, head_w_ptr, head_b_ptr, logits_ptr,
+                          T, E, eps, HEAD: tl.constexpr, ROWS: tl.constexpr, BLOCK_E: tl.constexpr):
+    rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
+    cols = tl.arange(0, BLOCK_E)
+    row_mask = rows < T
+    col_mask = cols < E
+    mask = row_mask[:, None] & col_mask[None, :]
+    offsets = rows.to(tl.int64)[:, None] * E + cols[None, :]
+    v = tl.load(x_ptr + offsets, mask=mask, other=0.0).to(tl.float32)
+    v += tl.load(res_ptr + offsets, mask=mask, other=0.0).to(tl.float32)
+    gamma = tl.load(gamma_ptr + cols, mask=col_mask, other=0.0)
+    beta = tl.load(beta_ptr + cols, mask=col_mask, other=0.0)
+    y = _normalize_rows(v, gamma, beta, col_mask, E, eps).to(out_ptr.dtype.element_ty)
+    if HEAD:
+        # The head sees the LayerNorm output rounded to the activation dtype, as it would after a store.
+        y = y.to(tl.float32)
+        w_start = tl.load(head_w_ptr + cols, mask=col_mask, other=0.0)
+        w_end = tl.load(head_w_ptr + E + cols, mask=col_mask, other=0.0)
+        start = tl.sum(y * w_start[None, :], axis=1) + tl.load(head_b_ptr)
+        end = tl.sum(y * w_end[None, :], axis=1) + tl.load(head_b_ptr + 1)
+        tl.store(logits_ptr + rows * 2, start, mask=row_mask)
+        tl.store(logits_ptr + rows * 2 + 1, end, mask=row_mask)
+    else:
+        tl.store(out_ptr + offsets, y, mask=mask)
+
+
+def _layernorm_launch(x, res, gamma, beta, eps, out, head_w, head_b, logits, head):
+    T, E = x.shape
+    block_e = triton.next_power_of_2(E)
+    rows = 4 if block_e <= 512 else 2
+    grid = (triton.cdiv(T, rows),)
+    _add_layernorm_kernel[grid](x, res, gamma, beta, out, head_w, head_b, logits, T, E, eps,
+                                HEAD=head, ROWS=rows, BLOCK_E=block_e, num_warps=4 if block_e <= 512 else 8)
+
+
+def add_layernorm(x, res, gamma, beta, eps, out):
+    """out = LN(x + res); `out` may be `x` itself (each program reads its rows before writing them)."""
+    _layernorm_launch(x, res, gamma, beta, eps, out, gamma, beta, out, head=False)
+
+
+def add_layernorm_head(x, res, gamma, beta, eps, head_w, head_b, logits):
+    """logits[t] = head_w @ LN(x[t] + res[t]) + head_b, float32 (T, 2); the normalized rows are not stored."""
+    _layernorm_launch(x, res, gamma, beta, eps, x, head_w, head_b, logits, head=True)
+
+
+# ---- variable-length attention (FlashAttention-style, online softmax) ----------------------------------------------
+
+@triton.jit
+def _varlen_attention_kernel(qkv_ptr, out_ptr, cu_ptr, qk_scale, NUM_HEADS, E,
+                             HEAD: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, IEEE: tl.constexpr):
+    """One program: BLOCK_M queries of one head of one sequence, streaming that sequence's keys BLOCK_N at a time.
+
+    qkv rows are [Q (E) | K (E) | V (E)], each head-major (head n owns columns n*HEAD .. n*HEAD+HEAD-1).
+    qk_scale = log2(e) / sqrt(HEAD): scores are kept in base 2 so that exp2 does the softmax's exponentials.
+    """
+    block = tl.program_id(0)
+    seq = tl.program_id(1) // NUM_HEADS
+    head = tl.program_id(1) % NUM_HEADS
+    start = tl.load(cu_ptr + seq)
+    length = tl.load(cu_ptr + seq + 1) - start
+    if block * BLOCK_M >= length:
+        return
+    row_stride = 3 * E
+    base = qkv_ptr + start.to(tl.int64) * row_stride + head * HEAD
+    q_rows = block * BLOCK_M + tl.arange(0, BLOCK_M)
+    dims = tl.arange(0, HEAD)
+    q = tl.load(base + q_rows[:, None] * row_stride + dims[None, :], mask=q_rows[:, None] < length, other=0.0)
+    m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
+    l_i = tl.zeros([BLOCK_M], tl.float32)
+    acc = tl.zeros([BLOCK_M, HEAD], tl.float32)
+    for k_first in range(0, length, BLOCK_N):
+        k_rows = k_first + tl.arange(0, BLOCK_N)
+        k_mask = k_rows < length
+        # K is loaded transposed ([HEAD, BLOCK_N]) so that Q @ K^T is a plain product.
+        k_t = tl.load(base + E + k_rows[None, :] * row_stride + dims[:, None], mask=k_mask[None, :], other=0.0)
+        if IEEE:
+            s = tl.dot(q, k_t, input_precision="ieee")
+        else:
+            s = tl.dot(q, k_t)
+        s = tl.where(k_mask[None, :], s * qk_scale, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, axis=1))
+        alpha = tl.exp2(m_i - m_new)
+        p = tl.exp2(s - m_new[:, None])
+        l_i = l_i * alpha + tl.sum(p, axis=1)
+        v = tl.load(base + 2 * E + k_rows[:, None] * row_stride + dims[None, :], mask=k_mask[:, None], other=0.0)
+        if IEEE:
+            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision="ieee")
+        else:
+            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+        m_i = m_new
+    acc = acc / l_i[:, None]
+    out = out_ptr + start.to(tl.int64) * E + head * HEAD
+    tl.store(out + q_rows[:, None] * E + dims[None, :], acc.to(out_ptr.dtype.element_ty),
+             mask=q_rows[:, None] < length)
+
+
+def attention_config(num_seqs, max_seqlen, num_heads, head_size, dtype):
+    """(BLOCK_M, BLOCK_N, num_warps, num_stages) for the attention kernel (docs/PERF_NOTES.md has the measurements).
+
+    Large query blocks reuse each K/V load more; small ones give short or few sequences enough programs to fill the
+    GPU's 132 multiprocessors."""
+    if dtype == torch.float32:
+        return 32, 32, 4, 2
+    programs_at_128 = num_seqs * num_heads * triton.cdiv(max_seqlen, 128)
+    if programs_at_128 >= 264:
+        return 128, 64, 8, 2
+    return 64, 64, 4, 2
+
+
+def varlen_attention(qkv, cu_seqlens, num_seqs, max_seqlen, num_heads, out, config=None):
+    """out (T, E) = softmax(Q K^T / sqrt(H)) V per head of every sequence of up to `max_seqlen` tokens."""
+    T, E = out.shape
+    head_size = E // num_heads
+    if head_size not in (16, 32, 64, 128):
+        raise ValueError(f"attention kernel supports head sizes 16, 32, 64 and 128, not {head_size}")
+    block_m, block_n, warps, stages = config or attention_config(num_seqs, max_seqlen, num_heads, head_size,
+                                                                 qkv.dtype)
+    grid = (triton.cdiv(max_seqlen, block_m), num_seqs * num_heads)
+    _varlen_attention_kernel[grid](qkv, out, cu_seqlens, math.log2(math.e) / math.sqrt(head_size), num_heads, E,
+                                   HEAD=head_size, BLOCK_M=block_m, BLOCK_N=block_n,
+                                   IEEE=qkv.dtype == torch.float32, num_warps=warps, num_stages=stages)
+
+
+# ---- bias + GELU (after a cuBLAS product that has no GELU epilogue) ------------------------------------------------
+
+@triton.jit
+def _bias_gelu_kernel(x_ptr, bias_ptr, n_elements, N, ACT: tl.constexpr, BLOCK: tl.constexpr):
+    offsets = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    mask = offsets < n_elements
+    x = tl.load(x_ptr + offsets, mask=mask, other=0.0).to(tl.float32)
+    x += tl.load(bias_ptr + offsets % N, mask=mask, other=0.0).to(tl.float32)
+    tl.store(x_ptr + offsets, _gelu(x, ACT).to(x_ptr.dtype.element_ty), mask=mask)
+
+
+def bias_gelu_(x, bias, kind):
+    """x = gelu(x + bias) in place; x (T, N) contiguous."""
+    block = 2048
+    _bias_gelu_kernel[(triton.cdiv(x.numel(), block),)](x, bias, x.numel(), x.shape[1], ACT=_ACT_CODE[kind],
+                                                        BLOCK=block, num_warps=8)
+
+
+# ---- matrix product with fused bias (+ GELU) epilogue --------------------------------------------------------------
+
+@triton.jit
+def _linear_kernel(a_ptr, w_ptr, bias_ptr, c_ptr, M, N, K, ACT: tl.constexpr,
+                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr):
+    """c (M, N) = act(a (M, K) @ w (N, K)^T + bias), float32 accumulation; w is the [out, in] dense kernel."""
+    pid = tl.program_id(0)
+    # Grouped order: GROUP_M row blocks share each column block's weights while they are in L2.
+    blocks_m = tl.cdiv(M, BLOCK_M)
+    blocks_n = tl.cdiv(N, BLOCK_N)
+    group = pid // (GROUP_M * blocks_n)
+    first_m = group * GROUP_M
+    group_size = min(blocks_m - first_m, GROUP_M)
+    block_m = first_m + (pid % (GROUP_M * blocks_n)) % group_size
+    block_n = (pid % (GROUP_M * blocks_n)) // group_size
+    rows = block_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    cols = block_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    ks = tl.arange(0, BLOCK_K)
+    a_ptrs = a_ptr + rows.to(tl.int64)[:, None] * K + ks[None, :]
+    w_ptrs = w_ptr + cols.to(tl.int64)[None, :] * K + ks[:, None]
+    row_mask = rows[:, None] < M
+    col_mask = cols[None, :] < N
+    acc = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
+    for k in range(0, K, BLOCK_K):
+        a = tl.load(a_ptrs, mask=row_mask & (ks[None, :] < K - k), other=0.0)
+        w = tl.load(w_ptrs, mask=col_mask & (ks[:, None] < K - k), other=0.0)
+        acc = tl.dot(a, w, acc)
+        a_ptrs += BLOCK_K
+        w_ptrs += BLOCK_K
+    acc += tl.load(bias_ptr + cols, mask=cols < N, other=0.0).to(tl.float32)[None, :]
+    acc = _gelu(acc, ACT)
+    tl.store(c_ptr + rows.to(tl.int64)[:, None] * N + cols[None, :], acc.to(c_ptr.dtype.element_ty),
+             mask=row_mask & col_mask)
+
+
+def linear_config(M, N, K):
+    """(BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages) of the Triton product for an (M, K) x (K, N) problem."""
+    if M <= 256:
+        return 64, 64, 128, 4, 4
+    return 128, 256, 64, 8, 3
+
+
+def linear(a, weight, bias, out, gelu=None, config=None):
+    """out = gelu(a @ weight^T + bias) with the bias and GELU applied to the float32 accumulator (16-bit inputs)."""
+    M, K = a.shape
+    N = weight.shape[0]
+    block_m, block_n, block_k, warps, stages = config or linear_config(M, N, K)
+    grid = (triton.cdiv(M, block_m) * triton.cdiv(N, block_n),)
+    _linear_kernel[grid](a, weight, bias, out, M, N, K, ACT=_ACT_CODE[gelu], BLOCK_M=block_m, BLOCK_N=block_n,
+                         BLOCK_K=block_k, GROUP_M=8, num_warps=warps, num_stages=stages)

@@ -1,0 +1,106 @@
+"""What builder.py and builder_varseqlen.py share: upstream's flags, weight loading, backend choice, engine writing."""
+import time
+
+from .atomic import write_bytes_atomic
+from .config import load_config
+from .errors import BertError, StrictParser
+
+DEFAULT_VOCAB = "./pre-trained_model/uncased_L-24_H-1024_A-16/vocab.txt"
+
+
+def make_parser(description="TensorRT BERT Sample"):
+    import argparse
+    return StrictParser(description=description, formatter_class=argparse.RawTextHelpFormatter)
+
+
+def add_common_args(parser):
+    """Flags both builders have (spec §2.1/§2.2)."""
+    parser.add_argument("-m", "--ckpt", required=False,
+                        help="The checkpoint file basename, e.g.:\n basename(model.ckpt-766000.data-00000-of-00001)"
+                             " is model.ckpt-766000")
+    parser.add_argument("-x", "--onnx", required=False, help="The ONNX model file path.")
+    parser.add_argument("-pt", "--pytorch", required=False,
+                        help="The PyTorch checkpoint file path; also a Hugging Face model folder or .safetensors")
+    parser.add_argument("-o", "--output", required=True, help="The bert engine file, ex bert.engine")
+    parser.add_argument("-c", "--config-dir", required=True,
+                        help="The folder containing the bert_config.json (or a Hugging Face config.json)")
+    parser.add_argument("-f", "--fp16", action="store_true", help="Indicates that inference should be run in FP16 precision")
+    parser.add_argument("-i", "--int8", action="store_true", help="Indicates that inference should be run in INT8 precision")
+    parser.add_argument("-w", "--workspace-size", type=int, help="Workspace size in MiB for building the BERT engine "
+                        "(TensorRT only)")
+    parser.add_argument("-j", "--squad-json", default="squad/dev-v1.1.json",
+                        help="squad json dataset used for int8 calibration")
+    parser.add_argument("-v", "--vocab-file", default=DEFAULT_VOCAB,
+                        help="Path to file containing entire understandable vocab")
+    parser.add_argument("-n", "--calib-num", default=100, type=int, help="calibration batch numbers")
+    parser.add_argument("-p", "--calib-path", help="calibration cache path")
+    parser.add_argument("-tcf", "--timing-cache-file", help="Path to tensorrt build timeing cache file, only available "
+                        "for tensorrt 8.0 and later")
+    parser.add_argument("-sp", "--sparse", action="store_true", help="Indicates that model is sparse (TensorRT only)")
+    parser.add_argument("--verbose", action="store_true", help="Turn on verbose logger and set profiling verbosity "
+                        "to DETAILED")
+    plugins = parser.add_mutually_exclusive_group(required=False)
+    plugins.add_argument("--use-v3-plugins", dest="use_deprecated_plugins", action="store_false",
+                         help="Use plugins implementing the IPluginV3 interface (TensorRT only)")
+    plugins.add_argument("--use-deprecated-plugins", dest="use_deprecated_plugins", action="store_true",
+                         help="Use deprecated plugins implementing IPluginV2DynamicExt (default; TensorRT only)")
+    parser.set_defaults(use_deprecated_plugins=True)
+    parser.add_argument("--backend", choices=("auto", "native", "tensorrt"), default="auto",
+                        help="auto: TensorRT when the tensorrt module is importable, else the native engine\n"
+                             "(beyond upstream)")
+
+
+def tensorrt_available():
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def choose_backend(args):
+    if args.backend == "tensorrt" and not tensorrt_available():
+        raise BertError("--backend tensorrt: the tensorrt module is not installed (pip install 'tensorrt-cu12>=10,<11'"
+                        " on a machine with an NVIDIA GPU), or use --backend native")
+    if args.backend == "auto":
+        return "tensorrt" if tensorrt_available() else "native"
+    return args.backend
+
+
+def load_model(args, priority):
+    """Config and canonical weight map from whichever weight source the flags name, in upstream's priority."""
+    from .weights import load_weights
+    config = load_config(args.config_dir)
+    print(f"Using configuration file: {args.config_dir}")
+    sources = {name: getattr(args, name, None) for name in priority}
+    if not any(sources.values()):
+        raise BertError("You need either specify TF checkpoint using option --ckpt, ONNX using option --onnx, "
+                        "or PyTorch using option --pytorch" + (", or a Megatron pickle using option --pickle"
+                                                              if "pickle" in priority else ""))
+    weights = load_weights(config=config, priority=priority, **sources)
+    return config, weights
+
+
+def native_precision(args):
+    if args.int8:
+        raise BertError("--int8 needs the TensorRT backend: the native engine is built in fp32 or fp16 "
+                        "(drop --int8, or build on a machine with TensorRT)")
+    return "fp16" if args.fp16 else "fp32"
+
+
+def recorded_flags(args):
+    """The flags a native engine records in its header, for the record (TensorRT-only ones included)."""
+    return {k: v for k, v in sorted(vars(args).items()) if isinstance(v, (bool, int, float, str, list, type(None)))}
+
+
+def save_engine(args, build):
+    """Run `build()` (native: an EngineFile; TensorRT: serialized bytes), time it, and write it atomically."""
+    started = time.time()
+    engine = build()
+    print(f"build engine in {time.time() - started:.3f} Sec")
+    print(f"Saving Engine to {args.output}")
+    if isinstance(engine, (bytes, bytearray, memoryview)):
+        write_bytes_atomic(args.output, engine)
+    else:
+        engine.save(args.output)
+    print("Done.")

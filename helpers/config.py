@@ -1,0 +1,96 @@
+"""The model's shape, read from a Google `bert_config.json` or a Hugging Face `config.json`."""
+import json
+import os
+from dataclasses import asdict, dataclass, fields
+
+from .errors import BertError
+
+# hidden_act values and the GELU each one means (Hugging Face's ACT2FN names).
+GELU_KINDS = {"gelu": "erf", "gelu_python": "erf", "gelu_new": "tanh", "gelu_fast": "tanh",
+              "gelu_pytorch_tanh": "tanh", "gelu_tanh": "tanh"}
+
+
+@dataclass(frozen=True)
+class BertConfig:
+    num_hidden_layers: int
+    hidden_size: int
+    num_attention_heads: int
+    intermediate_size: int
+    vocab_size: int = 30522
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    hidden_act: str = "gelu"
+    layer_norm_eps: float = 1e-12
+    do_lower_case: bool = True
+
+    def __post_init__(self):
+        for name in ("num_hidden_layers", "hidden_size", "num_attention_heads", "intermediate_size",
+                     "vocab_size", "max_position_embeddings", "type_vocab_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise BertError(f"model config: {name} must be a positive integer, got {value!r}")
+        if self.hidden_size % self.num_attention_heads:
+            raise BertError(f"model config: hidden_size {self.hidden_size} is not a multiple of "
+                            f"num_attention_heads {self.num_attention_heads}")
+        if self.hidden_act not in GELU_KINDS:
+            raise BertError(f"model config: hidden_act {self.hidden_act!r} is not supported "
+                            f"(one of {', '.join(sorted(GELU_KINDS))})")
+
+    @property
+    def head_size(self):
+        return self.hidden_size // self.num_attention_heads
+
+    @property
+    def gelu(self):
+        """'erf' (exact GELU, BERT's own) or 'tanh' (the approximation demoBERT's TensorRT network builds)."""
+        return GELU_KINDS[self.hidden_act]
+
+    def to_dict(self):
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data):
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def find_config_file(path):
+    """`path` may be a config file or a folder holding bert_config.json (upstream's -c) or config.json (HF)."""
+    if os.path.isdir(path):
+        for name in ("bert_config.json", "config.json"):
+            candidate = os.path.join(path, name)
+            if os.path.isfile(candidate):
+                return candidate
+        raise BertError(f"no bert_config.json or config.json in {path}")
+    if os.path.isfile(path):
+        return path
+    raise BertError(f"config not found: {path}")
+
+
+def load_config(path):
+    """Read the model config; lower-casing comes from the config or tokenizer_config.json beside it (default True)."""
+    config_file = find_config_file(path)
+    try:
+        with open(config_file, encoding="utf-8") as f:
+            data = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BertError(f"config {config_file} is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise BertError(f"config {config_file} is not a JSON object")
+    missing = [k for k in ("num_hidden_layers", "hidden_size", "num_attention_heads", "intermediate_size")
+               if k not in data]
+    if missing:
+        raise BertError(f"config {config_file} lacks {', '.join(missing)}")
+    data = dict(data)
+    tokenizer_config = os.path.join(os.path.dirname(config_file), "tokenizer_config.json")
+    if "do_lower_case" not in data and os.path.isfile(tokenizer_config):
+        try:
+            with open(tokenizer_config, encoding="utf-8") as f:
+                lower = json.load(f).get("do_lower_case")
+            if isinstance(lower, bool):
+                data["do_lower_case"] = lower
+        except (OSError, ValueError):
+            pass
+    if "layer_norm_eps" not in data:
+        data["layer_norm_eps"] = 1e-12
+    return BertConfig.from_dict(data)

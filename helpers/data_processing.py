@@ -1,0 +1,396 @@
+"""SQuAD reading, feature windows and answer decoding, as demoBERT's `helpers/data_processing.py` does them.
+
+Differences from upstream, all deliberate:
+  * bad files and arguments raise `BertError` naming the problem (upstream: KeyError, assert, or no feature);
+  * the SQuAD v2 null answer works (`version_2_with_negative=True`); upstream left it dead;
+  * `do_lower_case` reaches `get_final_text` (upstream hard-codes True, which breaks cased models);
+  * a passage's WordPieces are computed once per paragraph, not once per question
+    (`tokenize_doc`, `convert_examples_to_features`), and the n-best search is vectorised;
+    the features and answers are the same.
+"""
+import collections
+import functools
+import gzip
+import itertools
+import json
+import math
+import re
+import zlib
+from dataclasses import dataclass
+from operator import itemgetter
+
+import numpy as np
+
+from .errors import BertError
+from .tokenization import BasicTokenizer
+
+Example = collections.namedtuple("Example", ["id", "question_text", "doc_tokens"])
+Feature = collections.namedtuple(
+    "Feature", ["input_ids", "input_mask", "segment_ids", "tokens", "token_to_orig_map", "token_is_max_context"])
+NetworkOutput = collections.namedtuple("NetworkOutput", ["start_logits", "end_logits", "feature_index"])
+_NbestPrediction = collections.namedtuple("NbestPrediction", ["text", "start_logit", "end_logit"])
+_NullAnswer = collections.namedtuple("NullAnswer", ["score", "start_logit", "end_logit"])
+
+# demoBERT's passage whitespace: space, tab, CR, LF and U+202F (not the other Unicode spaces).
+_DOC_WHITESPACE = re.compile("[ \t\r\n\u202f]+")
+
+
+def convert_doc_tokens(paragraph_text):
+    """The passage split on demoBERT's whitespace; answers are reported in these tokens."""
+    return [token for token in _DOC_WHITESPACE.split(paragraph_text) if token]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Reading SQuAD json
+
+def read_json_file(path, what="json file"):
+    """Parse a json (or gzip-compressed json) file; every failure is a one-line BertError naming `what`."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except FileNotFoundError:
+        raise BertError(f"{what} not found: {path}") from None
+    except IsADirectoryError:
+        raise BertError(f"{what} is a directory: {path}") from None
+    except OSError as exc:
+        raise BertError(f"cannot read {what} {path}: {exc.strerror}") from None
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise BertError(f"{what} is a damaged gzip file: {path} ({exc})") from None
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise BertError(f"{what} is not UTF-8 text: {path}") from None
+    except json.JSONDecodeError as exc:
+        raise BertError(f"{what} is not valid json: {path} (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
+    except RecursionError:
+        raise BertError(f"{what} is nested too deeply: {path}") from None
+
+
+def _get(obj, key, kind, where, path):
+    """obj[key] checked to be of `kind`; `where` names obj in the message."""
+    if not isinstance(obj, dict):
+        raise BertError(f"malformed SQuAD file {path}: {where} is a {_json_type(obj)}, expected an object")
+    if key not in obj:
+        raise BertError(f"malformed SQuAD file {path}: {where} has no '{key}'")
+    value = obj[key]
+    if not isinstance(value, kind) or isinstance(value, bool):
+        expected = {str: "a string", list: "a list", dict: "an object"}[kind]
+        raise BertError(f"malformed SQuAD file {path}: {where}.{key} is a {_json_type(value)}, expected {expected}")
+    return value
+
+
+def _json_type(value):
+    return {dict: "object", list: "list", str: "string", bool: "boolean", int: "number", float: "number",
+            type(None): "null"}.get(type(value), type(value).__name__)
+
+
+def load_squad_json(path):
+    """The parsed SQuAD file (v1.1 or v2.0, optionally .gz), checked to have the fields questions need.
+
+    Returns the top-level object; its "data" articles each have "paragraphs" with a "context" string
+    and "qas" whose items have string "id" and "question". Answers are not checked here.
+    """
+    dataset = read_json_file(path, "SQuAD file")
+    for a, article in enumerate(_get(dataset, "data", list, "the top level", path)):
+        for p, paragraph in enumerate(_get(article, "paragraphs", list, f"data[{a}]", path)):
+            where = f"data[{a}].paragraphs[{p}]"
+            _get(paragraph, "context", str, where, path)
+            for q, qa in enumerate(_get(paragraph, "qas", list, where, path)):
+                _get(qa, "id", str, f"{where}.qas[{q}]", path)
+                _get(qa, "question", str, f"{where}.qas[{q}]", path)
+    return dataset
+
+
+def iter_squad_questions(dataset):
+    """(paragraph, qa) for every question of a SQuAD object, in file order."""
+    for article in dataset["data"]:
+        for paragraph in article["paragraphs"]:
+            for qa in paragraph["qas"]:
+                yield paragraph, qa
+
+
+def read_squad_json(path):
+    """Examples in file order; the questions of one paragraph share one `doc_tokens` list object."""
+    dataset = load_squad_json(path)
+    examples = []
+    for a, article in enumerate(dataset["data"]):
+        for p, paragraph in enumerate(article["paragraphs"]):
+            doc_tokens = convert_doc_tokens(paragraph["context"])
+            if not doc_tokens and paragraph["qas"]:
+                raise BertError(f"SQuAD file {path}: data[{a}].paragraphs[{p}] has an empty context")
+            for qa in paragraph["qas"]:
+                if not qa["question"].strip():
+                    raise BertError(f"SQuAD file {path}: question {qa['id']} is empty")
+                examples.append(Example(id=qa["id"], question_text=qa["question"], doc_tokens=doc_tokens))
+    return examples
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Features
+
+@dataclass(frozen=True)
+class DocWordpieces:
+    """A passage's WordPieces, computed once and shared by every question about it."""
+    tokens: list             # WordPiece strings of the whole passage
+    ids: np.ndarray          # their vocabulary ids (int32)
+    tok_to_orig_index: list  # WordPiece -> index of the doc token (whitespace-separated word) it came from
+
+
+def tokenize_doc(doc_tokens, tokenizer):
+    tokens, tok_to_orig_index = tokenizer.tokenize_words(doc_tokens)
+    ids = np.asarray(tokenizer.convert_tokens_to_ids(tokens), dtype=np.int32)
+    return DocWordpieces(tokens=tokens, ids=ids, tok_to_orig_index=tok_to_orig_index)
+
+
+_Window = collections.namedtuple("Window", ["start", "length", "is_max_context"])
+
+
+@functools.lru_cache(maxsize=4096)
+def _doc_windows(n_tokens, max_tokens_for_doc, doc_stride):
+    """demoBERT's sliding windows over n_tokens WordPieces, with each token's max-context flag per window.
+
+    A token's max-context window maximises min(left context, right context) + 0.01 * window length;
+    the first such window wins ties. Depends on three integers only, hence the cache.
+    """
+    spans = []
+    start = 0
+    while start < n_tokens:
+        length = min(n_tokens - start, max_tokens_for_doc)
+        spans.append((start, length))
+        if start + length == n_tokens:
+            break
+        start += min(length, doc_stride)
+    best_score = np.full(n_tokens, -np.inf)
+    owner = np.full(n_tokens, -1)
+    for index, (start, length) in enumerate(spans):
+        position = np.arange(start, start + length)
+        score = np.minimum(position - start, start + length - 1 - position) + 0.01 * length
+        better = score > best_score[start:start + length]
+        best_score[position[better]] = score[better]
+        owner[position[better]] = index
+    return tuple(_Window(start, length, (owner[start:start + length] == index).tolist())
+                 for index, (start, length) in enumerate(spans))
+
+
+def _check_positive(name, value):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+        raise BertError(f"{name} must be a positive integer, got {value!r}")
+
+
+def convert_example_to_features(doc_tokens, question_text, tokenizer, max_seq_length, doc_stride,
+                                max_query_length, doc_wordpieces=None):
+    """One Feature per window: [CLS] question [SEP] passage window [SEP], zero-padded to max_seq_length.
+
+    `doc_wordpieces` (from `tokenize_doc(doc_tokens, tokenizer)`) skips re-tokenizing a passage
+    that several questions share.
+    """
+    _check_positive("max_seq_length", max_seq_length)
+    _check_positive("doc_stride", doc_stride)
+    _check_positive("max_query_length", max_query_length)
+    if not isinstance(question_text, str) or not question_text.strip():
+        raise BertError("the question is empty")
+    if not doc_tokens:
+        raise BertError("the passage is empty")
+    query_tokens = tokenizer.tokenize(question_text)[:max_query_length]
+    if not query_tokens:
+        raise BertError(f"the question has no tokens after tokenization: {question_text!r}")
+    doc = doc_wordpieces if doc_wordpieces is not None else tokenize_doc(doc_tokens, tokenizer)
+    if not doc.tokens:
+        raise BertError("the passage has no tokens after tokenization")
+    max_tokens_for_doc = max_seq_length - len(query_tokens) - 3  # [CLS], [SEP] and [SEP]
+    if max_tokens_for_doc <= 0:
+        raise BertError(f"max_seq_length {max_seq_length} leaves no room for the passage after a "
+                        f"{len(query_tokens)}-token question (it needs at least {len(query_tokens) + 4})")
+
+    cls_id, sep_id = tokenizer.convert_tokens_to_ids(["[CLS]", "[SEP]"])
+    query_ids = tokenizer.convert_tokens_to_ids(query_tokens)
+    head = ["[CLS]", *query_tokens, "[SEP]"]
+    offset = len(head)  # position of the first passage token in every window
+    features = []
+    for window in _doc_windows(len(doc.tokens), max_tokens_for_doc, int(doc_stride)):
+        end = window.start + window.length
+        n = offset + window.length + 1
+        input_ids = np.zeros(max_seq_length, dtype=np.int32)
+        input_ids[0] = cls_id
+        input_ids[1:offset - 1] = query_ids
+        input_ids[offset - 1] = sep_id
+        input_ids[offset:n - 1] = doc.ids[window.start:end]
+        input_ids[n - 1] = sep_id
+        input_mask = np.zeros(max_seq_length, dtype=np.int32)
+        input_mask[:n] = 1
+        segment_ids = np.zeros(max_seq_length, dtype=np.int32)
+        segment_ids[offset:n] = 1
+        positions = range(offset, n - 1)
+        features.append(Feature(
+            input_ids=input_ids,
+            input_mask=input_mask,
+            segment_ids=segment_ids,
+            tokens=head + doc.tokens[window.start:end] + ["[SEP]"],
+            token_to_orig_map=dict(zip(positions, doc.tok_to_orig_index[window.start:end])),
+            token_is_max_context=dict(zip(positions, window.is_max_context)),
+        ))
+    return features
+
+
+def convert_examples_to_features(examples, tokenizer, max_seq_length, doc_stride, max_query_length):
+    """Yield each example's feature list, tokenizing every passage (shared `doc_tokens` object) once."""
+    passages = {}  # id(doc_tokens) -> (doc_tokens, DocWordpieces); holding doc_tokens keeps the id unique
+    for example in examples:
+        key = id(example.doc_tokens)
+        if key not in passages:
+            passages[key] = (example.doc_tokens, tokenize_doc(example.doc_tokens, tokenizer))
+        yield convert_example_to_features(example.doc_tokens, example.question_text, tokenizer, max_seq_length,
+                                          doc_stride, max_query_length, doc_wordpieces=passages[key][1])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Answers
+
+@functools.lru_cache(maxsize=2)
+def _basic_tokenizer(do_lower_case):
+    return BasicTokenizer(do_lower_case=do_lower_case)
+
+
+def get_final_text(pred_text, orig_text, do_lower_case):
+    """Map the predicted (normalised) WordPiece text back onto the original passage text.
+
+    Google's heuristic: basic-tokenize orig_text, find pred_text in it, and if both agree character
+    for character once spaces are removed, return the matching slice of orig_text (so "steve smith"
+    in "Steve Smith's" gives "Steve Smith"). On any failure the whole orig_text is returned.
+    do_lower_case must match the model: a cased prediction is never found in lower-cased text.
+    """
+    tok_text = " ".join(_basic_tokenizer(bool(do_lower_case)).tokenize(orig_text))
+    start = tok_text.find(pred_text)
+    end = start + len(pred_text) - 1
+    if start == -1 or end < start:
+        return orig_text
+    orig_chars = [i for i, c in enumerate(orig_text) if c != " "]
+    if len(orig_chars) != len(tok_text) - tok_text.count(" "):
+        return orig_text
+    if tok_text[start] == " " or tok_text[end] == " ":  # only non-space characters are aligned
+        return orig_text
+    ns_start = start - tok_text.count(" ", 0, start)
+    ns_end = end - tok_text.count(" ", 0, end)
+    return orig_text[orig_chars[ns_start]:orig_chars[ns_end] + 1]
+
+
+def _compute_softmax(scores):
+    if not scores:
+        return []
+    max_score = max(scores)
+    exp_scores = [math.exp(score - max_score) for score in scores]
+    total = sum(exp_scores)
+    return [x / total for x in exp_scores]
+
+
+def _best_indexes(logits, n_best_size):
+    """Indexes of the n largest logits, largest first, ties in index order (a stable descending sort)."""
+    return np.argsort(-logits, kind="stable")[:n_best_size].tolist()
+
+
+def _wordpiece_text(pieces):
+    text = " ".join(pieces).replace(" ##", "").replace("##", "")
+    return " ".join(text.split())
+
+
+def _prelim_predictions(features, results, n_best_size, max_answer_length, version_2_with_negative):
+    """Valid spans (score, feature, start, end, start logit, end logit), best first, and the null answer."""
+    _check_positive("n_best_size", n_best_size)
+    _check_positive("max_answer_length", max_answer_length)
+    if not results:
+        raise BertError("no network outputs to decode")
+    prelims = []
+    null = None
+    for result in results:
+        if not 0 <= result.feature_index < len(features):
+            raise BertError(f"network output refers to feature {result.feature_index} of {len(features)}")
+        feature = features[result.feature_index]
+        start_logits = np.asarray(result.start_logits)
+        end_logits = np.asarray(result.end_logits)
+        if np.isnan(start_logits).any() or np.isnan(end_logits).any():
+            raise BertError(f"the network output for feature {result.feature_index} contains NaN")
+        if version_2_with_negative:
+            score = start_logits[0] + end_logits[0]
+            if null is None or score < null.score:
+                null = _NullAnswer(score, start_logits[0], end_logits[0])
+        n_tokens = len(feature.tokens)
+        in_doc, max_context = feature.token_to_orig_map, feature.token_is_max_context
+        starts = [s for s in _best_indexes(start_logits, n_best_size)
+                  if s < n_tokens and s in in_doc and max_context.get(s, False)]
+        ends = [e for e in _best_indexes(end_logits, n_best_size) if e < n_tokens and e in in_doc]
+        for s in starts:
+            for e in ends:
+                if s <= e < s + max_answer_length:
+                    prelims.append((start_logits[s] + end_logits[e], result.feature_index, s, e,
+                                    start_logits[s], end_logits[e]))
+    if null is not None:
+        prelims.append((null.score, 0, 0, 0, null.start_logit, null.end_logit))
+    prelims.sort(key=itemgetter(0), reverse=True)  # stable: equal scores keep their order
+    return prelims, null
+
+
+def _nbest_entries(doc_tokens, features, prelims, do_lower_case):
+    """N-best entries in score order, one per distinct answer text; start index 0 is the null answer."""
+    seen = set()
+    for _, feature_index, start, end, start_logit, end_logit in prelims:
+        if start > 0:
+            feature = features[feature_index]
+            orig_start = feature.token_to_orig_map[start]
+            orig_end = feature.token_to_orig_map[end]
+            text = get_final_text(_wordpiece_text(feature.tokens[start:end + 1]),
+                                  " ".join(doc_tokens[orig_start:orig_end + 1]), do_lower_case)
+            if text in seen:
+                continue
+        else:
+            text = ""
+        seen.add(text)
+        yield _NbestPrediction(text, start_logit, end_logit)
+
+
+def _choose(entries, null, null_score_diff_threshold):
+    """(prediction, null score minus best non-null score) from entries in n-best order."""
+    if null is None:
+        first = next(iter(entries), None)
+        return (first.text if first is not None else "empty"), 0.0
+    best = next((entry for entry in entries if entry.text), None)
+    if best is None:  # no span qualifies at all: only the null answer is left
+        return "", math.inf
+    score_diff = null.score - best.start_logit - best.end_logit
+    return ("" if score_diff > null_score_diff_threshold else best.text), float(score_diff)
+
+
+def get_predictions(doc_tokens, features, results, n_best_size, max_answer_length,
+                    version_2_with_negative=False, null_score_diff_threshold=0.0, do_lower_case=True):
+    """(prediction text, n-best list of dicts, null score difference) for one question.
+
+    With version_2_with_negative, the null score is the smallest start[0] + end[0] over the features,
+    and the prediction is "" when null score - best non-null score > null_score_diff_threshold;
+    the third value is that difference (math.inf if no span qualifies). Without it, it is 0.0.
+    """
+    prelims, null = _prelim_predictions(features, results, n_best_size, max_answer_length,
+                                        version_2_with_negative)
+    entries = _nbest_entries(doc_tokens, features, prelims, do_lower_case)
+    nbest = list(itertools.islice(entries, n_best_size))
+    if null is not None and all(entry.text for entry in nbest):
+        nbest.append(_NbestPrediction("", null.start_logit, null.end_logit))
+    if not nbest:  # no valid span (upstream's nonce answer)
+        nbest.append(_NbestPrediction("empty", 0.0, 0.0))
+    probabilities = _compute_softmax([entry.start_logit + entry.end_logit for entry in nbest])
+    nbest_json = [collections.OrderedDict(text=entry.text, probability=float(probability),
+                                          start_logit=float(entry.start_logit), end_logit=float(entry.end_logit))
+                  for entry, probability in zip(nbest, probabilities)]
+    # The best non-null answer may lie past the n-best when the null answer fills it: keep reading entries.
+    prediction, score_diff = _choose(itertools.chain(nbest, entries), null, null_score_diff_threshold)
+    return prediction, nbest_json, score_diff
+
+
+def get_best_prediction(doc_tokens, features, results, n_best_size, max_answer_length,
+                        version_2_with_negative=False, null_score_diff_threshold=0.0, do_lower_case=True):
+    """(prediction, null score difference) as get_predictions gives them, without building the n-best list."""
+    prelims, null = _prelim_predictions(features, results, n_best_size, max_answer_length,
+                                        version_2_with_negative)
+    entries = _nbest_entries(doc_tokens, features, prelims, do_lower_case)
+    return _choose(entries, null, null_score_diff_threshold)

@@ -1,0 +1,167 @@
+"""The native engine file: what builder.py writes when TensorRT is not used, read back by every runtime.
+
+Layout (little-endian):
+    8 bytes   magic b"BQAENG01"
+    8 bytes   u64 length of the JSON header
+    N bytes   JSON header (utf-8): format version, which builder made it, precision, model config,
+              optimization profiles, numerics and, per tensor, dtype/shape/offset/nbytes
+    padding   to a multiple of 64 bytes
+    blob      the tensors, each starting on a 64-byte boundary; the header holds the blob's CRC-32
+
+The scripts recognise an engine by its content, not its name: `engine_kind()` says whether a file is a native engine,
+a TensorRT plan, or neither.
+"""
+import json
+import struct
+import zlib
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .atomic import atomic_open
+from .config import BertConfig
+from .errors import BertError
+
+MAGIC = b"BQAENG01"
+FORMAT_VERSION = 1
+ALIGN = 64
+_DTYPES = {"float32", "float16", "int8", "int32"}
+
+
+@dataclass
+class Profile:
+    """One optimization profile: (min, opt, max) of the batch size and of the sequence length.
+
+    Fixed-length engines (builder.py) have profiles over input shape (B, S), as upstream: min (1, s), opt = max = (b, s).
+    Variable-length engines (builder_varseqlen.py) have min batch 1, max batch b, and max_seq the longest sequence.
+    """
+    batch: tuple
+    seq: tuple
+
+    def covers(self, batch_size, seq_len):
+        return self.batch[0] <= batch_size <= self.batch[2] and self.seq[0] <= seq_len <= self.seq[2]
+
+    def to_dict(self):
+        return {"batch": list(self.batch), "seq": list(self.seq)}
+
+    @classmethod
+    def from_dict(cls, d):
+        return cls(tuple(int(v) for v in d["batch"]), tuple(int(v) for v in d["seq"]))
+
+
+@dataclass
+class EngineFile:
+    config: BertConfig
+    precision: str                      # "fp32" | "fp16" | "int8"
+    variable_seqlen: bool               # built by builder_varseqlen.py (packed input with cu_seqlens)
+    profiles: list                      # [Profile]
+    weights: dict                       # canonical weight map (helpers/weights.py names) -> np.ndarray
+    numerics: dict = field(default_factory=dict)   # {"gelu": "erf"|"tanh", "layer_norm_eps": float, ...}
+    build_info: dict = field(default_factory=dict)  # flags and facts recorded by the builder, for the record
+
+    @property
+    def max_batch(self):
+        return max(p.batch[2] for p in self.profiles)
+
+    @property
+    def max_seq(self):
+        return max(p.seq[2] for p in self.profiles)
+
+    def select_profile(self, batch_size, seq_len):
+        """The first profile whose (min, max) covers the shape, as upstream picks it; None if no profile does."""
+        for index, profile in enumerate(self.profiles):
+            if profile.covers(batch_size, seq_len):
+                return index
+        return None
+
+    # ---- writing -------------------------------------------------------------------------------------------------
+    def save(self, path):
+        tensors, chunks, offset = {}, [], 0
+        for name in sorted(self.weights):
+            array = np.ascontiguousarray(self.weights[name])
+            if array.dtype.name not in _DTYPES:
+                raise BertError(f"engine tensor {name} has unsupported dtype {array.dtype}")
+            pad = (-offset) % ALIGN
+            if pad:
+                chunks.append(b"\0" * pad)
+                offset += pad
+            data = array.tobytes()
+            tensors[name] = {"dtype": array.dtype.name, "shape": list(array.shape), "offset": offset, "nbytes": len(data)}
+            chunks.append(data)
+            offset += len(data)
+        blob = b"".join(chunks)
+        header = {
+            "format": "bert-qa-engine", "format_version": FORMAT_VERSION,
+            "precision": self.precision, "variable_seqlen": self.variable_seqlen,
+            "config": self.config.to_dict(), "profiles": [p.to_dict() for p in self.profiles],
+            "numerics": self.numerics, "build_info": self.build_info,
+            "tensors": tensors, "blob_bytes": len(blob), "blob_crc32": zlib.crc32(blob),
+        }
+        head = json.dumps(header, sort_keys=True).encode("utf-8")
+        prefix = MAGIC + struct.pack("<Q", len(head)) + head
+        prefix += b"\0" * ((-len(prefix)) % ALIGN)
+        with atomic_open(path, "wb") as f:
+            f.write(prefix)
+            f.write(blob)
+
+    # ---- reading -------------------------------------------------------------------------------------------------
+    @classmethod
+    def load(cls, path):
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+        except IsADirectoryError:
+            raise BertError(f"engine path is a directory: {path}") from None
+        if not data.startswith(MAGIC):
+            kind = engine_kind_of_bytes(data[:64])
+            if kind == "tensorrt":
+                raise BertError(f"{path} is a TensorRT engine, not a native engine")
+            raise BertError(f"{path} is not an engine file (unrecognised content)")
+        try:
+            (head_len,) = struct.unpack_from("<Q", data, len(MAGIC))
+            start = len(MAGIC) + 8
+            header = json.loads(data[start:start + head_len].decode("utf-8"))
+            blob_start = start + head_len + ((-(start + head_len)) % ALIGN)
+        except (struct.error, ValueError, UnicodeDecodeError):
+            raise BertError(f"engine {path} is corrupt (unreadable header)") from None
+        if header.get("format_version") != FORMAT_VERSION:
+            raise BertError(f"engine {path} has format version {header.get('format_version')}; "
+                            f"this runtime reads version {FORMAT_VERSION}: rebuild the engine")
+        blob = memoryview(data)[blob_start:]
+        if len(blob) != header.get("blob_bytes") or zlib.crc32(blob) != header.get("blob_crc32"):
+            raise BertError(f"engine {path} is corrupt or truncated (checksum mismatch): rebuild it")
+        weights = {}
+        for name, t in header["tensors"].items():
+            array = np.frombuffer(blob, dtype=np.dtype(t["dtype"]), count=int(np.prod(t["shape"], dtype=np.int64)),
+                                  offset=t["offset"]).reshape(t["shape"])
+            weights[name] = array
+        try:
+            return cls(config=BertConfig.from_dict(header["config"]), precision=header["precision"],
+                       variable_seqlen=bool(header["variable_seqlen"]),
+                       profiles=[Profile.from_dict(p) for p in header["profiles"]], weights=weights,
+                       numerics=header.get("numerics", {}), build_info=header.get("build_info", {}))
+        except (KeyError, TypeError) as exc:
+            raise BertError(f"engine {path} is corrupt (header lacks {exc})") from None
+
+
+def engine_kind_of_bytes(head):
+    """'native', 'tensorrt' or 'unknown' from the first bytes of a file."""
+    if head.startswith(MAGIC):
+        return "native"
+    if head[:4] == b"ftrt" or head[4:8] == b"ftrt":  # TensorRT's serialized-plan tag (see helpers/trt_runtime.py)
+        return "tensorrt"
+    return "unknown"
+
+
+def engine_kind(path):
+    """Recognise an engine file by its content: 'native', 'tensorrt' or 'unknown'."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(64)
+    except IsADirectoryError:
+        raise BertError(f"engine path is a directory: {path}") from None
+    except FileNotFoundError:
+        raise BertError(f"engine not found: {path}") from None
+    if not head:
+        raise BertError(f"engine {path} is empty")
+    return engine_kind_of_bytes(head)

@@ -1,0 +1,47 @@
+"""One error type for everything a user can get wrong, and the CLI wrapper that turns it into one line.
+
+Library code raises `BertError` (or lets `FileNotFoundError`/`PermissionError`/`IsADirectoryError` escape);
+`run_cli` prints `error: <message>` on stderr and exits with status 2, never a traceback.
+"""
+import argparse
+import os
+import sys
+
+
+class BertError(Exception):
+    """A problem with the user's input, files or machine, described in one line."""
+
+
+class StrictParser(argparse.ArgumentParser):
+    """argparse without prefix abbreviation (upstream's `--sp` -> `--sparse` hid typos); errors are one line."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message):
+        raise BertError(f"{self.prog}: {message}")
+
+
+def run_cli(main, argv=None):
+    """Run `main(argv)`; turn expected failures into `error: ...` on stderr and exit status 2."""
+    try:
+        code = main(argv)
+    except BertError as exc:
+        _fail(str(exc))
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError) as exc:
+        name = exc.filename if exc.filename is not None else ""
+        _fail(f"{exc.strerror or type(exc).__name__}: {name}".rstrip(": "))
+    except KeyboardInterrupt:
+        _fail("interrupted")
+    except BrokenPipeError:
+        os._exit(1)
+    except MemoryError:
+        _fail("out of memory")
+    sys.exit(code or 0)
+
+
+def _fail(message):
+    message = " ".join(str(message).split())  # one line, whatever the cause carried
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    sys.exit(2)

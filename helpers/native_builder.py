@@ -1,0 +1,58 @@
+"""Build a native engine (helpers/engine_format.py) from a canonical weight map: the no-TensorRT `builder.py`.
+
+Optimization profiles follow upstream's rules (spec §3.5 / §3.8) so that the scripts choose profiles exactly as they
+would with a TensorRT engine; the native runtimes can run any shape a profile covers.
+"""
+import numpy as np
+
+from .config import BertConfig
+from .engine_format import EngineFile, Profile
+from .errors import BertError
+
+# Vectors stay float32 in FP16 engines (as TensorRT's plugins keep LayerNorm parameters): they are tiny.
+_KEEP_FP32_SUFFIXES = ("_bias", "_gamma", "_beta")
+
+
+def fixed_profiles(batch_sizes, seq_lengths, distributive_independence=False):
+    """builder.py's profiles over input shape (B, S)."""
+    batch_sizes, seq_lengths = sorted(batch_sizes), sorted(seq_lengths)
+    if distributive_independence:
+        return [Profile((1, batch_sizes[-1], batch_sizes[-1]), (seq_lengths[-1],) * 3)]
+    if len(batch_sizes) == 1 and len(seq_lengths) == 1:  # upstream builds a fully static network
+        return [Profile((batch_sizes[0],) * 3, (seq_lengths[0],) * 3)]
+    return [Profile((1, b, b), (s, s, s)) for b in batch_sizes for s in seq_lengths]
+
+
+def varseqlen_profiles(max_batch_sizes, max_seq_length):
+    """builder_varseqlen.py's profiles, one per -b in the order given; sequences of any length up to -s."""
+    return [Profile((1, b, b), (1, max_seq_length, max_seq_length)) for b in max_batch_sizes]
+
+
+def check_shapes(config: BertConfig, batch_sizes, seq_lengths):
+    for b in batch_sizes:
+        if b < 1:
+            raise BertError(f"batch size must be at least 1, got {b}")
+    for s in seq_lengths:
+        if s < 1:
+            raise BertError(f"sequence length must be at least 1, got {s}")
+        if s > config.max_position_embeddings:
+            raise BertError(f"sequence length {s} exceeds the model's {config.max_position_embeddings} "
+                            f"position embeddings")
+
+
+def build_native_engine(config: BertConfig, weights, *, precision, profiles, variable_seqlen, build_info=None):
+    """Cast the weight map to the engine's storage precision and wrap it with its profiles and numerics."""
+    if precision not in ("fp32", "fp16"):
+        raise BertError(f"the native backend builds fp32 and fp16 engines, not {precision} "
+                        f"(INT8 needs the TensorRT backend)")
+    stored = {}
+    for name, array in weights.items():
+        if name.endswith("_amax"):
+            continue  # quantization scales mean nothing to a float engine
+        array = np.asarray(array, dtype=np.float32)
+        if precision == "fp16" and not name.endswith(_KEEP_FP32_SUFFIXES):
+            array = array.astype(np.float16)
+        stored[name] = array
+    numerics = {"gelu": config.gelu, "emb_eps": config.layer_norm_eps, "layer_norm_eps": config.layer_norm_eps}
+    return EngineFile(config=config, precision=precision, variable_seqlen=variable_seqlen, profiles=profiles,
+                      weights=stored, numerics=numerics, build_info=build_info or {})

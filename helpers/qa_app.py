@@ -1,0 +1,267 @@
+"""The question-answering front end shared by inference.py, inference_varseqlen.py and inference_c.py.
+
+It turns passages and questions into feature windows, runs them through a runner (helpers/runtime.py) in batches
+(fixed-length engines) or packed launches (variable-length engines), and decodes the n-best answers.
+"""
+import collections
+import json
+import sys
+import time
+
+import numpy as np
+
+from . import data_processing as dp
+from .atomic import atomic_open
+from .errors import BertError
+from .tokenization import FullTokenizer
+
+
+def add_inference_args(parser, *, batch=True, doc_stride=True):
+    """Upstream's inference flags (spec §2.3-2.5)."""
+    parser.add_argument("-e", "--engine", help="Path to BERT engine")
+    if batch:
+        parser.add_argument("-b", "--batch-size", default=1, type=int,
+                            help="Batch size for inference: feature windows run together per launch")
+    parser.add_argument("-p", "--passage", nargs="*", default="", help="Text for paragraph/passage for BERT QA")
+    parser.add_argument("-pf", "--passage-file", default="", help="File containing input passage")
+    parser.add_argument("-q", "--question", nargs="*", default="", help="Text for query/question for BERT QA")
+    parser.add_argument("-qf", "--question-file", default="", help="File containing input question")
+    parser.add_argument("-sq", "--squad-json", default="", help="SQuAD json file")
+    parser.add_argument("-o", "--output-prediction-file", default="./predictions.json",
+                        help="Output prediction file for SQuAD evaluation")
+    parser.add_argument("-v", "--vocab-file", help="Path to file containing entire understandable vocab")
+    parser.add_argument("-s", "--sequence-length", default=128, type=int, help="The sequence length to use")
+    parser.add_argument("--max-query-length", default=64, type=int,
+                        help="The maximum number of tokens for the question")
+    parser.add_argument("--max-answer-length", default=30, type=int,
+                        help="The maximum length of an answer that can be generated")
+    parser.add_argument("--n-best-size", default=20, type=int,
+                        help="Total number of n-best predictions to generate in the nbest_predictions.json file")
+    if doc_stride:
+        parser.add_argument("--doc-stride", default=128, type=int,
+                            help="When splitting up a long document into chunks, what stride to take between chunks")
+    parser.add_argument("--version-2-with-negative", action="store_true",
+                        help="SQuAD v2: predict no answer when the null score wins (beyond upstream)")
+    parser.add_argument("--null-score-diff-threshold", default=0.0, type=float,
+                        help="SQuAD v2: predict no answer when null score - best score exceeds this")
+
+
+def read_text_arg(words, file_path, what):
+    """Text from `-p/-q` words or a `-pf/-qf` file; None if neither was given."""
+    if words:
+        return " ".join(words)
+    if file_path:
+        try:
+            with open(file_path, encoding="utf-8") as f:
+                return f.read()
+        except UnicodeDecodeError:
+            raise BertError(f"{what} file {file_path} is not UTF-8 text") from None
+    return None
+
+
+def require_text(text, what):
+    if text is None or not text.strip():
+        raise BertError(f"the {what} is empty")
+    return text
+
+
+def infer_lower_case(vocab):
+    """A vocabulary with cased word pieces (e.g. 'The') belongs to a cased model."""
+    return not any(any(ch.isupper() for ch in token) for token in vocab if not token.startswith("["))
+
+
+def make_tokenizer(vocab_file, engine_info):
+    if not vocab_file:
+        raise BertError("no vocabulary given: pass -v/--vocab-file (the model's vocab.txt)")
+    config = getattr(engine_info, "config", None)
+    if config is not None:
+        return FullTokenizer(vocab_file, do_lower_case=config.do_lower_case)
+    tokenizer = FullTokenizer(vocab_file, do_lower_case=True)
+    if not infer_lower_case(tokenizer.vocab):
+        tokenizer = FullTokenizer(vocab_file, do_lower_case=False)
+    return tokenizer
+
+
+class QuestionAnswerer:
+    """Runs feature windows through a runner and decodes answers; `seconds` and `features_run` accumulate the time
+    spent in the engine (host-to-device copies included, decoding excluded), as upstream reports it."""
+
+    def __init__(self, runner, tokenizer, args, batch_size=1):
+        self.runner, self.tokenizer = runner, tokenizer
+        info = runner.engine_info
+        self.packed = bool(info.variable_seqlen)
+        self.max_seq_length = args.sequence_length
+        self.doc_stride = getattr(args, "doc_stride", 128)
+        self.max_query_length = args.max_query_length
+        self.n_best_size, self.max_answer_length = args.n_best_size, args.max_answer_length
+        self.version_2 = args.version_2_with_negative
+        self.null_threshold = args.null_score_diff_threshold
+        for name in ("n_best_size", "max_answer_length", "max_query_length"):
+            if getattr(args, name) < 1:
+                raise BertError(f"--{name.replace('_', '-')} must be at least 1")
+        config = getattr(info, "config", None)
+        if self.max_seq_length < 1:
+            raise BertError("sequence length must be at least 1")
+        if config is not None and self.max_seq_length > config.max_position_embeddings:
+            raise BertError(f"sequence length {self.max_seq_length} exceeds the model's "
+                            f"{config.max_position_embeddings} positions")
+        if self.packed:
+            if self.max_seq_length > info.max_seq:
+                raise BertError(f"sequence length {self.max_seq_length} exceeds the engine's maximum {info.max_seq}")
+            self.batch_size = max(batch_size, 1)
+        else:
+            if info.select_profile(batch_size, self.max_seq_length) is None:
+                raise BertError(f"Could not find any profile that can run batch size {batch_size} "
+                                f"and sequence length {self.max_seq_length}; the engine's profiles cover "
+                                + ", ".join(f"batch {p.batch[0]}-{p.batch[2]} x seq {p.seq[0]}-{p.seq[2]}"
+                                            for p in info.profiles))
+            self.batch_size = batch_size
+        self.seconds, self.features_run = 0.0, 0
+
+    # ---- features -> logits -----------------------------------------------------------------------------------
+    def features(self, doc_tokens, question, cache=None):
+        return dp.convert_example_to_features(doc_tokens, question, self.tokenizer, self.max_seq_length,
+                                              self.doc_stride, self.max_query_length)
+
+    def run_features(self, features):
+        """Logits for each feature: a list of NetworkOutput in the features' order."""
+        outputs = [None] * len(features)
+        order = sorted(range(len(features)), key=lambda i: -_length(features[i])) if self.packed else \
+            range(len(features))
+        order = list(order)
+        for lo in range(0, len(order), self.batch_size):
+            chunk = order[lo:lo + self.batch_size]
+            for i, (start, end) in zip(chunk, self._run_chunk([features[i] for i in chunk])):
+                outputs[i] = dp.NetworkOutput(start_logits=start, end_logits=end, feature_index=i)
+        return outputs
+
+    def _run_chunk(self, chunk):
+        S = self.max_seq_length
+        if self.packed:
+            lengths = [_length(f) for f in chunk]
+            ids = np.concatenate([f.input_ids[:n] for f, n in zip(chunk, lengths)]).astype(np.int32)
+            segs = np.concatenate([f.segment_ids[:n] for f, n in zip(chunk, lengths)]).astype(np.int32)
+            cu = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
+            t0 = time.perf_counter()
+            out = self.runner.infer_packed(ids, segs, cu, max(lengths))
+            self._count(t0, len(chunk))
+            results = []
+            for n, lo in zip(lengths, cu[:-1]):
+                start, end = np.zeros(S, np.float32), np.zeros(S, np.float32)
+                start[:n], end[:n] = out[0, lo:lo + n], out[1, lo:lo + n]
+                results.append((start, end))
+            return results
+        rows = len(chunk)
+        batch = rows
+        info = self.runner.engine_info
+        if info.select_profile(batch, S) is None:  # a static engine: fill the batch with copies of the last window
+            batch = self.batch_size
+        stack = lambda name: np.stack([getattr(f, name) for f in chunk] +  # noqa: E731
+                                      [getattr(chunk[-1], name)] * (batch - rows)).astype(np.int32)
+        t0 = time.perf_counter()
+        out = self.runner.infer_fixed(stack("input_ids"), stack("segment_ids"), stack("input_mask"))
+        self._count(t0, rows)
+        return [(out[r, :, 0], out[r, :, 1]) for r in range(rows)]
+
+    def _count(self, t0, n):
+        self.seconds += time.perf_counter() - t0
+        self.features_run += n
+
+    @property
+    def sentences_per_second(self):
+        return self.features_run / self.seconds if self.seconds > 0 else float("inf")
+
+    # ---- answers ----------------------------------------------------------------------------------------------
+    def decode(self, doc_tokens, features, outputs):
+        return dp.get_predictions(doc_tokens, features, outputs, self.n_best_size, self.max_answer_length,
+                                  version_2_with_negative=self.version_2,
+                                  null_score_diff_threshold=self.null_threshold)
+
+    def answer(self, doc_tokens, question):
+        """(prediction text, n-best list) for one question about a passage."""
+        require_text(question, "question")
+        features = self.features(doc_tokens, question)
+        prediction, nbest, _ = self.decode(doc_tokens, features, self.run_features(features))
+        return prediction, nbest
+
+    def answer_squad(self, examples, progress=False):
+        """Predictions {id: text} for SQuAD examples, in file order. Windows of many questions share launches."""
+        from tqdm import tqdm
+        show = progress and sys.stderr.isatty()
+        all_features, spans = [], []
+        for ex in tqdm(examples, desc="Tokenizing", unit="q", disable=not show):
+            feats = self.features(ex.doc_tokens, ex.question_text)
+            spans.append((len(all_features), len(all_features) + len(feats)))
+            all_features.extend(feats)
+        outputs = []
+        step = max(self.batch_size, 1) * 32
+        for lo in tqdm(range(0, len(all_features), step), desc="Inference", unit="launch",
+                       disable=not show):
+            outputs.extend(self.run_features(all_features[lo:lo + step]))
+        predictions = collections.OrderedDict()
+        for ex, (lo, hi) in zip(examples, spans):
+            feats = all_features[lo:hi]
+            outs = [o._replace(feature_index=k) for k, o in enumerate(outputs[lo:hi])]
+            predictions[ex.id] = self.decode(ex.doc_tokens, feats, outs)[0]
+        return predictions
+
+
+def _length(feature):
+    return int(np.count_nonzero(feature.input_mask))
+
+
+def print_answer(prediction, nbest, qa):
+    print("------------------------")
+    print(f"Running inference in {qa.sentences_per_second:.3f} Sentences/Sec")
+    print("------------------------")
+    print(f"Answer: '{prediction}'")
+    print(f"With probability: {100 * nbest[0]['probability']:.3f}")
+
+
+def write_predictions(path, predictions):
+    with atomic_open(path, "w") as f:
+        f.write(json.dumps(predictions, indent=4))
+
+
+def run_app(args, runner, batch_size=1):
+    """inference.py's whole flow after argument parsing and engine loading."""
+    tokenizer = make_tokenizer(args.vocab_file, runner.engine_info)
+    qa = QuestionAnswerer(runner, tokenizer, args, batch_size=batch_size)
+    passage = read_text_arg(args.passage, args.passage_file, "passage")
+    if passage is None and args.squad_json:
+        examples = dp.read_squad_json(args.squad_json)
+        output = args.output_prediction_file
+        with atomic_open(output, "w"):  # fail on an unwritable output before hours of work, not after
+            pass
+        predictions = qa.answer_squad(examples, progress=True)
+        write_predictions(output, predictions)
+        print(f"Running inference in {qa.sentences_per_second:.3f} Sentences/Sec")
+        print(f"\nOutput dump to {output}")
+        return 0
+    if passage is None:
+        passage = _prompt("Paragraph: ")
+    require_text(passage, "passage")
+    doc_tokens = dp.convert_doc_tokens(passage)
+    question = read_text_arg(args.question, args.question_file, "question")
+    if question is not None:
+        prediction, nbest = qa.answer(doc_tokens, require_text(question, "question"))
+        print(f"\nPassage: {passage}")
+        print(f"\nQuestion: {question}")
+        print_answer(prediction, nbest, qa)
+        return 0
+    while True:
+        question = _prompt("Question (to exit, type one of ['exit', 'quit']): ")
+        if question is None or question.strip() in ("exit", "quit"):
+            return 0
+        if not question.strip():
+            print("error: the question is empty", file=sys.stderr)
+            continue
+        prediction, nbest = qa.answer(doc_tokens, question)
+        print_answer(prediction, nbest, qa)
+
+
+def _prompt(text):
+    try:
+        return input(text)
+    except EOFError:
+        return None

@@ -1,0 +1,43 @@
+"""Open an engine file with the runtime its content calls for: native engines on the GPU or the CPU, TensorRT plans
+with TensorRT."""
+import os
+
+from .engine_format import EngineFile, engine_kind
+from .errors import BertError
+
+DEVICES = ("auto", "cpu", "gpu")
+
+
+def cuda_available():
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
+def open_engine(path, device="auto"):
+    """A runner for the engine at `path` (see docs/DESIGN.md for the runner contract)."""
+    if not os.path.exists(path):
+        raise BertError(f"engine not found: {path}")
+    kind = engine_kind(path)
+    if kind == "tensorrt":
+        if device == "cpu":
+            raise BertError(f"{path} is a TensorRT engine: it runs on a GPU with TensorRT, not with --device cpu")
+        try:
+            from .trt_runtime import TrtRunner
+        except ImportError as exc:
+            raise BertError(f"{path} is a TensorRT engine but TensorRT is not usable here ({exc}): install "
+                            f"TensorRT 10 (pip install 'tensorrt-cu12>=10,<11' cuda-python) or rebuild the engine "
+                            f"with the native backend (builder.py --backend native)") from None
+        return TrtRunner(path)
+    if kind != "native":
+        raise BertError(f"{path} is not an engine file (neither a native engine nor a TensorRT plan)")
+    engine = EngineFile.load(path)
+    if device == "gpu" or (device == "auto" and cuda_available()):
+        if not cuda_available():
+            raise BertError("--device gpu: no CUDA GPU is usable here (PyTorch with CUDA is needed)")
+        from .backends.gpu import GpuRunner
+        return GpuRunner(engine)
+    from .backends.cpu import CpuRunner
+    return CpuRunner(engine)

@@ -1,0 +1,34 @@
+#!/usr/bin/env python3
+"""
+This script uses a prebuilt BERT engine (fixed sequence length) to answer questions from a passage, or from every
+question of a SQuAD json into predictions.json. It runs native engines on the GPU or the CPU, and TensorRT plans
+with TensorRT.
+"""
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from helpers.errors import BertError, StrictParser, run_cli  # noqa: E402
+from helpers.qa_app import add_inference_args, run_app  # noqa: E402
+from helpers.runtime import DEVICES, open_engine  # noqa: E402
+
+
+def main(argv=None):
+    parser = StrictParser(description=__doc__)
+    add_inference_args(parser)
+    parser.add_argument("--device", choices=DEVICES, default="auto",
+                        help="where a native engine runs (beyond upstream): auto = GPU if usable, else CPU")
+    args = parser.parse_args(argv)
+    if not args.engine:
+        raise BertError("no engine given: pass -e/--engine")
+    if args.batch_size < 1:
+        raise BertError("batch size must be at least 1")
+    runner = open_engine(args.engine, args.device)
+    if runner.engine_info.variable_seqlen:
+        raise BertError(f"{args.engine} is a variable-sequence-length engine: run it with inference_varseqlen.py")
+    return run_app(args, runner, batch_size=args.batch_size)
+
+
+if __name__ == "__main__":
+    run_cli(main)

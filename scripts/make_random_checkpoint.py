@@ -1,0 +1,85 @@
+#!/usr/bin/env python3
+"""Make a random-weight BERT-Base or BERT-Large question-answering checkpoint for benchmarks.
+
+    python scripts/make_random_checkpoint.py --size large -o models/random-large [--seed 0]
+
+Writes OUT/model.ckpt.{index,data-00000-of-00001} (TensorFlow V2 format, Google BERT / run_squad.py variable names,
+float32, made without TensorFlow), OUT/checkpoint, OUT/bert_config.json and OUT/vocab.txt -- the layout builder.py's
+`-m OUT/model.ckpt -c OUT` expects. The answers are meaningless; speed is the same as a trained model's.
+"""
+import json
+import os
+import shutil
+import sys
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from helpers.atomic import write_text_atomic  # noqa: E402
+from helpers.errors import BertError, StrictParser, run_cli  # noqa: E402
+from helpers.tf_checkpoint import write_checkpoint  # noqa: E402
+
+SIZES = {  # Google's BERT-Base and BERT-Large (uncased) shapes
+    "base": {"num_hidden_layers": 12, "hidden_size": 768, "num_attention_heads": 12, "intermediate_size": 3072},
+    "large": {"num_hidden_layers": 24, "hidden_size": 1024, "num_attention_heads": 16, "intermediate_size": 4096},
+}
+COMMON = {"attention_probs_dropout_prob": 0.1, "hidden_act": "gelu", "hidden_dropout_prob": 0.1,
+          "initializer_range": 0.02, "max_position_embeddings": 512, "type_vocab_size": 2, "vocab_size": 30522}
+VOCAB = os.path.join(ROOT, "models", "minilm-l6-squad11", "vocab.txt")  # Google's bert-base-uncased vocabulary
+
+
+def random_tf_variables(config, seed):
+    """{TF variable name: array} of a BERT QA model: normal(0, 0.02) matrices, zero biases, unit LayerNorm gains."""
+    rng = np.random.default_rng(seed)
+    e, i = config["hidden_size"], config["intermediate_size"]
+
+    def normal(*shape):
+        return (rng.standard_normal(shape, dtype=np.float32) * np.float32(config["initializer_range"]))
+
+    def layer_norm(prefix):
+        return {f"{prefix}/LayerNorm/gamma": np.ones(e, np.float32),
+                f"{prefix}/LayerNorm/beta": np.zeros(e, np.float32)}
+
+    def dense(prefix, n_in, n_out):  # TF kernels are [in, out]
+        return {f"{prefix}/kernel": normal(n_in, n_out), f"{prefix}/bias": np.zeros(n_out, np.float32)}
+
+    variables = {"bert/embeddings/word_embeddings": normal(config["vocab_size"], e),
+                 "bert/embeddings/position_embeddings": normal(config["max_position_embeddings"], e),
+                 "bert/embeddings/token_type_embeddings": normal(config["type_vocab_size"], e),
+                 "cls/squad/output_weights": normal(2, e), "cls/squad/output_bias": np.zeros(2, np.float32),
+                 **layer_norm("bert/embeddings")}
+    for n in range(config["num_hidden_layers"]):
+        prefix = f"bert/encoder/layer_{n}"
+        for part in ("query", "key", "value"):
+            variables.update(dense(f"{prefix}/attention/self/{part}", e, e))
+        variables.update(dense(f"{prefix}/attention/output/dense", e, e))
+        variables.update(layer_norm(f"{prefix}/attention/output"))
+        variables.update(dense(f"{prefix}/intermediate/dense", e, i))
+        variables.update(dense(f"{prefix}/output/dense", i, e))
+        variables.update(layer_norm(f"{prefix}/output"))
+    return variables
+
+
+def main(argv=None):
+    parser = StrictParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", required=True, choices=sorted(SIZES), help="BERT-Base or BERT-Large shapes")
+    parser.add_argument("-o", "--output", required=True, help="folder to write the checkpoint into")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    args = parser.parse_args(argv)
+    if not os.path.isfile(VOCAB):
+        raise BertError(f"vocabulary not found: {VOCAB}")
+    os.makedirs(args.output, exist_ok=True)
+    config = {**COMMON, **SIZES[args.size]}
+    write_checkpoint(os.path.join(args.output, "model.ckpt"), random_tf_variables(config, args.seed))
+    write_text_atomic(os.path.join(args.output, "checkpoint"),
+                      'model_checkpoint_path: "model.ckpt"\nall_model_checkpoint_paths: "model.ckpt"\n')
+    write_text_atomic(os.path.join(args.output, "bert_config.json"),
+                      json.dumps(config, indent=2, sort_keys=True) + "\n")
+    shutil.copyfile(VOCAB, os.path.join(args.output, "vocab.txt"))
+    print(f"wrote random BERT-{args.size.capitalize()} checkpoint to {os.path.join(args.output, 'model.ckpt')}")
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,93 @@
+#!/usr/bin/env python3
+"""End-to-end SQuAD throughput of this project's engine against the peer (bench/torch_baseline.py squad, the usual
+Hugging Face recipe), on the same questions, in one run, with the same thread count; prints both and their ratio.
+
+    python scripts/squad_benchmark.py --device cpu --limit 1000
+    python scripts/squad_benchmark.py --device gpu            # whole dev set, FP16 engine
+
+Both sides are timed from the parsed SQuAD file to the predictions (tokenization, inference and answer decoding
+included; model loading excluded), and both are scored with the official SQuAD v1.1 metric.
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+
+def parse_args():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
+    ap.add_argument("--model-dir", default=os.path.join(ROOT, "models", "minilm-l6-squad11"))
+    ap.add_argument("--squad", default=os.path.join(ROOT, "squad", "dev-v1.1.json"))
+    ap.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
+    ap.add_argument("--precision", choices=("fp32", "fp16"), help="default: fp32 on CPU, fp16 on GPU")
+    ap.add_argument("--limit", type=int, default=0, help="only the first N questions (0: all)")
+    ap.add_argument("--threads", type=int, default=os.cpu_count(), help="CPU threads for both sides")
+    ap.add_argument("--max-batch", type=int, default=64, help="windows packed per launch by our engine")
+    ap.add_argument("--peer-batch", type=int, default=32)
+    ap.add_argument("--skip-peer", action="store_true")
+    return ap.parse_args()
+
+
+def run_ours(args, engine_path, examples):
+    from helpers.qa_app import QuestionAnswerer, make_tokenizer
+    from helpers.runtime import open_engine
+    runner = open_engine(engine_path, args.device)
+    qa_args = argparse.Namespace(sequence_length=384, doc_stride=128, max_query_length=64, n_best_size=20,
+                                 max_answer_length=30, version_2_with_negative=False, null_score_diff_threshold=0.0)
+    qa = QuestionAnswerer(runner, make_tokenizer(os.path.join(args.model_dir, "vocab.txt"), runner.engine_info),
+                          qa_args, batch_size=args.max_batch)
+    qa.answer_squad(examples[: min(len(examples), 2 * args.max_batch)])  # warm-up (kernels, graphs)
+    started = time.perf_counter()
+    predictions = qa.answer_squad(examples)
+    return predictions, time.perf_counter() - started
+
+
+def main():
+    args = parse_args()
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(args.threads)
+    from helpers import data_processing as dp
+    from helpers.squad_metrics import evaluate
+    precision = args.precision or ("fp16" if args.device == "gpu" else "fp32")
+    examples = dp.read_squad_json(args.squad)
+    if args.limit:
+        examples = examples[: args.limit]
+    with tempfile.TemporaryDirectory() as tmp:
+        engine = os.path.join(tmp, "bench.engine")
+        subprocess.run([sys.executable, os.path.join(ROOT, "builder_varseqlen.py"), "--backend", "native",
+                        "-pt", args.model_dir, "-c", args.model_dir, "-o", engine, "-s", "384",
+                        "-b", str(args.max_batch)] + (["--fp16"] if precision == "fp16" else []),
+                       check=True, stdout=subprocess.DEVNULL)
+        predictions, seconds = run_ours(args, engine, examples)
+        with open(args.squad, encoding="utf-8") as f:
+            dataset = json.load(f)["data"]
+        ours = evaluate(dataset, predictions, restrict_to=set(predictions))
+        print(json.dumps(dict(stack=f"ours-{args.device}-{precision}", questions=len(examples),
+                              seconds=round(seconds, 3), questions_per_s=round(len(examples) / seconds, 1), **ours)))
+        if args.skip_peer:
+            return
+        peer_out = os.path.join(tmp, "peer.json")
+        cmd = [sys.executable, os.path.join(ROOT, "bench", "torch_baseline.py"), "squad", "--model-dir",
+               args.model_dir, "--squad", args.squad, "--batch", str(args.peer_batch), "--out", peer_out]
+        if args.limit:
+            cmd += ["--limit", str(args.limit)]
+        env = dict(os.environ, CUDA_VISIBLE_DEVICES=os.environ.get("CUDA_VISIBLE_DEVICES", "")
+                   if args.device == "gpu" else "")
+        peer_line = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout.strip()
+        peer = json.loads(peer_line.splitlines()[-1])
+        with open(peer_out, encoding="utf-8") as f:
+            peer.update(evaluate(dataset, json.load(f), restrict_to=set(predictions)))
+        print(json.dumps(peer))
+        ratio = (len(examples) / seconds) / peer["questions_per_s"]
+        print(f"throughput ratio ours/peer: {ratio:.2f}x  (threads={args.threads}, device={args.device}, "
+              f"questions={len(examples)})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,436 @@
+"""helpers/data_processing.py: features against the fixture and Hugging Face windows; answer decoding by hand."""
+import gzip
+import json
+import random
+import unicodedata
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from helpers import data_processing as dp
+from helpers.errors import BertError
+from helpers.tokenization import FullTokenizer
+
+REPO = Path(__file__).resolve().parents[1]
+DEV_V11 = REPO / "squad" / "dev-v1.1.json"
+
+
+def shared_file(relative):
+    path = Path(__file__).resolve().parents[2] / "shared" / relative
+    if not path.exists():
+        pytest.skip(f"shared data absent: {relative}")
+    return path
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return FullTokenizer(shared_file("data/vocab/bert-base-uncased-vocab.txt"))
+
+
+@pytest.fixture(scope="module")
+def dev_examples():
+    return dp.read_squad_json(DEV_V11)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Reading
+
+def test_read_squad_json_examples_share_paragraph_tokens(dev_examples):
+    data = json.loads(DEV_V11.read_text(encoding="utf-8"))["data"]
+    qas = [(p["context"], qa) for a in data for p in a["paragraphs"] for qa in p["qas"]]
+    assert len(dev_examples) == len(qas) == 10570
+    for example, (context, qa) in zip(dev_examples, qas):
+        assert example.id == qa["id"] and example.question_text == qa["question"]
+    assert dev_examples[0].doc_tokens == dev_examples[0].doc_tokens  # same paragraph, same object
+    assert dev_examples[0].doc_tokens is dev_examples[1].doc_tokens
+    assert len({id(e.doc_tokens) for e in dev_examples}) == 2067
+
+
+def test_convert_doc_tokens_uses_demobert_whitespace():
+    text = " The\tquick\r\nbrown\u202ffox\u00a0jumps  "
+    # U+202F splits (demoBERT lists it); U+00A0 does not (the tokenizer splits it later).
+    assert dp.convert_doc_tokens(text) == ["The", "quick", "brown", "fox\u00a0jumps"]
+    assert dp.convert_doc_tokens(" \t ") == []
+
+
+def test_read_squad_v2_gzip():
+    examples = dp.read_squad_json(shared_file("data/squad/dev-v2.0.recon.json.gz"))
+    assert len(examples) == 11873
+    assert examples[0].question_text == "In what country is Normandy located?"
+
+
+def _write(path, obj):
+    path.write_text(json.dumps(obj), encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("obj, message", [
+    ([], "the top level is a list, expected an object"),
+    ({"version": "1.1"}, "the top level has no 'data'"),
+    ({"data": {}}, "the top level.data is a object, expected a list"),
+    ({"data": [{"title": "x"}]}, r"data\[0\] has no 'paragraphs'"),
+    ({"data": [{"paragraphs": [{"qas": []}]}]}, r"data\[0\].paragraphs\[0\] has no 'context'"),
+    ({"data": [{"paragraphs": [{"context": 3, "qas": []}]}]}, "context is a number, expected a string"),
+    ({"data": [{"paragraphs": [{"context": "c", "qas": [{"id": "q1"}]}]}]}, r"qas\[0\] has no 'question'"),
+    ({"data": [{"paragraphs": [{"context": "c", "qas": [{"id": 7, "question": "q"}]}]}]}, "id is a number"),
+    ({"data": [{"paragraphs": [{"context": " ", "qas": [{"id": "q1", "question": "q"}]}]}]}, "empty context"),
+    ({"data": [{"paragraphs": [{"context": "c", "qas": [{"id": "q1", "question": " "}]}]}]}, "q1 is empty"),
+])
+def test_read_squad_json_rejects_malformed_files(tmp_path, obj, message):
+    path = _write(tmp_path / "bad.json", obj)
+    with pytest.raises(BertError, match=message) as info:
+        dp.read_squad_json(path)
+    assert str(path) in str(info.value)
+
+
+def test_read_squad_json_rejects_unreadable_files(tmp_path):
+    with pytest.raises(BertError, match="not found"):
+        dp.read_squad_json(tmp_path / "missing.json")
+    with pytest.raises(BertError, match="is a directory"):
+        dp.read_squad_json(tmp_path)
+    (tmp_path / "trunc.json").write_text('{"data": [', encoding="utf-8")
+    with pytest.raises(BertError, match="not valid json.*line 1"):
+        dp.read_squad_json(tmp_path / "trunc.json")
+    (tmp_path / "bad.json.gz").write_bytes(gzip.compress(b'{"data": []}')[:-6])
+    with pytest.raises(BertError, match="damaged gzip"):
+        dp.read_squad_json(tmp_path / "bad.json.gz")
+    (tmp_path / "latin1.json").write_bytes('{"data": [], "x": "caf\xe9"}'.encode("latin-1"))
+    with pytest.raises(BertError, match="not UTF-8"):
+        dp.read_squad_json(tmp_path / "latin1.json")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Features
+
+def test_features_equal_fixture_reference(tokenizer, dev_examples):
+    """The fixture's inputs were made with Hugging Face's pipeline (384/128/64): first window of 10 questions."""
+    reference = np.load(shared_file("fixtures/minilm-l6-squad11/reference/logits_first10.npz"))
+    for i in range(10):
+        example = dev_examples[i]
+        assert example.id == str(reference["qas_ids"][i])
+        feature = dp.convert_example_to_features(example.doc_tokens, example.question_text, tokenizer, 384, 128, 64)[0]
+        for name in ("input_ids", "segment_ids", "input_mask"):
+            value = getattr(feature, name)
+            assert value.dtype == np.int32 and value.shape == (384,)
+            np.testing.assert_array_equal(value, reference[name][i], err_msg=f"{name} of question {i}")
+
+
+def _hf_window_tokenizer():
+    transformers = pytest.importorskip("transformers")
+    from tokenizers.models import WordPiece
+    fixture = shared_file("fixtures/minilm-l6-squad11")
+    hf = transformers.AutoTokenizer.from_pretrained(str(fixture))
+    # Google's WordPiece allows 200 characters per word, HF's default 100 (see test_tokenization.py).
+    hf.backend_tokenizer.model = WordPiece.from_file(str(fixture / "vocab.txt"), unk_token="[UNK]",
+                                                     max_input_chars_per_word=200)
+    return hf
+
+
+def _hf_windows(hf, pairs, max_seq_length, doc_stride, max_tokens_for_doc):
+    """HF's overflowing windows; its `stride` is the overlap, so overlap = window size - demoBERT's stride."""
+    enc = hf([q for q, _ in pairs], [c for _, c in pairs], truncation="only_second", max_length=max_seq_length,
+             stride=max_tokens_for_doc - doc_stride, return_overflowing_tokens=True, padding="max_length")
+    windows = [[] for _ in pairs]
+    for row, sample in enumerate(enc["overflow_to_sample_mapping"]):
+        windows[sample].append((enc["input_ids"][row], enc["token_type_ids"][row], enc["attention_mask"][row]))
+    return windows
+
+
+def test_every_dev_question_windows_equal_hf(tokenizer, dev_examples):
+    hf = _hf_window_tokenizer()
+    all_features = list(dp.convert_examples_to_features(dev_examples, tokenizer, 384, 128, 64))
+    assert sum(map(len, all_features)) > len(dev_examples)  # some passages need several windows
+    by_room = {}  # HF takes one stride per call: group questions by the room their length leaves
+    for example, features in zip(dev_examples, all_features):
+        n_query = len(tokenizer.tokenize(example.question_text))
+        assert n_query <= 64  # HF would not truncate a longer question
+        by_room.setdefault(384 - n_query - 3, []).append((example, features))
+    for room, group in by_room.items():
+        pairs = [(e.question_text, " ".join(e.doc_tokens)) for e, _ in group]
+        for (example, features), hf_windows in zip(group, _hf_windows(hf, pairs, 384, 128, room)):
+            assert len(features) == len(hf_windows), example.id
+            for feature, (ids, segments, mask) in zip(features, hf_windows):
+                assert feature.input_ids.tolist() == ids, example.id
+                assert feature.segment_ids.tolist() == segments, example.id
+                assert feature.input_mask.tolist() == mask, example.id
+
+
+def _long_passage(seed, n_words):
+    rng = random.Random(seed)
+    words = ("the of and to in a is was for on that by with as at from Normandy Beyoncé café naïve "
+             "1,000 3.14 U.S. don't (parenthesis) semi;colon 北京 supercalifragilistic "
+             "electroencephalographically unaffable").split()
+    return " ".join(rng.choice(words) for _ in range(n_words))
+
+
+@pytest.mark.parametrize("max_seq_length, doc_stride, max_query_length", [
+    (64, 16, 16), (48, 7, 8), (128, 50, 20), (40, 100, 8), (32, 1, 4)])
+def test_multi_window_spans_and_max_context(tokenizer, max_seq_length, doc_stride, max_query_length):
+    passage = _long_passage(max_seq_length + doc_stride, 400)
+    question = "Which of the words in this passage are the longest ones, and why? " * 2
+    doc_tokens = dp.convert_doc_tokens(passage)
+    features = dp.convert_example_to_features(doc_tokens, question, tokenizer, max_seq_length, doc_stride,
+                                              max_query_length)
+    query = tokenizer.tokenize(question)[:max_query_length]
+    pieces = [(p, i) for i, word in enumerate(doc_tokens) for p in tokenizer.tokenize(word)]
+    room = max_seq_length - len(query) - 3
+    # windows as the spec describes them: advance by min(length, stride) until one reaches the end
+    spans, start = [], 0
+    while True:
+        length = min(room, len(pieces) - start)
+        spans.append((start, length))
+        if start + length == len(pieces):
+            break
+        start += min(length, doc_stride)
+    assert len(features) == len(spans) > 3
+    offset = len(query) + 2
+    owners = {}
+    for index, (feature, (start, length)) in enumerate(zip(features, spans)):
+        n = offset + length + 1
+        assert feature.tokens == ["[CLS]", *query, "[SEP]", *[p for p, _ in pieces[start:start + length]], "[SEP]"]
+        assert feature.input_ids[:n].tolist() == tokenizer.convert_tokens_to_ids(feature.tokens)
+        assert not feature.input_ids[n:].any() and not feature.segment_ids[n:].any()
+        assert feature.input_mask.tolist() == [1] * n + [0] * (max_seq_length - n)
+        assert feature.segment_ids[:n].tolist() == [0] * offset + [1] * (length + 1)
+        assert feature.token_to_orig_map == {offset + k: pieces[start + k][1] for k in range(length)}
+        for k in range(length):
+            position = start + k
+            # brute force: best min(left, right) + 0.01 * length over the windows holding it, first on ties
+            candidates = [(min(position - s, s + n_ - 1 - position) + 0.01 * n_, -i)
+                          for i, (s, n_) in enumerate(spans) if s <= position < s + n_]
+            best = -max(candidates)[1]
+            assert feature.token_is_max_context[offset + k] == (best == index)
+            if best == index:
+                owners[position] = owners.get(position, 0) + 1
+    assert owners == {position: 1 for position in range(len(pieces))}  # each token owned exactly once
+
+    if doc_stride < room:  # HF expresses the same windows as an overlap of room - stride tokens
+        hf = _hf_window_tokenizer()
+        hf_windows = _hf_windows(hf, [(" ".join(query).replace(" ##", ""), passage)], max_seq_length,
+                                 doc_stride, room)[0]
+        if len(hf.tokenize(" ".join(query).replace(" ##", ""))) == len(query):
+            assert [f.input_ids.tolist() for f in features] == [ids for ids, _, _ in hf_windows]
+
+
+def test_batched_features_equal_single_and_tokenize_each_paragraph_once(dev_examples):
+    vocab = shared_file("data/vocab/bert-base-uncased-vocab.txt")
+
+    class CountingTokenizer(FullTokenizer):
+        passages = 0
+
+        def tokenize_words(self, words):
+            CountingTokenizer.passages += 1
+            return super().tokenize_words(words)
+
+    counting = CountingTokenizer(vocab)
+    plain = FullTokenizer(vocab)
+    examples = dev_examples[:400]
+    batched = list(dp.convert_examples_to_features(examples, counting, 128, 64, 32))
+    assert CountingTokenizer.passages == len({id(e.doc_tokens) for e in examples})
+    for example, features in zip(examples, batched):
+        single = dp.convert_example_to_features(example.doc_tokens, example.question_text, plain, 128, 64, 32)
+        assert len(single) == len(features)
+        for a, b in zip(single, features):
+            assert a.tokens == b.tokens and a.token_to_orig_map == b.token_to_orig_map
+            assert a.token_is_max_context == b.token_is_max_context
+            for name in ("input_ids", "input_mask", "segment_ids"):
+                np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
+
+
+@pytest.mark.parametrize("doc, question, sizes, message", [
+    ("Some passage.", "", (384, 128, 64), "question is empty"),
+    ("Some passage.", "  \t", (384, 128, 64), "question is empty"),
+    ("Some passage.", "\x00\x01", (384, 128, 64), "question has no tokens"),
+    ("", "What?", (384, 128, 64), "passage is empty"),
+    ("\x00 \ufffd", "What?", (384, 128, 64), "passage has no tokens"),
+    ("Some passage.", "What is this long question about?", (9, 128, 64), "leaves no room"),
+    ("Some passage.", "What?", (384, 0, 64), "doc_stride must be a positive integer"),
+    ("Some passage.", "What?", (384, -5, 64), "doc_stride"),
+    ("Some passage.", "What?", (0, 128, 64), "max_seq_length"),
+    ("Some passage.", "What?", (384, 128, 0), "max_query_length"),
+    ("Some passage.", "What?", (384, 1.5, 64), "doc_stride"),
+])
+def test_feature_arguments_are_validated(tokenizer, doc, question, sizes, message):
+    with pytest.raises(BertError, match=message):
+        dp.convert_example_to_features(dp.convert_doc_tokens(doc), question, tokenizer, *sizes)
+
+
+def test_smallest_sequence_that_fits(tokenizer):
+    question = "what is this long question about"
+    n_query = len(tokenizer.tokenize(question))
+    features = dp.convert_example_to_features(["alpha", "beta", "gamma"], question, tokenizer, n_query + 4, 1, 64)
+    assert [f.tokens[n_query + 2] for f in features] == ["alpha", "beta", "gamma"]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Answers
+
+def test_fixture_logits_give_reference_answers(tokenizer, dev_examples):
+    reference = np.load(shared_file("fixtures/minilm-l6-squad11/reference/logits_first10.npz"))
+    answers = json.loads(shared_file("fixtures/minilm-l6-squad11/reference/predictions_300.json").read_text())
+    for i in range(10):
+        example = dev_examples[i]
+        features = dp.convert_example_to_features(example.doc_tokens, example.question_text, tokenizer, 384, 128, 64)
+        assert len(features) == 1  # the reference holds one window per question
+        outputs = [dp.NetworkOutput(reference["start_logits"][i], reference["end_logits"][i], 0)]
+        prediction, nbest, diff = dp.get_predictions(example.doc_tokens, features, outputs, 20, 30)
+        assert prediction == answers[example.id] == nbest[0]["text"]
+        assert diff == 0.0
+        assert len(nbest) == 20 and len({e["text"] for e in nbest}) == 20
+        assert abs(sum(e["probability"] for e in nbest) - 1.0) < 1e-9
+        json.dumps(nbest)  # plain floats
+        assert dp.get_best_prediction(example.doc_tokens, features, outputs, 20, 30) == (prediction, 0.0)
+
+
+PASSAGE = "Steve Smith's dog, Rex, barked at the mailman on Tuesday morning."
+QUESTION = "Whose dog barked?"
+
+
+def _single_feature(tokenizer, passage=PASSAGE, question=QUESTION, max_seq_length=64):
+    doc_tokens = dp.convert_doc_tokens(passage)
+    features = dp.convert_example_to_features(doc_tokens, question, tokenizer, max_seq_length, 16, 16)
+    return doc_tokens, features
+
+
+def _logits(feature, starts=(), ends=(), base=0.0):
+    start = np.full(len(feature.input_ids), base, dtype=np.float32)
+    end = np.full(len(feature.input_ids), base, dtype=np.float32)
+    for position, value in starts:
+        start[position] = value
+    for position, value in ends:
+        end[position] = value
+    return start, end
+
+
+def test_prediction_is_mapped_back_to_original_text(tokenizer):
+    doc_tokens, (feature,) = _single_feature(tokenizer)
+    steve, smith = feature.tokens.index("steve"), feature.tokens.index("smith")
+    start, end = _logits(feature, [(steve, 5.0)], [(smith, 4.0)])
+    prediction, nbest, _ = dp.get_predictions(doc_tokens, [feature], [dp.NetworkOutput(start, end, 0)], 5, 30)
+    assert prediction == "Steve Smith"  # orig token "Smith's" is trimmed by get_final_text
+    assert nbest[0] == {"text": "Steve Smith", "probability": nbest[0]["probability"],
+                        "start_logit": 5.0, "end_logit": 4.0}
+    scores = [e["start_logit"] + e["end_logit"] for e in nbest]
+    assert scores == sorted(scores, reverse=True)
+    expected = np.exp(np.array(scores) - max(scores))
+    np.testing.assert_allclose([e["probability"] for e in nbest], expected / expected.sum(), rtol=1e-12)
+
+
+def test_max_answer_length_and_question_positions_are_skipped(tokenizer):
+    doc_tokens, (feature,) = _single_feature(tokenizer)
+    steve, tuesday = feature.tokens.index("steve"), feature.tokens.index("tuesday")
+    dog_in_question = feature.tokens.index("dog")  # first "dog" is the question's
+    assert feature.segment_ids[dog_in_question] == 0
+    start, end = _logits(feature, [(dog_in_question, 9.0), (steve, 5.0)],
+                         [(tuesday, 6.0), (steve + 1, 1.0), (dog_in_question, 9.0)])
+    long_answer = dp.get_predictions(doc_tokens, [feature], [dp.NetworkOutput(start, end, 0)], 5, 30)[0]
+    assert long_answer == "Steve Smith's dog, Rex, barked at the mailman on Tuesday"
+    short = dp.get_predictions(doc_tokens, [feature], [dp.NetworkOutput(start, end, 0)], 5, 3)[0]
+    assert short == "Steve Smith"
+
+
+def test_no_valid_span_gives_empty(tokenizer):
+    doc_tokens, (feature,) = _single_feature(tokenizer)
+    question_positions = [(p, 10.0 + p) for p in range(1, 4)]
+    start, end = _logits(feature, question_positions, question_positions)
+    prediction, nbest, diff = dp.get_predictions(doc_tokens, [feature], [dp.NetworkOutput(start, end, 0)], 3, 30)
+    assert (prediction, diff) == ("empty", 0.0)
+    assert nbest == [{"text": "empty", "probability": 1.0, "start_logit": 0.0, "end_logit": 0.0}]
+
+
+def test_squad_v2_null_answer(tokenizer):
+    doc_tokens, (feature,) = _single_feature(tokenizer)
+    steve, smith = feature.tokens.index("steve"), feature.tokens.index("smith")
+
+    def run(null_logit, threshold):
+        start, end = _logits(feature, [(0, null_logit), (steve, 6.0)], [(0, null_logit), (smith, 4.0)])
+        outputs = [dp.NetworkOutput(start, end, 0)]
+        result = dp.get_predictions(doc_tokens, [feature], outputs, 5, 30, version_2_with_negative=True,
+                                    null_score_diff_threshold=threshold)
+        assert dp.get_best_prediction(doc_tokens, [feature], outputs, 5, 30, True, threshold) == \
+            (result[0], result[2])
+        return result
+
+    prediction, nbest, diff = run(4.0, 0.0)          # null 8 < best 10
+    assert (prediction, diff) == ("Steve Smith", -2.0)
+    assert "" in [e["text"] for e in nbest]
+    prediction, nbest, diff = run(6.0, 0.0)          # null 12 > best 10
+    assert (prediction, diff) == ("", 2.0)
+    assert nbest[0]["text"] == ""
+    assert run(6.0, 2.5)[0] == "Steve Smith"         # the threshold lets the span win
+    assert run(4.0, -3.0)[0] == ""                   # -2 > -3
+    # without version_2_with_negative the null logits change nothing
+    start, end = _logits(feature, [(0, 50.0), (steve, 6.0)], [(0, 50.0), (smith, 4.0)])
+    assert dp.get_predictions(doc_tokens, [feature], [dp.NetworkOutput(start, end, 0)], 5, 30)[0] == "Steve Smith"
+
+
+def test_squad_v2_null_score_is_minimum_over_windows_and_max_context_is_respected(tokenizer):
+    passage = " ".join(["filler words here"] * 10 + ["Steve Smith's dog barked"] + ["more filler text"] * 10)
+    doc_tokens, features = _single_feature(tokenizer, passage, "Whose dog?", max_seq_length=32)
+    holding = [i for i, f in enumerate(features) if "steve" in f.tokens]
+    assert len(holding) >= 2  # the answer lies in an overlap of windows
+    owner = next(i for i in holding
+                 if features[i].token_is_max_context[features[i].tokens.index("steve")])
+    other = next(i for i in holding if i != owner)
+    outputs = []
+    for i, feature in enumerate(features):
+        steve = feature.tokens.index("steve") if "steve" in feature.tokens else None
+        smith = feature.tokens.index("smith") if "smith" in feature.tokens else None
+        # the non-owner window scores the span higher, but its start is not max-context there
+        value = 9.0 if i == other else 3.0 if i == owner else 0.0
+        starts = [(0, 1.0 + i)] + ([(steve, value)] if steve is not None else [])
+        ends = [(0, 1.0 + i)] + ([(smith, value)] if smith is not None else [])
+        outputs.append(dp.NetworkOutput(*_logits(feature, starts, ends, base=-1.0), i))
+    prediction, nbest, diff = dp.get_predictions(doc_tokens, features, outputs, 20, 30,
+                                                 version_2_with_negative=True)
+    assert prediction == "Steve Smith"
+    assert nbest[0]["start_logit"] == 3.0  # from the owner window
+    assert diff == pytest.approx(2.0 - 6.0)  # null = min over windows of 2 * (1 + i) = 2
+
+
+def test_get_best_prediction_matches_get_predictions(tokenizer, dev_examples):
+    rng = np.random.default_rng(7)
+    examples = dev_examples[::40]
+    for example, features in zip(examples, dp.convert_examples_to_features(examples, tokenizer, 128, 48, 32)):
+        outputs = [dp.NetworkOutput(rng.standard_normal(128).astype(np.float32) * 3,
+                                    rng.standard_normal(128).astype(np.float32) * 3, i) for i in range(len(features))]
+        for v2, threshold in ((False, 0.0), (True, 0.0), (True, -2.0), (True, 3.0)):
+            prediction, nbest, diff = dp.get_predictions(example.doc_tokens, features, outputs, 20, 30, v2, threshold)
+            assert dp.get_best_prediction(example.doc_tokens, features, outputs, 20, 30, v2, threshold) == \
+                (prediction, diff)
+            if not v2:
+                assert prediction == nbest[0]["text"]
+
+
+def test_nan_logits_and_bad_results_raise(tokenizer):
+    doc_tokens, (feature,) = _single_feature(tokenizer)
+    start, end = _logits(feature)
+    start[3] = np.nan
+    with pytest.raises(BertError, match="NaN"):
+        dp.get_predictions(doc_tokens, [feature], [dp.NetworkOutput(start, end, 0)], 20, 30)
+    with pytest.raises(BertError, match="feature 1 of 1"):
+        dp.get_predictions(doc_tokens, [feature], [dp.NetworkOutput(end, end, 1)], 20, 30)
+    with pytest.raises(BertError, match="n_best_size"):
+        dp.get_predictions(doc_tokens, [feature], [dp.NetworkOutput(end, end, 0)], 0, 30)
+
+
+@pytest.mark.parametrize("pred, orig, lower, expected", [
+    ("steve smith", "Steve Smith's", True, "Steve Smith"),
+    ("cafe", "Café.", True, "Café"),                       # accents stripped in the prediction only
+    ("1,000", "($1,000)", True, "1,000"),
+    ("steve smith", "Steve Smith's", False, "Steve Smith's"),  # a lower-cased guess is not found in cased text
+    ("Steve Smith", "Steve Smith's", False, "Steve Smith"),
+    ("zebra", "Steve Smith's", True, "Steve Smith's"),      # not found: the whole original
+    (unicodedata.normalize("NFD", "한국"), "한국 사람", True, "한국 사람"),  # lengths differ after NFD: give up
+    ("", "Steve", True, "Steve"),
+])
+def test_get_final_text(pred, orig, lower, expected):
+    assert dp.get_final_text(pred, orig, lower) == expected
+
+
+def test_compute_softmax():
+    assert dp._compute_softmax([]) == []
+    probs = dp._compute_softmax([1000.0, 1000.0, 999.0])
+    assert probs[0] == probs[1] and abs(sum(probs) - 1) < 1e-12
+    assert probs[2] == pytest.approx(probs[0] / np.e)
