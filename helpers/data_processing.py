@@ -5,8 +5,9 @@ Differences from upstream, all deliberate:
   * the SQuAD v2 null answer works (`version_2_with_negative=True`); upstream left it dead;
   * `do_lower_case` reaches `get_final_text` (upstream hard-codes True, which breaks cased models);
   * a passage's WordPieces are computed once per paragraph, not once per question
-    (`tokenize_doc`, `convert_examples_to_features`), and the n-best search is vectorised;
-    the features and answers are the same.
+    (`tokenize_doc`, `convert_examples_to_features`), the n-best search partitions the logits
+    instead of sorting them, and `get_best_prediction` skips the n-best list when only the answer
+    is wanted; the features and answers are the same.
 """
 import collections
 import functools
@@ -64,7 +65,8 @@ def read_json_file(path, what="json file"):
     except UnicodeDecodeError:
         raise BertError(f"{what} is not UTF-8 text: {path}") from None
     except json.JSONDecodeError as exc:
-        raise BertError(f"{what} is not valid json: {path} (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
+        raise BertError(f"{what} is not valid json: {path} "
+                        f"(line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
     except RecursionError:
         raise BertError(f"{what} is nested too deeply: {path}") from None
 
@@ -140,6 +142,7 @@ class DocWordpieces:
 
 
 def tokenize_doc(doc_tokens, tokenizer):
+    """The passage's WordPieces, their ids and the doc token each came from (FullTokenizer.tokenize_words)."""
     tokens, tok_to_orig_index = tokenizer.tokenize_words(doc_tokens)
     ids = np.asarray(tokenizer.convert_tokens_to_ids(tokens), dtype=np.int32)
     return DocWordpieces(tokens=tokens, ids=ids, tok_to_orig_index=tok_to_orig_index)
@@ -286,9 +289,13 @@ def _compute_softmax(scores):
     return [x / total for x in exp_scores]
 
 
-def _best_indexes(logits, n_best_size):
+def _get_best_indexes(logits, n_best_size):
     """Indexes of the n largest logits, largest first, ties in index order (a stable descending sort)."""
-    return np.argsort(-logits, kind="stable")[:n_best_size].tolist()
+    candidates = np.arange(len(logits))
+    if len(logits) > n_best_size:  # only values >= the n-th largest can qualify (ties included)
+        nth_largest = np.partition(logits, len(logits) - n_best_size)[len(logits) - n_best_size]
+        candidates = np.flatnonzero(logits >= nth_largest)
+    return candidates[np.argsort(-logits[candidates], kind="stable")[:n_best_size]].tolist()
 
 
 def _wordpiece_text(pieces):
@@ -318,9 +325,9 @@ def _prelim_predictions(features, results, n_best_size, max_answer_length, versi
                 null = _NullAnswer(score, start_logits[0], end_logits[0])
         n_tokens = len(feature.tokens)
         in_doc, max_context = feature.token_to_orig_map, feature.token_is_max_context
-        starts = [s for s in _best_indexes(start_logits, n_best_size)
+        starts = [s for s in _get_best_indexes(start_logits, n_best_size)
                   if s < n_tokens and s in in_doc and max_context.get(s, False)]
-        ends = [e for e in _best_indexes(end_logits, n_best_size) if e < n_tokens and e in in_doc]
+        ends = [e for e in _get_best_indexes(end_logits, n_best_size) if e < n_tokens and e in in_doc]
         for s in starts:
             for e in ends:
                 if s <= e < s + max_answer_length:

@@ -2,6 +2,7 @@
 
 Library code raises `BertError` (or lets `FileNotFoundError`/`PermissionError`/`IsADirectoryError` escape);
 `run_cli` prints `error: <message>` on stderr and exits with status 2, never a traceback.
+OSErrors (missing or unwritable files, a full disk) are reported the same way.
 """
 import argparse
 import os
@@ -29,13 +30,13 @@ def run_cli(main, argv=None):
         code = main(argv)
     except BertError as exc:
         _fail(str(exc))
-    except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError) as exc:
-        name = exc.filename if exc.filename is not None else ""
-        _fail(f"{exc.strerror or type(exc).__name__}: {name}".rstrip(": "))
-    except KeyboardInterrupt:
-        _fail("interrupted")
     except BrokenPipeError:
         os._exit(1)
+    except OSError as exc:  # missing, unreadable or unwritable files, full disks
+        name = exc.filename if exc.filename is not None else ""
+        _fail(f"{exc.strerror or exc}: {name}".rstrip(": "))
+    except KeyboardInterrupt:
+        _fail("interrupted")
     except MemoryError:
         _fail("out of memory")
     sys.exit(code or 0)

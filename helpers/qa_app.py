@@ -119,7 +119,7 @@ class QuestionAnswerer:
         self.seconds, self.features_run = 0.0, 0
 
     # ---- features -> logits -----------------------------------------------------------------------------------
-    def features(self, doc_tokens, question, cache=None):
+    def features(self, doc_tokens, question):
         return dp.convert_example_to_features(doc_tokens, question, self.tokenizer, self.max_seq_length,
                                               self.doc_stride, self.max_query_length)
 
@@ -172,16 +172,16 @@ class QuestionAnswerer:
         return self.features_run / self.seconds if self.seconds > 0 else float("inf")
 
     # ---- answers ----------------------------------------------------------------------------------------------
-    def decode(self, doc_tokens, features, outputs):
-        return dp.get_predictions(doc_tokens, features, outputs, self.n_best_size, self.max_answer_length,
-                                  version_2_with_negative=self.version_2,
-                                  null_score_diff_threshold=self.null_threshold)
+    def _decode_args(self):
+        return dict(version_2_with_negative=self.version_2, null_score_diff_threshold=self.null_threshold,
+                    do_lower_case=self.tokenizer.do_lower_case)
 
     def answer(self, doc_tokens, question):
         """(prediction text, n-best list) for one question about a passage."""
         require_text(question, "question")
         features = self.features(doc_tokens, question)
-        prediction, nbest, _ = self.decode(doc_tokens, features, self.run_features(features))
+        prediction, nbest, _ = dp.get_predictions(doc_tokens, features, self.run_features(features),
+                                                  self.n_best_size, self.max_answer_length, **self._decode_args())
         return prediction, nbest
 
     def answer_squad(self, examples, progress=False):
@@ -189,8 +189,9 @@ class QuestionAnswerer:
         from tqdm import tqdm
         show = progress and sys.stderr.isatty()
         all_features, spans = [], []
-        for ex in tqdm(examples, desc="Tokenizing", unit="q", disable=not show):
-            feats = self.features(ex.doc_tokens, ex.question_text)
+        per_example = dp.convert_examples_to_features(examples, self.tokenizer, self.max_seq_length,
+                                                      self.doc_stride, self.max_query_length)
+        for feats in tqdm(per_example, total=len(examples), desc="Tokenizing", unit="q", disable=not show):
             spans.append((len(all_features), len(all_features) + len(feats)))
             all_features.extend(feats)
         outputs = []
@@ -202,7 +203,8 @@ class QuestionAnswerer:
         for ex, (lo, hi) in zip(examples, spans):
             feats = all_features[lo:hi]
             outs = [o._replace(feature_index=k) for k, o in enumerate(outputs[lo:hi])]
-            predictions[ex.id] = self.decode(ex.doc_tokens, feats, outs)[0]
+            predictions[ex.id] = dp.get_best_prediction(ex.doc_tokens, feats, outs, self.n_best_size,
+                                                        self.max_answer_length, **self._decode_args())[0]
         return predictions
 
 

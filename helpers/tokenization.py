@@ -36,10 +36,8 @@ class _LazyTable(dict):
     """A `str.translate` table that computes each code point's entry on first use."""
 
     def __init__(self, rule):
-        super().__init__()
+        super().__init__((cp, rule(cp)) for cp in range(128))  # ASCII up front: nearly all of the input
         self._rule = rule
-        for cp in range(128):  # fill ASCII up front: it is nearly all of the input
-            self[cp]
 
     def __missing__(self, cp):
         value = self[cp] = self._rule(cp)
@@ -84,8 +82,12 @@ def convert_to_unicode(text):
     raise BertError(f"cannot tokenize a {type(text).__name__}: text must be str or bytes")
 
 
-def whitespace_tokenize(text):
-    return text.split()
+def _remember(cache, word, pieces):
+    """Store a word's tokens; the cache is emptied when full rather than growing without bound."""
+    if len(cache) >= _MAX_CACHED_WORDS:
+        cache.clear()
+    cache[word] = pieces
+    return pieces
 
 
 def load_vocab(vocab_file):
@@ -121,7 +123,7 @@ class BasicTokenizer:
         for word in convert_to_unicode(text).translate(_CLEAN).split():
             pieces = self._words.get(word)
             if pieces is None:
-                pieces = self._remember(word, tuple(self.split_word(word)))
+                pieces = _remember(self._words, word, tuple(self.split_word(word)))
             tokens.extend(pieces)
         return tokens
 
@@ -132,12 +134,6 @@ class BasicTokenizer:
             if not word.isascii():  # NFD is the identity on ASCII
                 word = unicodedata.normalize("NFD", word).translate(_DROP_NONSPACING_MARKS)
         return word.translate(_SPLIT_PUNCTUATION).split()
-
-    def _remember(self, word, pieces):
-        if len(self._words) >= _MAX_CACHED_WORDS:
-            self._words.clear()
-        self._words[word] = pieces
-        return pieces
 
 
 class WordpieceTokenizer:
@@ -196,7 +192,7 @@ class FullTokenizer:
         for word in convert_to_unicode(text).translate(_CLEAN).split():
             pieces = self._words.get(word)
             if pieces is None:
-                pieces = self._remember(word, self._tokenize_word(word))
+                pieces = _remember(self._words, word, self._tokenize_word(word))
             tokens.extend(pieces)
         return tokens
 
@@ -208,7 +204,7 @@ class FullTokenizer:
             for word in convert_to_unicode(text).translate(_CLEAN).split():
                 pieces = cache.get(word)
                 if pieces is None:
-                    pieces = self._remember(word, self._tokenize_word(word))
+                    pieces = _remember(cache, word, self._tokenize_word(word))
                 tokens.extend(pieces)
                 word_index.extend([index] * len(pieces))
         return tokens, word_index
@@ -218,12 +214,6 @@ class FullTokenizer:
         for token in self.basic_tokenizer.split_word(word):
             pieces.extend(self.wordpiece_tokenizer.tokenize_word(token))
         return tuple(pieces)
-
-    def _remember(self, word, pieces):
-        if len(self._words) >= _MAX_CACHED_WORDS:
-            self._words.clear()
-        self._words[word] = pieces
-        return pieces
 
     def convert_tokens_to_ids(self, tokens):
         vocab = self.vocab

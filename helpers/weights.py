@@ -223,7 +223,8 @@ def _canonical_value(name, array):
     return array.astype(np.int8 if name.endswith("_mask") else np.float32)
 
 
-def _from_torch_names(state, source):
+def from_state_dict(state, source="state dict"):
+    """A PyTorch-style {name: array} (Hugging Face or DeepLearningExamples names) -> canonical map."""
     weights = {}
     for name, value in state.items():
         key = onnx_to_trt_name(name)
@@ -284,7 +285,7 @@ def load_pytorch_checkpoint(path):
     state = obj.get("model", obj) if isinstance(obj, dict) else obj
     if not isinstance(state, dict) or not state:
         raise BertError(f"PyTorch checkpoint {path} holds no state dict (expected {{'model': state_dict}})")
-    return _from_torch_names({k: _torch_to_numpy(v, k, path) for k, v in state.items()}, path)
+    return from_state_dict({k: _torch_to_numpy(v, k, path) for k, v in state.items()}, path)
 
 
 _SAFETENSORS_DTYPES = {"F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": np.uint16, "I64": np.int64,
@@ -341,7 +342,7 @@ def write_safetensors(path, tensors, metadata=None):
 
 def load_safetensors(path):
     """A `.safetensors` file with Hugging Face (or DeepLearningExamples) names -> canonical map."""
-    return _from_torch_names(read_safetensors(path), path)
+    return from_state_dict(read_safetensors(path), path)
 
 
 def load_hf_folder(folder):
@@ -374,7 +375,7 @@ def load_onnx(path):
             raise BertError(f"ONNX model {path}: cannot read initializer {init.name}: {exc}") from None
     if not state:
         raise BertError(f"ONNX model {path} has no initializers (weights)")
-    return _from_torch_names(state, path)
+    return from_state_dict(state, path)
 
 
 _MEGATRON_REPLACEMENTS = (("embedding_", "embeddings_"), ("tokentype_", "token_type_"), ("_av", "_self_av"),

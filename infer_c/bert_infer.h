@@ -70,10 +70,13 @@ public:
     int batchSize() const { return mBatch; }
 
 private:
-    void launch();
-    float launchTimed(); // events around one launch; syncs
+    void checkBatch(int batchSize) const;
     void releaseGraph();
-    std::vector<float> runDevice(size_t outValues, size_t outOffset2, size_t rowValues);
+    void launch();       // the captured graph, or the backend's enqueue without one
+    void launchTimed();  // launch() between the start and stop events
+    float elapsedMs() const;
+    // Padded (B, S) inputs on a padded-layout backend -> (B, S, 2) logits; records one time.
+    std::vector<float> runPadded(const int32_t* ids, const int32_t* segs, const int32_t* mask, int batchSize);
 
     int mMaxBatch;
     int mSeq;

@@ -23,6 +23,18 @@ inline void checkCuda(cudaError_t status, const char* what)
     }
 }
 
+// Fails in one line when no GPU can be used, instead of an obscure error from the first allocation.
+inline void requireGpu()
+{
+    int count = 0;
+    const cudaError_t status = cudaGetDeviceCount(&count);
+    if (status != cudaSuccess || count == 0)
+    {
+        throw std::runtime_error(std::string("no CUDA GPU is usable here (")
+            + (status != cudaSuccess ? cudaGetErrorString(status) : "no device found") + ")");
+    }
+}
+
 } // namespace bert
 
 #define gpuErrChk(call) ::bert::checkCuda((call), #call)

@@ -6,25 +6,25 @@
 namespace bert
 {
 
-Logger gLogger(Severity::kINFO);
+Logger gLogger(LogSeverity::kINFO);
 
 namespace
 {
-const char* prefix(Severity severity)
+const char* prefix(LogSeverity severity)
 {
     switch (severity)
     {
-    case Severity::kFATAL: return "[DemoBERT][F] ";
-    case Severity::kERROR: return "[DemoBERT][E] ";
-    case Severity::kWARNING: return "[DemoBERT][W] ";
-    case Severity::kINFO: return "[DemoBERT][I] ";
-    case Severity::kVERBOSE: return "[DemoBERT][V] ";
+    case LogSeverity::kFATAL: return "[DemoBERT][F] ";
+    case LogSeverity::kERROR: return "[DemoBERT][E] ";
+    case LogSeverity::kWARNING: return "[DemoBERT][W] ";
+    case LogSeverity::kINFO: return "[DemoBERT][I] ";
+    case LogSeverity::kVERBOSE: return "[DemoBERT][V] ";
     }
     return "[DemoBERT][?] ";
 }
 } // namespace
 
-void Logger::write(Severity severity, const std::string& message) const
+void Logger::write(LogSeverity severity, const std::string& message) const
 {
     if (!enabled(severity))
     {
@@ -32,7 +32,7 @@ void Logger::write(Severity severity, const std::string& message) const
     }
     static std::mutex lock; // lines from TensorRT's threads must not interleave with ours
     std::lock_guard<std::mutex> guard(lock);
-    std::ostream& out = severity >= Severity::kINFO ? std::cout : std::cerr;
+    std::ostream& out = severity >= LogSeverity::kINFO ? std::cout : std::cerr;
     out << prefix(severity) << message << std::endl;
 }
 
@@ -40,7 +40,7 @@ void Logger::write(Severity severity, const std::string& message) const
 void Logger::log(nvinfer1::ILogger::Severity severity, const char* msg) noexcept
 {
     // TensorRT's INTERNAL_ERROR..VERBOSE are 0..4, the same order as ours.
-    write(static_cast<Severity>(static_cast<int>(severity)), msg);
+    write(static_cast<LogSeverity>(static_cast<int>(severity)), msg);
 }
 #endif
 

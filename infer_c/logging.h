@@ -15,7 +15,7 @@
 namespace bert
 {
 
-enum class Severity : int
+enum class LogSeverity : int
 {
     kFATAL = 0,
     kERROR = 1,
@@ -31,18 +31,17 @@ class Logger
 #endif
 {
 public:
-    explicit Logger(Severity level) : mLevel(level) {}
+    explicit Logger(LogSeverity level) : mLevel(level) {}
 
-    void write(Severity severity, const std::string& message) const;
-    void setLevel(Severity level) { mLevel = level; }
-    bool enabled(Severity severity) const { return static_cast<int>(severity) <= static_cast<int>(mLevel); }
+    void write(LogSeverity severity, const std::string& message) const;
+    bool enabled(LogSeverity severity) const { return static_cast<int>(severity) <= static_cast<int>(mLevel); }
 
 #ifdef BERT_WITH_TENSORRT
     void log(nvinfer1::ILogger::Severity severity, const char* msg) noexcept override;
 #endif
 
 private:
-    Severity mLevel;
+    LogSeverity mLevel;
 };
 
 extern Logger gLogger;
@@ -51,7 +50,7 @@ extern Logger gLogger;
 class LogLine
 {
 public:
-    explicit LogLine(Severity severity) : mSeverity(severity) {}
+    explicit LogLine(LogSeverity severity) : mSeverity(severity) {}
     LogLine(const LogLine&) = delete;
     LogLine& operator=(const LogLine&) = delete;
     ~LogLine() { gLogger.write(mSeverity, mStream.str()); }
@@ -64,14 +63,14 @@ public:
     }
 
 private:
-    Severity mSeverity;
+    LogSeverity mSeverity;
     std::ostringstream mStream;
 };
 
 } // namespace bert
 
-#define gLogFatal ::bert::LogLine(::bert::Severity::kFATAL)
-#define gLogError ::bert::LogLine(::bert::Severity::kERROR)
-#define gLogWarning ::bert::LogLine(::bert::Severity::kWARNING)
-#define gLogInfo ::bert::LogLine(::bert::Severity::kINFO)
-#define gLogVerbose ::bert::LogLine(::bert::Severity::kVERBOSE)
+#define gLogFatal ::bert::LogLine(::bert::LogSeverity::kFATAL)
+#define gLogError ::bert::LogLine(::bert::LogSeverity::kERROR)
+#define gLogWarning ::bert::LogLine(::bert::LogSeverity::kWARNING)
+#define gLogInfo ::bert::LogLine(::bert::LogSeverity::kINFO)
+#define gLogVerbose ::bert::LogLine(::bert::LogSeverity::kVERBOSE)

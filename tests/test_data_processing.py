@@ -38,9 +38,9 @@ def dev_examples():
 
 def test_read_squad_json_examples_share_paragraph_tokens(dev_examples):
     data = json.loads(DEV_V11.read_text(encoding="utf-8"))["data"]
-    qas = [(p["context"], qa) for a in data for p in a["paragraphs"] for qa in p["qas"]]
+    qas = [qa for a in data for p in a["paragraphs"] for qa in p["qas"]]
     assert len(dev_examples) == len(qas) == 10570
-    for example, (context, qa) in zip(dev_examples, qas):
+    for example, qa in zip(dev_examples, qas, strict=True):
         assert example.id == qa["id"] and example.question_text == qa["question"]
     assert dev_examples[0].doc_tokens == dev_examples[0].doc_tokens  # same paragraph, same object
     assert dev_examples[0].doc_tokens is dev_examples[1].doc_tokens
@@ -148,9 +148,9 @@ def test_every_dev_question_windows_equal_hf(tokenizer, dev_examples):
         by_room.setdefault(384 - n_query - 3, []).append((example, features))
     for room, group in by_room.items():
         pairs = [(e.question_text, " ".join(e.doc_tokens)) for e, _ in group]
-        for (example, features), hf_windows in zip(group, _hf_windows(hf, pairs, 384, 128, room)):
+        for (example, features), hf_windows in zip(group, _hf_windows(hf, pairs, 384, 128, room), strict=True):
             assert len(features) == len(hf_windows), example.id
-            for feature, (ids, segments, mask) in zip(features, hf_windows):
+            for feature, (ids, segments, mask) in zip(features, hf_windows, strict=True):
                 assert feature.input_ids.tolist() == ids, example.id
                 assert feature.segment_ids.tolist() == segments, example.id
                 assert feature.input_mask.tolist() == mask, example.id
@@ -186,7 +186,7 @@ def test_multi_window_spans_and_max_context(tokenizer, max_seq_length, doc_strid
     assert len(features) == len(spans) > 3
     offset = len(query) + 2
     owners = {}
-    for index, (feature, (start, length)) in enumerate(zip(features, spans)):
+    for index, (feature, (start, length)) in enumerate(zip(features, spans, strict=True)):
         n = offset + length + 1
         assert feature.tokens == ["[CLS]", *query, "[SEP]", *[p for p, _ in pieces[start:start + length]], "[SEP]"]
         assert feature.input_ids[:n].tolist() == tokenizer.convert_tokens_to_ids(feature.tokens)
@@ -207,10 +207,11 @@ def test_multi_window_spans_and_max_context(tokenizer, max_seq_length, doc_strid
 
     if doc_stride < room:  # HF expresses the same windows as an overlap of room - stride tokens
         hf = _hf_window_tokenizer()
-        hf_windows = _hf_windows(hf, [(" ".join(query).replace(" ##", ""), passage)], max_seq_length,
-                                 doc_stride, room)[0]
-        if len(hf.tokenize(" ".join(query).replace(" ##", ""))) == len(query):
-            assert [f.input_ids.tolist() for f in features] == [ids for ids, _, _ in hf_windows]
+        truncated_question = " ".join(query).replace(" ##", "")  # HF does not truncate questions itself
+        assert hf.tokenize(truncated_question) == query
+        hf_windows = _hf_windows(hf, [(truncated_question, passage)], max_seq_length, doc_stride, room)[0]
+        assert [f.input_ids.tolist() for f in features] == [ids for ids, _, _ in hf_windows]
+        assert [f.segment_ids.tolist() for f in features] == [segments for _, segments, _ in hf_windows]
 
 
 def test_batched_features_equal_single_and_tokenize_each_paragraph_once(dev_examples):
@@ -231,7 +232,7 @@ def test_batched_features_equal_single_and_tokenize_each_paragraph_once(dev_exam
     for example, features in zip(examples, batched):
         single = dp.convert_example_to_features(example.doc_tokens, example.question_text, plain, 128, 64, 32)
         assert len(single) == len(features)
-        for a, b in zip(single, features):
+        for a, b in zip(single, features, strict=True):
             assert a.tokens == b.tokens and a.token_to_orig_map == b.token_to_orig_map
             assert a.token_is_max_context == b.token_is_max_context
             for name in ("input_ids", "input_mask", "segment_ids"):
@@ -324,10 +325,12 @@ def test_max_answer_length_and_question_positions_are_skipped(tokenizer):
     assert feature.segment_ids[dog_in_question] == 0
     start, end = _logits(feature, [(dog_in_question, 9.0), (steve, 5.0)],
                          [(tuesday, 6.0), (steve + 1, 1.0), (dog_in_question, 9.0)])
-    long_answer = dp.get_predictions(doc_tokens, [feature], [dp.NetworkOutput(start, end, 0)], 5, 30)[0]
-    assert long_answer == "Steve Smith's dog, Rex, barked at the mailman on Tuesday"
-    short = dp.get_predictions(doc_tokens, [feature], [dp.NetworkOutput(start, end, 0)], 5, 3)[0]
-    assert short == "Steve Smith"
+    outputs = [dp.NetworkOutput(start, end, 0)]
+    span = tuesday - steve + 1  # answer length counts WordPieces, both ends included
+    long_answer = "Steve Smith's dog, Rex, barked at the mailman on Tuesday"
+    assert dp.get_predictions(doc_tokens, [feature], outputs, 5, 30)[0] == long_answer
+    assert dp.get_predictions(doc_tokens, [feature], outputs, 5, span)[0] == long_answer
+    assert dp.get_predictions(doc_tokens, [feature], outputs, 5, span - 1)[0] == "Steve Smith"
 
 
 def test_no_valid_span_gives_empty(tokenizer):
@@ -381,7 +384,7 @@ def test_squad_v2_null_score_is_minimum_over_windows_and_max_context_is_respecte
         value = 9.0 if i == other else 3.0 if i == owner else 0.0
         starts = [(0, 1.0 + i)] + ([(steve, value)] if steve is not None else [])
         ends = [(0, 1.0 + i)] + ([(smith, value)] if smith is not None else [])
-        outputs.append(dp.NetworkOutput(*_logits(feature, starts, ends, base=-1.0), i))
+        outputs.append(dp.NetworkOutput(*_logits(feature, starts, ends, base=-20.0), i))
     prediction, nbest, diff = dp.get_predictions(doc_tokens, features, outputs, 20, 30,
                                                  version_2_with_negative=True)
     assert prediction == "Steve Smith"
@@ -418,7 +421,7 @@ def test_nan_logits_and_bad_results_raise(tokenizer):
 @pytest.mark.parametrize("pred, orig, lower, expected", [
     ("steve smith", "Steve Smith's", True, "Steve Smith"),
     ("cafe", "Café.", True, "Café"),                       # accents stripped in the prediction only
-    ("1,000", "($1,000)", True, "1,000"),
+    ("1 , 000", "($1,000)", True, "1,000"),                # spaces of the WordPiece text are not in the answer
     ("steve smith", "Steve Smith's", False, "Steve Smith's"),  # a lower-cased guess is not found in cased text
     ("Steve Smith", "Steve Smith's", False, "Steve Smith"),
     ("zebra", "Steve Smith's", True, "Steve Smith's"),      # not found: the whole original
@@ -434,3 +437,56 @@ def test_compute_softmax():
     probs = dp._compute_softmax([1000.0, 1000.0, 999.0])
     assert probs[0] == probs[1] and abs(sum(probs) - 1) < 1e-12
     assert probs[2] == pytest.approx(probs[0] / np.e)
+
+
+def test_best_indexes_equal_a_stable_descending_sort():
+    """Upstream takes sorted(enumerate(logits), key=logit, reverse=True)[:n]: ties keep index order."""
+    rng = np.random.default_rng(3)
+    for trial in range(3000):
+        size, n = int(rng.integers(1, 60)), int(rng.integers(1, 30))
+        logits = (rng.integers(-3, 4, size) if trial % 2 else rng.standard_normal(size)).astype(np.float32)
+        expected = [i for i, _ in sorted(enumerate(logits.tolist()), key=lambda item: item[1], reverse=True)][:n]
+        assert dp._get_best_indexes(logits, n) == expected
+
+
+def _literal_final_text(pred_text, orig_text, do_lower_case):
+    """get_final_text as the spec words it: character maps of the space-free texts, both ways."""
+    from helpers.tokenization import BasicTokenizer
+    tok_text = " ".join(BasicTokenizer(do_lower_case).tokenize(orig_text))
+    start = tok_text.find(pred_text)
+    if start == -1:
+        return orig_text
+    end = start + len(pred_text) - 1
+
+    def without_spaces(text):
+        chars, to_spaced = [], {}
+        for i, c in enumerate(text):
+            if c != " ":
+                to_spaced[len(chars)] = i
+                chars.append(c)
+        return "".join(chars), to_spaced
+    orig_ns, orig_map = without_spaces(orig_text)
+    tok_ns, tok_map = without_spaces(tok_text)
+    if len(orig_ns) != len(tok_ns):
+        return orig_text
+    from_spaced = {spaced: ns for ns, spaced in tok_map.items()}
+    if start not in from_spaced or end not in from_spaced:
+        return orig_text
+    return orig_text[orig_map[from_spaced[start]]:orig_map[from_spaced[end]] + 1]
+
+
+def test_get_final_text_equals_literal_heuristic(dev_examples):
+    from helpers.tokenization import BasicTokenizer
+    rng = random.Random(5)
+    for example in dev_examples[::7]:
+        words = example.doc_tokens + ["Ångström's", "naïve—café", "x\u00a0y", "İstanbul,"]
+        first = rng.randrange(len(words))
+        orig_text = " ".join(words[first:first + rng.randint(1, 6)])
+        for lower in (True, False):
+            tokens = BasicTokenizer(lower).tokenize(orig_text)
+            i = rng.randrange(len(tokens))
+            tok_text = " ".join(tokens)
+            a, b = sorted(rng.randrange(len(tok_text) + 1) for _ in range(2))
+            for pred_text in (" ".join(tokens[i:i + rng.randint(1, 4)]), tok_text[a:b], tok_text.upper()[a:b]):
+                assert dp.get_final_text(pred_text, orig_text, lower) == \
+                    _literal_final_text(pred_text, orig_text, lower), (pred_text, orig_text, lower)

@@ -25,7 +25,7 @@ import torch
 from ..engine_format import EngineFile
 from ..errors import BertError
 from . import gpu_kernels as K
-from .cpu import check_packed_inputs, pack_fixed_inputs
+from .inputs import check_packed_inputs, pack_fixed_inputs
 
 MAX_GRAPHS = 64   # captured graphs kept per runner (each holds only kernel nodes: its buffers are shared)
 
@@ -55,8 +55,12 @@ class DeviceWeights:
     """The engine's weights on the GPU: matrices in the activation dtype, LayerNorm vectors and the head float32."""
 
     def __init__(self, weights, config, dtype, device):
+        def upload(array, as_dtype=dtype):
+            # np.array copies: engine files are read into read-only buffers, which torch.from_numpy warns about.
+            return torch.from_numpy(np.array(array)).to(device=device, dtype=as_dtype)
+
         def tensor(name, as_dtype=dtype):
-            return torch.from_numpy(np.ascontiguousarray(weights[name])).to(device=device, dtype=as_dtype)
+            return upload(weights[name], as_dtype)
 
         def dense(prefix):
             return Dense(tensor(f"{prefix}_kernel"), tensor(f"{prefix}_bias"))
@@ -71,10 +75,9 @@ class DeviceWeights:
         self.layers = []
         for n in range(config.num_hidden_layers):
             p = f"l{n}_"
-            parts = [np.asarray(weights[f"{p}attention_self_{t}_kernel"]) for t in ("query", "key", "value")]
-            biases = [np.asarray(weights[f"{p}attention_self_{t}_bias"]) for t in ("query", "key", "value")]
-            qkv = Dense(torch.from_numpy(np.concatenate(parts)).to(device=device, dtype=dtype),
-                        torch.from_numpy(np.concatenate(biases)).to(device=device, dtype=dtype))
+            parts = ("query", "key", "value")
+            qkv = Dense(upload(np.concatenate([weights[f"{p}attention_self_{t}_kernel"] for t in parts])),
+                        upload(np.concatenate([weights[f"{p}attention_self_{t}_bias"] for t in parts])))
             self.layers.append(Layer(qkv=qkv, attn_out=dense(f"{p}attention_output_dense"),
                                      ln1=norm(f"{p}attention_output_layernorm"),
                                      ffn_in=dense(f"{p}intermediate_dense"), ffn_out=dense(f"{p}output_dense"),
@@ -147,7 +150,9 @@ class GpuRunner:
         tokens = max(p.batch[2] * p.seq[2] for p in engine.profiles)
         self.buffers = Activations(tokens, max(p.batch[2] for p in engine.profiles), c, self.dtype, device)
         self._graphs = OrderedDict()
-        self._capture_stream = torch.cuda.Stream(device)
+        # All of the runner's GPU work runs on its own stream: graphs need a non-default stream for capture, and
+        # one stream means one cuBLAS workspace for eager runs and captures alike.
+        self.stream = torch.cuda.Stream(device)
 
     # ---- runner contract ----------------------------------------------------------------------------------------
     def infer_fixed(self, input_ids, segment_ids, input_mask):
@@ -186,32 +191,32 @@ class GpuRunner:
         ids = rng.randint(0, self.config.vocab_size, size=T).astype(np.int32)
         segs = rng.randint(0, self.config.type_vocab_size, size=T).astype(np.int32)
         cu = np.arange(0, T + 1, seq_len, dtype=np.int64)
-        run = self._prepare(ids, segs, cu, seq_len, exact=True)
-        for _ in range(warmup):
-            run()
-        torch.cuda.synchronize()
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        times, began = [], time.perf_counter()
-        while len(times) < iterations or time.perf_counter() - began < duration:
-            start.record()
-            run()
-            end.record()
-            end.synchronize()
-            times.append(start.elapsed_time(end))
+        with torch.cuda.stream(self.stream):
+            run = self._prepare(ids, segs, cu, seq_len, exact=True)
+            for _ in range(warmup):
+                run()
+            self.stream.synchronize()
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            times, began = [], time.perf_counter()
+            while len(times) < iterations or time.perf_counter() - began < duration:
+                start.record()
+                run()
+                end.record()
+                end.synchronize()
+                times.append(start.elapsed_time(end))
         return times
 
     # ---- running ------------------------------------------------------------------------------------------------
     def _run(self, ids, segs, cu, max_seqlen):
         """(T, 2) float32 logits for validated packed inputs."""
         T = len(ids)
-        if T == 0:
-            return np.zeros((0, 2), dtype=np.float32)
-        run = self._prepare(ids, segs, cu, max_seqlen, exact=False)
-        run()
-        return self.buffers.logits[:T].cpu().numpy()
+        with torch.cuda.stream(self.stream):
+            self._prepare(ids, segs, cu, max_seqlen, exact=False)()
+            return self.buffers.logits[:T].cpu().numpy()
 
     def _prepare(self, ids, segs, cu, max_seqlen, exact):
-        """Copy the inputs into the static buffers; return the callable that runs the forward on them."""
+        """Copy the inputs into the static buffers; return the callable that runs the forward on them (call both on
+        self.stream)."""
         buf = self.buffers
         T, B = len(ids), len(cu) - 1
         rows = T if exact else token_bucket(T, buf.tokens)
@@ -228,13 +233,9 @@ class GpuRunner:
         return graph.replay
 
     def _capture(self, key):
-        stream = self._capture_stream
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream):
-            self.forward(*key)   # compiles the Triton kernels and sets up cuBLAS outside the capture
-        torch.cuda.current_stream().wait_stream(stream)
+        self.forward(*key)   # compiles the Triton kernels and sets up cuBLAS outside the capture
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, stream=stream):
+        with torch.cuda.graph(graph, stream=self.stream):
             self.forward(*key)
         self._graphs[key] = graph
         if len(self._graphs) > MAX_GRAPHS:

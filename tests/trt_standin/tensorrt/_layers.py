@@ -60,7 +60,8 @@ class ILayer:
     _kind = "Layer"
 
     def __init__(self, network, inputs, num_outputs=1):
-        self._network = network
+        self._network = network  # for definition-time checks only; not serialized
+        self._strongly_typed = network._strongly_typed
         self._inputs = list(inputs)
         index = network.num_layers
         self._name = f"(Unnamed Layer* {index}) [{self._kind}]"
@@ -113,7 +114,7 @@ class ILayer:
         return self._precision is not None
 
     def set_output_type(self, index, dtype):
-        if self._network._strongly_typed:
+        if self._strongly_typed:
             report_error(self._network._logger, f"{self._name}: set_output_type is not allowed in a strongly "
                                                 f"typed network")
         self._output_types[index] = DataType(dtype)
@@ -132,10 +133,10 @@ class ILayer:
 
     # -- machinery
     def _fail(self, message):
-        report_error(self._network._logger, f"{self._name}: {message}")
+        report_error(getattr(self._network, "_logger", None), f"{self._name}: {message}")
 
     def _weak(self):
-        return not self._network._strongly_typed
+        return not self._strongly_typed
 
     def _refresh(self):
         """Re-infer output shapes/types from the inputs (TensorRT does this lazily; eagerly is enough here)."""
@@ -143,18 +144,21 @@ class ILayer:
         shapes = [t.shape if t is not None else None for t in self._inputs]
         dtypes = [t.dtype if t is not None else None for t in self._inputs]
         values = [t._value if t is not None else None for t in self._inputs]
-        results = self._infer(shapes, dtypes, values)
-        for tensor, (shape, dtype) in zip(self._outputs, results):
-            tensor._shape = tuple(int(d) for d in shape)
-            tensor._dtype = DataType(dtype)
-            tensor._value = None
-        present = [t for t in self._inputs if t is not None]
-        if self._computes_values() and all(t._value is not None for t in present) \
-                and sum(np.size(t._value) for t in present) <= VALUE_LIMIT:
-            arrays = [as_compute(t._value, t.dtype) if t is not None else None for t in self._inputs]
-            for tensor, value in zip(self._outputs, self._run(arrays)):
-                tensor._value = as_compute(value, tensor.dtype)
-                tensor._shape = tuple(np.shape(value))
+        for tensor, (shape, dtype, value) in zip(self._outputs, self._evaluate(shapes, dtypes, values)):
+            tensor._shape, tensor._dtype, tensor._value = shape, dtype, value
+
+    def _evaluate(self, shapes, dtypes, values):
+        """[(shape, dtype, value)] of the outputs. Values are computed when every input's value is known and small
+        (shape arithmetic), so shapes that depend on them become concrete."""
+        results = [(tuple(int(d) for d in shape), DataType(dtype), None)
+                   for shape, dtype in self._infer(shapes, dtypes, values)]
+        present = [(v, d) for v, s, d in zip(values, shapes, dtypes) if s is not None]
+        if self._computes_values() and all(v is not None for v, _ in present) \
+                and sum(np.size(v) for v, _ in present) <= VALUE_LIMIT:
+            arrays = [as_compute(v, d) if v is not None else None for v, d in zip(values, dtypes)]
+            results = [(tuple(np.shape(value)), dtype, as_compute(value, dtype))
+                       for value, (_, dtype, _) in zip(self._run(arrays), results)]
+        return results
 
     def _computes_values(self):
         return True
@@ -353,16 +357,12 @@ class IConstantLayer(ILayer):
     def weights(self):
         return self._weights
 
-    def _infer(self, shapes, dtypes, values):
-        return [(self._shape, self._weights.dtype)]
-
-    def _refresh(self):
-        super()._refresh()
-        out = self._outputs[0]
-        out._value = as_compute(self._weights.numpy().reshape(self._shape), out.dtype)
+    def _evaluate(self, shapes, dtypes, values):
+        small = self._weights.size <= VALUE_LIMIT  # large weights are not build-time values
+        return [(self._shape, self._weights.dtype, self._run([])[0] if small else None)]
 
     def _run(self, arrays):
-        return [self._outputs[0]._value]
+        return [as_compute(self._weights.numpy().reshape(self._shape), self._weights.dtype)]
 
 
 _COMPARISONS = (ElementWiseOperation.EQUAL, ElementWiseOperation.GREATER, ElementWiseOperation.LESS)
@@ -641,17 +641,9 @@ class IShapeLayer(ILayer):
         super().__init__(network, [input])
         self._refresh()
 
-    def _infer(self, shapes, dtypes, values):
-        return [((len(shapes[0]),), DataType.INT64)]
-
-    def _refresh(self):
-        super()._refresh()
-        shape = self._inputs[0].shape
-        out = self._outputs[0]
-        out._value = np.array(shape, dtype=np.int64) if known(shape) else None
-
-    def _computes_values(self):
-        return False
+    def _evaluate(self, shapes, dtypes, values):
+        shape = shapes[0]
+        return [((len(shape),), DataType.INT64, np.array(shape, dtype=np.int64) if known(shape) else None)]
 
     def _run(self, arrays):
         return [np.array(arrays[0].shape, dtype=np.int64)]

@@ -1,0 +1,40 @@
+"""Input checks and packing shared by the native backends (runner contract: docs/DESIGN.md)."""
+import numpy as np
+
+from ..errors import BertError
+
+
+def sequence_lengths(input_mask):
+    """Per row, the index of the first 0 in the mask (its length if none): upstream's mask semantics."""
+    mask = np.asarray(input_mask) != 0
+    return np.where(mask.all(1), mask.shape[1], np.argmin(mask, axis=1)).astype(np.int64)
+
+
+def pack_fixed_inputs(input_ids, segment_ids, input_mask):
+    """Padded (B, S) inputs -> packed ids, segment ids, cu_seqlens, the padded rows they came from, and (B, S)."""
+    input_ids, segment_ids, input_mask = (np.asarray(a) for a in (input_ids, segment_ids, input_mask))
+    if input_ids.ndim != 2 or input_ids.shape != segment_ids.shape or input_ids.shape != input_mask.shape:
+        raise BertError(f"inputs must be three (batch, seq) arrays of one shape, got "
+                        f"{input_ids.shape}, {segment_ids.shape}, {input_mask.shape}")
+    B, S = input_ids.shape
+    lengths = sequence_lengths(input_mask)
+    if np.any(lengths == 0):
+        raise BertError("a sequence has an empty mask (its first mask value is 0)")
+    cu = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    rows = np.concatenate([np.arange(n) + b * S for b, n in enumerate(lengths)]).astype(np.int64)
+    return input_ids.reshape(-1)[rows], segment_ids.reshape(-1)[rows], cu, rows, (B, S)
+
+
+def check_packed_inputs(config, ids, segs, cu):
+    """Raise BertError unless packed inputs agree with each other and fit the model's vocabularies and positions."""
+    if ids.shape != segs.shape:
+        raise BertError(f"input_ids and segment_ids differ in length ({len(ids)} vs {len(segs)})")
+    if len(cu) < 2 or cu[0] != 0 or cu[-1] != len(ids) or np.any(np.diff(cu) <= 0):
+        raise BertError("cu_seqlens must start at 0, rise strictly and end at the token count")
+    if np.diff(cu).max() > config.max_position_embeddings:
+        raise BertError(f"a sequence of {np.diff(cu).max()} tokens exceeds the model's "
+                        f"{config.max_position_embeddings} positions")
+    if ids.min() < 0 or ids.max() >= config.vocab_size:
+        raise BertError(f"token id out of range [0, {config.vocab_size})")
+    if segs.min() < 0 or segs.max() >= config.type_vocab_size:
+        raise BertError(f"segment id out of range [0, {config.type_vocab_size})")

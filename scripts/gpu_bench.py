@@ -1,0 +1,370 @@
+#!/usr/bin/env python3
+"""Build, check and time the native GPU engine against the peer (bench/torch_baseline.py) in one GPU run.
+
+    python3 scripts/gpu_bench.py                                  # everything, BERT-Base and BERT-Large
+    python3 scripts/gpu_bench.py --phases latency --models large --shapes 1x128,128x384 --out results/
+
+Phases (run in this order, each one independent of the others' success):
+  check    random-weight BERT engines (FP16, the builder's numerics) against the numpy reference forward pass
+  micro    each GEMM of a layer by every route (cuBLAS, cuBLASLt GELU epilogue, cuBLAS + GELU kernel, Triton
+           with fused epilogue and several tile shapes), and the attention kernel's tile shapes, in CUDA graphs
+           that cycle through one weight copy per layer (weights come from memory, as in the model)
+  latency  the engine's CUDA-graph latency per shape and GEMM route, GPU memory after loading, and the peer's
+           latency measured in the same run; prints the ratio table
+  profile  per-kernel GPU time of one eager forward pass (torch.profiler), BERT-Large
+Random weights come from scripts/make_random_checkpoint.py's generator through a real TF checkpoint.
+Results: stdout, and OUT/gpu_bench.json + OUT/gpu_bench.txt when --out (default $OUT) is set.
+"""
+import argparse
+import importlib.util
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+import torch  # noqa: E402
+
+from helpers import reference  # noqa: E402
+from helpers.backends import gpu_kernels as K  # noqa: E402
+from helpers.backends.gpu import GpuRunner  # noqa: E402
+from helpers.config import BertConfig  # noqa: E402
+from helpers.native_builder import build_native_engine, fixed_profiles  # noqa: E402
+from helpers.tf_checkpoint import write_checkpoint  # noqa: E402
+from helpers.weights import load_tf_checkpoint  # noqa: E402
+
+# The issue's targets: our latency over the peer's, same run.
+TARGETS = {("large", 1, 128): 0.5, ("large", 1, 384): 0.5, ("large", 128, 384): 0.75,
+           ("base", 1, 128): 0.5, ("base", 128, 384): 0.75}
+LINEARS = ("qkv", "attn_out", "ffn_in", "ffn_out")
+TRITON_SMALL_M = [(64, 64, 128, 4, 4), (32, 64, 128, 4, 4), (64, 128, 64, 4, 4), (16, 64, 256, 4, 3),
+                  (64, 32, 128, 4, 4)]
+TRITON_LARGE_M = [(128, 256, 64, 8, 3), (128, 128, 64, 8, 4), (128, 128, 64, 4, 4), (256, 128, 64, 8, 3)]
+ATTENTION_CONFIGS = [(64, 64, 4, 2), (64, 64, 4, 3), (128, 64, 8, 2), (128, 64, 4, 2), (128, 128, 8, 2),
+                     (64, 32, 4, 2), (128, 32, 4, 2)]
+
+
+def load_script(name):
+    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "scripts", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+RANDOM_CKPT = load_script("make_random_checkpoint")
+
+
+class Log:
+    def __init__(self):
+        self.lines, self.results = [], {}
+
+    def __call__(self, *parts):
+        line = " ".join(str(p) for p in parts)
+        print(line, flush=True)
+        self.lines.append(line)
+
+
+LOG = Log()
+
+
+def model_config(size):
+    return BertConfig(**{k: v for k, v in {**RANDOM_CKPT.COMMON, **RANDOM_CKPT.SIZES[size]}.items()
+                         if k in BertConfig.__dataclass_fields__})
+
+
+def random_weights(size, seed=0):
+    """The canonical weight map of a random BERT checkpoint, written and read back as the builder would."""
+    config = {**RANDOM_CKPT.COMMON, **RANDOM_CKPT.SIZES[size]}
+    base = "/dev/shm" if os.path.isdir("/dev/shm") else None
+    with tempfile.TemporaryDirectory(dir=base) as tmp:
+        write_checkpoint(os.path.join(tmp, "model.ckpt"), RANDOM_CKPT.random_tf_variables(config, seed))
+        return load_tf_checkpoint(os.path.join(tmp, "model.ckpt"))
+
+
+def rel_err(out, ref):
+    out, ref = np.asarray(out, np.float64), np.asarray(ref, np.float64)
+    return float(np.linalg.norm(out - ref) / np.linalg.norm(ref))
+
+
+_STREAM = []
+
+
+def graph_ms(calls, replays):
+    """GPU ms per call of `calls` captured back to back in one CUDA graph (launch gaps included, as in the engine)."""
+    if not _STREAM:
+        _STREAM.append(torch.cuda.Stream())   # one stream: cuBLAS keeps a workspace per stream
+    stream = _STREAM[0]
+    with torch.cuda.stream(stream):
+        for call in calls:
+            call()
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, stream=stream):
+            for call in calls:
+                call()
+        graph.replay()
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        times = []
+        for _ in range(replays):
+            start.record()
+            graph.replay()
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end))
+    return statistics.median(times) / len(calls)
+
+
+# ---- check ----------------------------------------------------------------------------------------------------------
+def phase_check(args, weights_by_model):
+    for size in args.models:
+        config, weights = model_config(size), weights_by_model[size]
+        eng = build_native_engine(config, weights, precision="fp16", profiles=fixed_profiles([2], [64]),
+                                  variable_seqlen=False)
+        runner = GpuRunner(eng)
+        rng = np.random.default_rng(5)
+        ids = rng.integers(0, config.vocab_size, (2, 64)).astype(np.int32)
+        segs = rng.integers(0, 2, (2, 64)).astype(np.int32)
+        mask = np.zeros((2, 64), np.int32)
+        mask[0], mask[1, :37] = 1, 1
+        out = runner.infer_fixed(ids, segs, mask)
+        ref = reference.forward(weights, config, ids, segs, mask)
+        errs = [rel_err(out[0], ref[0]), rel_err(out[1, :37], ref[1, :37])]
+        LOG(f"check {size} fp16 vs FP32 reference: rel err {errs[0]:.2e} (64 tokens), {errs[1]:.2e} (37 tokens)")
+        LOG.results.setdefault("check", {})[size] = errs
+        del runner
+
+
+# ---- micro ----------------------------------------------------------------------------------------------------------
+def phase_micro(args):
+    results = LOG.results.setdefault("micro", {})
+    for size in args.models:
+        config = model_config(size)
+        E, I, L = config.hidden_size, config.intermediate_size, config.num_hidden_layers
+        shapes = {"qkv": (3 * E, E), "attn_out": (E, E), "ffn_in": (I, E), "ffn_out": (E, I)}
+        for M in args.micro_m:
+            for name in LINEARS:
+                N, Kd = shapes[name]
+                copies = L if M <= 4096 else 4
+                a = torch.randn(M, Kd, device="cuda", dtype=torch.float16)
+                ws = [(torch.randn(N, Kd, device="cuda", dtype=torch.float16) / 32) for _ in range(copies)]
+                bs = [torch.randn(N, device="cuda", dtype=torch.float16) for _ in range(copies)]
+                out = torch.empty(M, N, device="cuda", dtype=torch.float16)
+                gelu = "erf" if name == "ffn_in" else None
+                routes = {"cublas": [lambda w=w, b=b: torch.addmm(b, a, w.t(), out=out) for w, b in zip(ws, bs)]}
+                if gelu:
+                    routes = {
+                        "cublas+gelu": [lambda w=w, b=b: (torch.mm(a, w.t(), out=out), K.bias_gelu_(out, b, "erf"))
+                                        for w, b in zip(ws, bs)],
+                        "cublasLt-tanh": [lambda w=w, b=b: torch._addmm_activation(b, a, w.t(), use_gelu=True,
+                                                                                   out=out) for w, b in zip(ws, bs)],
+                        "cublas(no gelu)": routes["cublas"]}
+                for cfg in (TRITON_SMALL_M if M <= 512 else TRITON_LARGE_M):
+                    routes[f"triton{cfg}"] = [lambda w=w, b=b, cfg=cfg: K.linear(a, w, b, out, gelu=gelu, config=cfg)
+                                              for w, b in zip(ws, bs)]
+                row = {}
+                for route, calls in routes.items():
+                    try:
+                        ms = graph_ms(calls, replays=5 if M > 4096 else 20)
+                    except Exception as exc:  # a tile shape that does not fit is a result, not a failure
+                        LOG(f"  micro {size} M={M} {name} {route}: failed ({type(exc).__name__}: {exc})"[:200])
+                        continue
+                    row[route] = ms
+                best = min(row, key=row.get)
+                flops = 2 * M * N * Kd
+                LOG(f"micro gemm {size} M={M:>6} {name:>8} ({N}x{Kd}): " + ", ".join(
+                    f"{r} {t * 1e3:.1f}us ({flops / t / 1e9:.0f} TF/s)" for r, t in sorted(row.items(),
+                                                                                              key=lambda x: x[1])[:5])
+                    + f"  -> best {best}")
+                results[f"gemm {size} M={M} {name}"] = row
+        N, H = config.num_attention_heads, config.head_size
+        for B, S in args.shapes:
+            T = B * S
+            qkv = torch.randn(T, 3 * E, device="cuda", dtype=torch.float16)
+            out = torch.empty(T, E, device="cuda", dtype=torch.float16)
+            cu = torch.arange(0, T + 1, S, device="cuda", dtype=torch.int32)
+            row = {}
+            for cfg in ATTENTION_CONFIGS:
+                try:
+                    row[str(cfg)] = graph_ms([lambda cfg=cfg: K.varlen_attention(qkv, cu, B, S, N, out, config=cfg)]
+                                             * 8, replays=10)
+                except Exception as exc:
+                    LOG(f"  micro attention {cfg} failed: {type(exc).__name__}"[:200])
+            q, k, v = (torch.randn(B, N, S, H, device="cuda", dtype=torch.float16) for _ in range(3))
+            row["torch-sdpa(B,N,S,H)"] = graph_ms(
+                [lambda: torch.nn.functional.scaled_dot_product_attention(q, k, v)] * 8, replays=10)
+            flops = 4 * B * N * S * S * H
+            default = str(K.attention_config(B, S, N, H, torch.float16))
+            LOG(f"micro attention {size} {B}x{S}: default {default} " + ", ".join(
+                f"{c} {t * 1e3:.1f}us ({flops / t / 1e9:.0f} TF/s)" for c, t in sorted(row.items(),
+                                                                                       key=lambda x: x[1])[:6]))
+            results[f"attention {size} {B}x{S}"] = row
+            T = B * S
+            x, r = (torch.randn(T, E, device="cuda", dtype=torch.float16) for _ in range(2))
+            g, bt = torch.ones(E, device="cuda"), torch.zeros(E, device="cuda")
+            ln = graph_ms([lambda: K.add_layernorm(x, r, g, bt, 1e-12, x)] * 8, replays=10)
+            LOG(f"micro add_layernorm {size} T={T}: {ln * 1e3:.1f}us ({3 * T * E * 2 / ln / 1e6:.0f} GB/s)")
+            results[f"add_layernorm {size} T={T}"] = ln
+
+
+# ---- latency ----------------------------------------------------------------------------------------------------------
+def peer_latency(size, shapes):
+    cmd = [sys.executable, os.path.join(ROOT, "bench", "torch_baseline.py"), "latency", "--model", size]
+    for B, S in shapes:
+        cmd += ["--shape", f"{B}x{S}"]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    peer = {}
+    for line in proc.stdout.splitlines():
+        if line.startswith("{"):
+            row = json.loads(line)
+            peer[(row["batch"], row["seq"])] = row["median_ms"]
+    if proc.returncode != 0:
+        LOG(f"peer failed: {proc.stderr[-500:]}")
+    return peer
+
+
+def phase_latency(args, weights_by_model):
+    results = LOG.results.setdefault("latency", {})
+    table = []
+    for size in args.models:
+        config, weights = model_config(size), weights_by_model[size]
+        batches = sorted({b for b, _ in args.shapes})
+        seqs = sorted({s for _, s in args.shapes})
+        ours = {}
+        for variant in args.variants:
+            gemm, gelu = variant.split("/")
+            eng = build_native_engine(config, weights, precision="fp16", profiles=fixed_profiles(batches, seqs),
+                                      variable_seqlen=False)
+            eng.numerics = dict(eng.numerics, gelu=gelu)
+            torch.cuda.synchronize()
+            torch.cuda.empty_cache()
+            base_alloc = torch.cuda.memory_allocated()
+            runner = GpuRunner(eng, gemm=gemm)
+            loaded = runner.memory_report()
+            loaded["allocated"] -= base_alloc
+            for B, S in args.shapes:
+                iters = args.iterations if B * S < 8192 else max(20, args.iterations // 5)
+                times = runner.benchmark(B, S, warmup=10, iterations=iters, duration=0.0, seed=12345)
+                ordered = sorted(times)
+                ours[(variant, B, S)] = statistics.median(times)
+                LOG(f"ours {size} {variant:>12} {B:>4}x{S:<4} median {statistics.median(times):.4f} ms  "
+                    f"mean {sum(times) / len(times):.4f}  p95 {ordered[int(0.95 * (len(ordered) - 1))]:.4f}  "
+                    f"n={len(times)}")
+            after = runner.memory_report()
+            after["allocated"] -= base_alloc
+            mib = lambda v: f"{v / 2**20:.0f} MiB"  # noqa: E731
+            LOG(f"memory {size} {variant}: weights {mib(loaded['weights'])} + largest-profile activations "
+                f"{mib(loaded['activations'])}; allocated after load {mib(loaded['allocated'])} "
+                f"(ratio {loaded['allocated'] / (loaded['weights'] + loaded['activations']):.3f}), after "
+                f"{len(args.shapes)} graphs {mib(after['allocated'])}; reserved {mib(after['reserved'])}")
+            results[f"memory {size} {variant}"] = {"after_load": loaded, "after_graphs": after}
+            del runner, eng
+            torch.cuda.empty_cache()
+        peer = peer_latency(size, args.shapes) if not args.no_peer else {}
+        for B, S in args.shapes:
+            best = min(args.variants, key=lambda v: ours[(v, B, S)])
+            row = {"model": size, "batch": B, "seq": S, "peer_ms": peer.get((B, S)),
+                   **{v: ours[(v, B, S)] for v in args.variants}, "best": best}
+            table.append(row)
+            results[f"{size} {B}x{S}"] = row
+    LOG("")
+    LOG("| model | b x s | " + " | ".join(f"ours {v} ms" for v in args.variants) + " | peer ms | ratio (best) "
+        "| target |")
+    LOG("|---|---|" + "---|" * len(args.variants) + "---|---|---|")
+    for row in table:
+        peer = row["peer_ms"]
+        ratio = row[row["best"]] / peer if peer else float("nan")
+        target = TARGETS.get((row["model"], row["batch"], row["seq"]))
+        LOG(f"| {row['model']} | {row['batch']}x{row['seq']} | "
+            + " | ".join(f"{row[v]:.3f}" for v in args.variants)
+            + f" | {peer if peer else 'n/a'} | {ratio:.3f} ({row['best']}) | "
+            + (f"<= {target}" + (" met" if ratio <= target else " MISSED") if target else "") + " |")
+
+
+# ---- profile ----------------------------------------------------------------------------------------------------------
+def phase_profile(args, weights_by_model):
+    from torch.profiler import ProfilerActivity, profile
+    size = "large" if "large" in args.models else args.models[0]
+    config, weights = model_config(size), weights_by_model[size]
+    for B, S in [s for s in args.shapes if s in ((1, 128), (128, 384))] or args.shapes[:1]:
+        eng = build_native_engine(config, weights, precision="fp16", profiles=fixed_profiles([B], [S]),
+                                  variable_seqlen=False)
+        runner = GpuRunner(eng, use_graphs=False)
+        runner.benchmark(B, S, warmup=3, iterations=1, duration=0.0, seed=1)  # compile, fill the buffers
+        with torch.cuda.stream(runner.stream):
+            with profile(activities=[ProfilerActivity.CUDA]) as prof:
+                runner.forward(B * S, B, S)
+                torch.cuda.synchronize()
+        rows = []
+        for evt in prof.key_averages():
+            total = getattr(evt, "device_time_total", None) or getattr(evt, "cuda_time_total", 0)
+            if total > 0 and evt.count > 0:
+                rows.append((total, evt.count, evt.key))
+        rows.sort(reverse=True)
+        whole = sum(r[0] for r in rows)
+        LOG(f"profile {size} {B}x{S} eager forward: {whole / 1e3:.3f} ms of kernels, "
+            f"{sum(r[1] for r in rows)} kernels")
+        for total, count, key in rows[:14]:
+            LOG(f"  {total / 1e3:8.3f} ms {100 * total / whole:5.1f}%  x{count:<4} {total / count:8.1f} us  {key[:90]}")
+        LOG.results.setdefault("profile", {})[f"{size} {B}x{S}"] = [(t, c, k) for t, c, k in rows]
+        del runner
+
+
+def parse_shapes(text):
+    return [tuple(int(v) for v in item.split("x")) for item in text.split(",") if item]
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
+    ap.add_argument("--models", default="base,large")
+    ap.add_argument("--shapes", default="1x128,8x128,1x384,32x384,128x384")
+    ap.add_argument("--phases", default="check,micro,latency,profile")
+    ap.add_argument("--variants", default="auto/erf,cublas/erf,auto/tanh",
+                    help="engine GEMM route / GELU kind pairs timed in the latency phase")
+    ap.add_argument("--micro-m", default="128,384,49152", help="GEMM row counts of the micro phase")
+    ap.add_argument("--iterations", type=int, default=200)
+    ap.add_argument("--no-peer", action="store_true")
+    ap.add_argument("--out", default=os.environ.get("OUT", ""))
+    args = ap.parse_args()
+    args.models = args.models.split(",")
+    args.shapes = parse_shapes(args.shapes)
+    args.variants = args.variants.split(",")
+    args.micro_m = [int(m) for m in args.micro_m.split(",")]
+    phases = args.phases.split(",")
+    props = torch.cuda.get_device_properties(0)
+    import triton
+    LOG(f"device {props.name}, {props.multi_processor_count} SMs; torch {torch.__version__}, triton "
+        f"{triton.__version__}, CUDA {torch.version.cuda}")
+    started = time.time()
+    weights_by_model = {}
+    if set(phases) & {"check", "latency", "profile"}:
+        for size in args.models:
+            t0 = time.time()
+            weights_by_model[size] = random_weights(size)
+            LOG(f"random {size} weights via TF checkpoint: {time.time() - t0:.1f} s")
+    for phase in phases:
+        t0 = time.time()
+        try:
+            {"check": lambda: phase_check(args, weights_by_model), "micro": lambda: phase_micro(args),
+             "latency": lambda: phase_latency(args, weights_by_model),
+             "profile": lambda: phase_profile(args, weights_by_model)}[phase]()
+        except Exception:
+            LOG(f"phase {phase} FAILED:\n{traceback.format_exc()}")
+        LOG(f"phase {phase}: {time.time() - t0:.1f} s")
+    LOG(f"total {time.time() - started:.1f} s")
+    if args.out:
+        os.makedirs(args.out, exist_ok=True)
+        with open(os.path.join(args.out, "gpu_bench.json"), "w") as f:
+            json.dump(LOG.results, f, indent=1, default=str)
+        with open(os.path.join(args.out, "gpu_bench.txt"), "w") as f:
+            f.write("\n".join(LOG.lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()

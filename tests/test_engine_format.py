@@ -1,0 +1,96 @@
+"""The native engine file: round trip, recognition by content, corruption, atomic writes."""
+import os
+
+import numpy as np
+import pytest
+
+from helpers.config import BertConfig
+from helpers.engine_format import MAGIC, EngineFile, Profile, engine_kind
+from helpers.errors import BertError
+
+
+def small_engine(dtype=np.float32):
+    config = BertConfig(num_hidden_layers=1, hidden_size=8, num_attention_heads=2, intermediate_size=16)
+    rng = np.random.default_rng(0)
+    weights = {"a_kernel": rng.standard_normal((3, 5)).astype(dtype), "b_bias": np.arange(7, dtype=np.float32),
+               "c_ids": np.arange(4, dtype=np.int32)}
+    return EngineFile(config=config, precision="fp32", variable_seqlen=True,
+                      profiles=[Profile((1, 4, 4), (1, 64, 64)), Profile((1, 1, 1), (1, 64, 64))], weights=weights,
+                      numerics={"gelu": "erf"}, build_info={"builder": "test"})
+
+
+def test_round_trip(tmp_path):
+    engine = small_engine(np.float16)
+    path = tmp_path / "e.engine"
+    engine.save(path)
+    loaded = EngineFile.load(path)
+    assert loaded.config == engine.config and loaded.profiles == engine.profiles
+    assert loaded.variable_seqlen and loaded.precision == "fp32" and loaded.numerics == {"gelu": "erf"}
+    for name, array in engine.weights.items():
+        assert loaded.weights[name].dtype == array.dtype
+        np.testing.assert_array_equal(loaded.weights[name], array)
+    assert engine_kind(path) == "native"
+    assert loaded.select_profile(3, 100) is None and loaded.select_profile(3, 64) == 0
+    assert loaded.select_profile(1, 10) == 0 and loaded.max_batch == 4 and loaded.max_seq == 64
+
+
+def test_files_are_recognised_by_content(tmp_path):
+    trt = tmp_path / "model.engine"
+    trt.write_bytes(b"ftrt" + bytes(60))
+    other = tmp_path / "notes.engine"
+    other.write_text("hello")
+    empty = tmp_path / "empty.engine"
+    empty.write_bytes(b"")
+    assert engine_kind(trt) == "tensorrt" and engine_kind(other) == "unknown"
+    with pytest.raises(BertError, match="empty"):
+        engine_kind(empty)
+    with pytest.raises(BertError, match="TensorRT engine"):
+        EngineFile.load(trt)
+    with pytest.raises(BertError, match="not an engine"):
+        EngineFile.load(other)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "header"])
+def test_corruption_is_detected(tmp_path, damage):
+    path = tmp_path / "e.engine"
+    small_engine().save(path)
+    data = bytearray(path.read_bytes())
+    if damage == "truncate":
+        data = data[:-10]
+    elif damage == "flip":
+        data[-5] ^= 0xFF
+    else:
+        data[len(MAGIC) + 8 + 3] = ord("}")
+    path.write_bytes(bytes(data))
+    with pytest.raises(BertError, match="corrupt"):
+        EngineFile.load(path)
+
+
+def test_failed_save_leaves_no_file(tmp_path):
+    engine = small_engine()
+    engine.weights["bad"] = np.zeros(3, dtype=np.complex64)
+    path = tmp_path / "e.engine"
+    with pytest.raises(BertError, match="unsupported dtype"):
+        engine.save(path)
+    assert os.listdir(tmp_path) == []
+
+
+def test_save_into_missing_folder_is_one_error(tmp_path):
+    with pytest.raises(BertError, match="does not exist"):
+        small_engine().save(tmp_path / "missing" / "e.engine")
+
+
+def test_crash_during_write_keeps_the_old_engine(tmp_path, monkeypatch):
+    import helpers.atomic
+    path = tmp_path / "e.engine"
+    small_engine().save(path)
+    before = path.read_bytes()
+
+    def crash(fd):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(helpers.atomic.os, "fsync", crash)
+    engine = small_engine()
+    engine.weights["extra"] = np.ones(1000, dtype=np.float32)
+    with pytest.raises(OSError):
+        engine.save(path)
+    assert path.read_bytes() == before and os.listdir(tmp_path) == ["e.engine"]

@@ -1,0 +1,316 @@
+"""The native GPU engine (helpers/backends/gpu.py, gpu_kernels.py) against independent references.
+
+Each Triton kernel is checked against PyTorch's own float32 operators on fresh random inputs with poisoned outputs;
+the whole engine against the numpy reference forward pass (helpers/reference.py) in FP32 (TF32 off) and FP16, on
+random weights and on the shipped fixture model. Skips cleanly where PyTorch, Triton or a CUDA GPU is missing.
+"""
+import numpy as np
+import pytest
+
+from conftest import MODEL_DIR
+from helpers import reference
+from helpers.config import BertConfig, load_config
+from helpers.errors import BertError
+from helpers.native_builder import build_native_engine, fixed_profiles, varseqlen_profiles
+from helpers.weights import required_shapes
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("triton")
+if not torch.cuda.is_available():
+    pytest.skip("no CUDA GPU", allow_module_level=True)
+
+import torch.nn.functional as F  # noqa: E402
+
+from helpers.backends import gpu_kernels as K  # noqa: E402
+from helpers.backends.gpu import GpuRunner, token_bucket  # noqa: E402
+
+CUDA = torch.device("cuda")
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
+# ||out - ref|| / ||ref|| bounds: float32 arithmetic lands far below 1e-5; FP16 storage (11-bit mantissa) near 1e-3.
+REL_TOL = {torch.float32: 1e-5, torch.float16: 3e-3}
+SMALL = BertConfig(num_hidden_layers=2, hidden_size=256, num_attention_heads=4, intermediate_size=1024,
+                   vocab_size=500, max_position_embeddings=160, type_vocab_size=2)
+
+
+@pytest.fixture(autouse=True)
+def no_tf32():
+    """FP32 engines must compute in IEEE float32; PyTorch's default is already TF32-off, make sure of it."""
+    saved = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    yield
+    torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+def rel_err(out, ref):
+    out, ref = (torch.as_tensor(np.asarray(a) if not torch.is_tensor(a) else a).double().cpu() for a in (out, ref))
+    assert torch.isfinite(out).all(), "non-finite output"
+    return ((out - ref).norm() / ref.norm()).item()
+
+
+def poisoned(*shape, dtype):
+    return torch.full(shape, float("nan"), dtype=dtype, device=CUDA)
+
+
+def random_cu_seqlens(gen, num_seqs, max_len):
+    lengths = torch.randint(1, max_len + 1, (num_seqs,), generator=gen)
+    lengths[0] = max_len  # the longest sequence fills the grid exactly; the others end inside a block
+    cu = torch.zeros(num_seqs + 1, dtype=torch.int32)
+    cu[1:] = lengths.cumsum(0)
+    return cu.to(CUDA), lengths.tolist()
+
+
+def random_weights(config, seed):
+    """A canonical weight map with every tensor random: no zero bias or unit gain can hide a missing term."""
+    rng = np.random.default_rng(seed)
+    weights = {}
+    for name, shape in required_shapes(config).items():
+        if name.endswith("_gamma"):
+            weights[name] = (1.0 + 0.2 * rng.standard_normal(shape)).astype(np.float32)
+        elif name.endswith(("_beta", "_bias")):
+            weights[name] = (0.1 * rng.standard_normal(shape)).astype(np.float32)
+        else:
+            scale = 0.5 if "embeddings" in name else 1.0 / np.sqrt(shape[-1])
+            weights[name] = (scale * rng.standard_normal(shape)).astype(np.float32)
+    return weights
+
+
+def random_inputs(config, batch, seq, seed, lengths=None):
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(0, config.vocab_size, (batch, seq)).astype(np.int32)
+    segs = rng.integers(0, config.type_vocab_size, (batch, seq)).astype(np.int32)
+    mask = np.zeros((batch, seq), np.int32)
+    for b, n in enumerate(lengths or rng.integers(1, seq + 1, batch)):
+        mask[b, :n] = 1
+    return ids, segs, mask
+
+
+# ---- kernels ------------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_embed_layernorm_restarts_positions_per_sequence(dtype):
+    gen = torch.Generator().manual_seed(1)
+    E, vocab, max_pos = 384, 1000, 200
+    cu, lengths = random_cu_seqlens(gen, 5, 130)
+    T = sum(lengths)
+    word, pos, typ = (torch.randn(n, E, generator=gen).to(CUDA, dtype) for n in (vocab, max_pos, 2))
+    gamma, beta = (torch.randn(E, generator=gen).to(CUDA) for _ in range(2))
+    ids = torch.randint(0, vocab, (T,), generator=gen, dtype=torch.int32).to(CUDA)
+    segs = torch.randint(0, 2, (T,), generator=gen, dtype=torch.int32).to(CUDA)
+    out = poisoned(T + 7, E, dtype=dtype)
+    K.embed_layernorm(ids, segs, cu, 5, 130, word, pos, typ, gamma, beta, 1e-12, out)
+    positions = torch.cat([torch.arange(n) for n in lengths]).to(CUDA)
+    v = word[ids.long()].float() + typ[segs.long()].float() + pos[positions].float()
+    assert rel_err(out[:T], F.layer_norm(v, (E,), gamma, beta, 1e-12)) < REL_TOL[dtype]
+    assert torch.isnan(out[T:]).all(), "rows outside the sequences were written"
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("head_size,num_heads", [(32, 12), (64, 16)])
+def test_varlen_attention_matches_sdpa_per_sequence(dtype, head_size, num_heads):
+    gen = torch.Generator().manual_seed(2)
+    E = head_size * num_heads
+    cu, lengths = random_cu_seqlens(gen, 4, 200)
+    T = sum(lengths)
+    qkv = torch.randn(T, 3 * E, generator=gen).to(CUDA, dtype)
+    out = poisoned(T, E, dtype=dtype)
+    K.varlen_attention(qkv, cu, 4, 200, num_heads, out)
+    refs = []
+    for lo, hi in zip(cu[:-1].tolist(), cu[1:].tolist()):
+        q, k, v = qkv[lo:hi].float().view(hi - lo, 3, num_heads, head_size).permute(1, 2, 0, 3)
+        refs.append(F.scaled_dot_product_attention(q, k, v).permute(1, 0, 2).reshape(hi - lo, E))
+    assert rel_err(out, torch.cat(refs)) < REL_TOL[dtype]
+
+
+def test_attention_programs_of_a_large_batch_use_the_big_tiles():
+    """The kernel configuration switches with the grid's size; both must compute the same attention."""
+    gen = torch.Generator().manual_seed(3)
+    cu, lengths = random_cu_seqlens(gen, 40, 384)
+    qkv = torch.randn(sum(lengths), 3 * 1024, generator=gen).to(CUDA, torch.float16)
+    small, big = (poisoned(sum(lengths), 1024, dtype=torch.float16) for _ in range(2))
+    K.varlen_attention(qkv, cu, 40, 384, 16, small, config=(64, 64, 4, 2))
+    K.varlen_attention(qkv, cu, 40, 384, 16, big)
+    assert K.attention_config(40, 384, 16, 64, torch.float16)[0] == 128
+    assert rel_err(big, small) < 2e-3
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_add_layernorm_in_place_and_with_the_squad_head(dtype):
+    gen = torch.Generator().manual_seed(4)
+    T, E = 333, 768
+    x, res = (torch.randn(T, E, generator=gen).to(CUDA, dtype) for _ in range(2))
+    gamma, beta = (torch.randn(E, generator=gen).to(CUDA) for _ in range(2))
+    ref = F.layer_norm(x.float() + res.float(), (E,), gamma, beta, 1e-6)
+    out = poisoned(T, E, dtype=dtype)
+    K.add_layernorm(x, res, gamma, beta, 1e-6, out)
+    assert rel_err(out, ref) < REL_TOL[dtype]
+    inplace = x.clone()
+    K.add_layernorm(inplace, res, gamma, beta, 1e-6, inplace)
+    assert torch.equal(inplace, out)
+    head_w, head_b = torch.randn(2, E, generator=gen).to(CUDA), torch.randn(2, generator=gen).to(CUDA)
+    logits = poisoned(T, 2, dtype=torch.float32)
+    K.add_layernorm_head(x.clone(), res, gamma, beta, 1e-6, head_w, head_b, logits)
+    assert rel_err(logits, ref.to(dtype).float() @ head_w.T + head_b) < 1e-5
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("kind", ["erf", "tanh"])
+def test_bias_gelu_in_place(dtype, kind):
+    gen = torch.Generator().manual_seed(5)
+    x = (3 * torch.randn(257, 1536, generator=gen)).to(CUDA, dtype)
+    bias = torch.randn(1536, generator=gen).to(CUDA)
+    ref = F.gelu(x.float() + bias, approximate="none" if kind == "erf" else "tanh")
+    K.bias_gelu_(x, bias, kind)
+    assert rel_err(x, ref) < REL_TOL[dtype]
+
+
+@pytest.mark.parametrize("M", [1, 128, 1000])
+@pytest.mark.parametrize("gelu", [None, "erf", "tanh"])
+def test_triton_linear_with_fused_epilogue(M, gelu):
+    gen = torch.Generator().manual_seed(6)
+    K_, N = 1024, 768
+    a = torch.randn(M, K_, generator=gen).to(CUDA, torch.float16)
+    w = (torch.randn(N, K_, generator=gen) / 32).to(CUDA, torch.float16)
+    bias = torch.randn(N, generator=gen).to(CUDA, torch.float16)
+    out = poisoned(M, N, dtype=torch.float16)
+    K.linear(a, w, bias, out, gelu=gelu)
+    ref = a.float() @ w.float().T + bias.float()
+    if gelu:
+        ref = F.gelu(ref, approximate="none" if gelu == "erf" else "tanh")
+    assert rel_err(out, ref) < REL_TOL[torch.float16]
+
+
+def test_cublaslt_gelu_epilogue_is_the_tanh_approximation():
+    """The engine uses torch._addmm_activation for FP16 tanh-GELU engines: it must compute tanh GELU on CUDA."""
+    gen = torch.Generator().manual_seed(7)
+    a = torch.randn(384, 1024, generator=gen).to(CUDA, torch.float16)
+    w = (torch.randn(4096, 1024, generator=gen) / 32).to(CUDA, torch.float16)
+    bias = torch.randn(4096, generator=gen).to(CUDA, torch.float16)
+    out = poisoned(384, 4096, dtype=torch.float16)
+    torch._addmm_activation(bias, a, w.T, use_gelu=True, out=out)
+    pre = a.float() @ w.float().T + bias.float()
+    assert rel_err(out, F.gelu(pre, approximate="tanh")) < REL_TOL[torch.float16]
+
+
+def test_token_buckets_bound_padding_and_graph_count():
+    buckets = {token_bucket(t, 49152) for t in range(1, 49153)}
+    assert len(buckets) < 130
+    for t in (1, 63, 64, 65, 1000, 4097, 49151):
+        assert t <= token_bucket(t, 49152) <= max(64, 1.125 * t)
+    assert token_bucket(49152, 49152) == 49152
+
+
+# ---- the engine ---------------------------------------------------------------------------------------------------
+
+def engine(config, weights, precision, profiles, variable_seqlen=False, numerics=None):
+    eng = build_native_engine(config, weights, precision=precision, profiles=profiles, variable_seqlen=variable_seqlen)
+    if numerics is not None:
+        eng.numerics = numerics
+    return eng
+
+
+@pytest.fixture(scope="module")
+def small_weights():
+    return random_weights(SMALL, seed=11)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+@pytest.mark.parametrize("gelu,emb_eps", [("erf", 1e-12), ("tanh", 0.0)])
+def test_engine_matches_reference_forward(small_weights, precision, gelu, emb_eps):
+    numerics = reference.Numerics(gelu=gelu, emb_eps=emb_eps, ln_eps=1e-3 if precision == "fp16" else 1e-7)
+    eng = engine(SMALL, small_weights, precision, fixed_profiles([1, 4], [160]),
+                 numerics={"gelu": gelu, "emb_eps": emb_eps, "layer_norm_eps": numerics.ln_eps})
+    runner = GpuRunner(eng)
+    ids, segs, mask = random_inputs(SMALL, 4, 160, seed=12, lengths=[160, 1, 77, 129])
+    out = runner.infer_fixed(ids, segs, mask)
+    ref = reference.forward(small_weights, SMALL, ids, segs, mask, numerics)
+    for b, n in enumerate(mask.sum(1)):
+        assert rel_err(out[b, :n], ref[b, :n]) < 10 * REL_TOL[DTYPES[precision]], (b, n)
+        assert not out[b, n:].any(), "padding positions must hold 0"
+
+
+@pytest.mark.parametrize("gemm", ["cublas", "triton"])
+def test_gemm_routes_agree(small_weights, gemm):
+    eng = engine(SMALL, small_weights, "fp16", fixed_profiles([2], [160]))
+    ids, segs, mask = random_inputs(SMALL, 2, 160, seed=13)
+    auto = GpuRunner(eng).infer_fixed(ids, segs, mask)
+    other = GpuRunner(eng, gemm=gemm).infer_fixed(ids, segs, mask)
+    assert rel_err(other, auto) < 5e-3
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_packed_equals_padded_and_graph_equals_eager(small_weights, precision):
+    eng = engine(SMALL, small_weights, precision, varseqlen_profiles([8], 160), variable_seqlen=True)
+    ids, segs, mask = random_inputs(SMALL, 6, 160, seed=14)
+    lengths = mask.sum(1)
+    cu = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
+    flat_ids = np.concatenate([ids[b, :n] for b, n in enumerate(lengths)])
+    flat_segs = np.concatenate([segs[b, :n] for b, n in enumerate(lengths)])
+    graphed, eager = GpuRunner(eng), GpuRunner(eng, use_graphs=False)
+    packed = graphed.infer_packed(flat_ids, flat_segs, cu, int(lengths.max()))
+    assert packed.shape == (2, cu[-1]) and packed.dtype == np.float32
+    padded = graphed.infer_fixed(ids, segs, mask)
+    for b, n in enumerate(lengths):
+        np.testing.assert_array_equal(packed[:, cu[b]:cu[b + 1]].T, padded[b, :n])
+    tol = 1e-5 if precision == "fp32" else 2e-3
+    assert rel_err(eager.infer_packed(flat_ids, flat_segs, cu, int(lengths.max())), packed) < tol
+    # A second, shorter batch replays a graph of another token bucket (other GEMM shapes, so rounding may differ);
+    # nothing of the first batch may leak into it.
+    again = graphed.infer_packed(flat_ids[:cu[2]], flat_segs[:cu[2]], cu[:3], int(lengths[:2].max()))
+    assert rel_err(again, packed[:, :cu[2]]) < 3 * tol
+
+
+def test_benchmark_times_graph_replays_and_checks_profiles(small_weights):
+    runner = GpuRunner(engine(SMALL, small_weights, "fp16", fixed_profiles([1, 4], [128])))
+    times = runner.benchmark(4, 128, warmup=2, iterations=5, duration=0.0, seed=1)
+    assert len(times) == 5 and all(t > 0 for t in times)
+    with pytest.raises(BertError, match="None of the dynamic shape profiles"):
+        runner.benchmark(8, 128, 1, 1, 0.0, 1)
+    with pytest.raises(BertError, match="profile"):
+        runner.infer_fixed(*random_inputs(SMALL, 2, 64, seed=2))
+
+
+def test_bad_inputs_raise_one_line_errors(small_weights):
+    runner = GpuRunner(engine(SMALL, small_weights, "fp16", varseqlen_profiles([2], 160), variable_seqlen=True))
+    ids = np.array([1, 2, 3], np.int32)
+    with pytest.raises(BertError, match="token id"):
+        runner.infer_packed(np.array([1, 2, SMALL.vocab_size], np.int32), np.zeros(3, np.int32), [0, 3], 3)
+    with pytest.raises(BertError, match="cu_seqlens"):
+        runner.infer_packed(ids, np.zeros(3, np.int32), [0, 2], 3)
+    with pytest.raises(BertError, match="profile"):
+        runner.infer_packed(np.ones(3, np.int32), np.zeros(3, np.int32), [0, 1, 2, 3], 1)
+    with pytest.raises(BertError, match="fp32 and fp16"):
+        eng = engine(SMALL, small_weights, "fp16", varseqlen_profiles([2], 160))
+        eng.precision = "int8"
+        GpuRunner(eng)
+
+
+def test_memory_after_load_is_weights_plus_activations(small_weights):
+    torch.cuda.empty_cache()
+    before = torch.cuda.memory_allocated()
+    runner = GpuRunner(engine(SMALL, small_weights, "fp16", fixed_profiles([8], [160])))
+    runner.infer_fixed(*random_inputs(SMALL, 8, 160, seed=3))   # graphs captured: must not allocate more
+    report = runner.memory_report()
+    held = torch.cuda.memory_allocated() - before
+    # cuBLAS keeps one workspace per stream (32 MiB on Hopper); the runner uses a single stream.
+    assert held <= 1.2 * (report["weights"] + report["activations"]) + (40 << 20)
+
+
+# ---- the shipped fixture model -------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def fixture_model():
+    if not (MODEL_DIR / "model.safetensors").is_file():
+        pytest.skip("models/minilm-l6-squad11 not present")
+    from helpers.weights import load_hf_folder
+    return load_config(MODEL_DIR), load_hf_folder(str(MODEL_DIR))
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_fixture_model_matches_reference(fixture_model, precision):
+    config, weights = fixture_model
+    runner = GpuRunner(engine(config, weights, precision, fixed_profiles([3], [384])))
+    ids, segs, mask = random_inputs(config, 3, 384, seed=21, lengths=[384, 171, 9])
+    out = runner.infer_fixed(ids, segs, mask)
+    ref = reference.forward(weights, config, ids, segs, mask)
+    for b, n in enumerate(mask.sum(1)):
+        assert rel_err(out[b, :n], ref[b, :n]) < (1e-5 if precision == "fp32" else 1e-2)

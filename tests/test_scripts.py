@@ -1,0 +1,229 @@
+"""The command-line scripts end to end on the embedded model, as a user runs them, and every bad input."""
+import json
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import MODEL_DIR, ROOT, shared_path
+
+VOCAB = str(MODEL_DIR / "vocab.txt")
+PASSAGE = ("TensorRT is a high performance deep learning inference platform that delivers low latency and high "
+           "throughput for apps such as recommenders, speech and image/video on NVIDIA GPUs. It includes parsers to "
+           "import models, and plugins to support novel ops and layers before applying optimizations for inference. "
+           "Today NVIDIA is open-sourcing parsers and plugins in TensorRT so that the deep learning community can "
+           "customize and extend these components to take advantage of powerful TensorRT optimizations for your apps.")
+
+
+def run(script, *args, stdin=None, check=True):
+    proc = subprocess.run([sys.executable, str(ROOT / script), *map(str, args)], capture_output=True, text=True,
+                          input=stdin, cwd=ROOT, env={"PATH": "/usr/bin:/bin", "CUDA_VISIBLE_DEVICES": ""})
+    if check:
+        assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+def build(tmp, name, *flags, script="builder.py", source=("-pt", MODEL_DIR)):
+    path = tmp / name
+    run(script, *source, "-c", MODEL_DIR, "-o", path, *flags)
+    return path
+
+
+@pytest.fixture(scope="module")
+def engines(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("engines")
+    return {
+        "fixed128": build(tmp, "fixed128.engine", "-s", "128", "-b", "1"),
+        "fixed384x4": build(tmp, "fixed384x4.engine", "-s", "384", "-b", "4", "-b", "1"),
+        "var384": build(tmp, "var384.engine", "-s", "384", "-b", "16", "-b", "1", script="builder_varseqlen.py"),
+    }
+
+
+def assert_one_line_error(proc, pattern):
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    assert "Traceback" not in proc.stderr and re.search(pattern, lines[0]), lines[0]
+
+
+# ---- the main job ------------------------------------------------------------------------------------------------
+def test_builder_prints_upstream_lines(tmp_path):
+    proc = run("builder.py", "-pt", MODEL_DIR, "-c", MODEL_DIR, "-o", tmp_path / "e.engine", "-s", "64", "--fp16")
+    assert re.search(r"Using configuration file: .*\nbuild engine in \d+\.\d{3} Sec\nSaving Engine to .*e\.engine\n"
+                     r"Done\.\n$", proc.stdout), proc.stdout
+
+
+def test_inference_answers_the_readme_question(engines):
+    proc = run("inference.py", "-e", engines["fixed128"], "-s", "128", "-v", VOCAB, "-p", PASSAGE, "-q",
+               "What is TensorRT?")
+    assert re.search(r"\nPassage: TensorRT is .*\n\nQuestion: What is TensorRT\?\n-{24}\nRunning inference in "
+                     r"\d+\.\d{3} Sentences/Sec\n-{24}\nAnswer: 'high performance deep learning inference "
+                     r"platform'\nWith probability: \d+\.\d{3}\n$", proc.stdout), proc.stdout
+
+
+def test_files_and_interactive_questions(engines, tmp_path):
+    (tmp_path / "p.txt").write_text(PASSAGE, encoding="utf-8")
+    (tmp_path / "q.txt").write_text("What does TensorRT include?", encoding="utf-8")
+    proc = run("inference.py", "-e", engines["fixed128"], "-v", VOCAB, "-pf", tmp_path / "p.txt",
+               "-qf", tmp_path / "q.txt")
+    assert "Answer: 'parsers to import models, and plugins" in proc.stdout
+    proc = run("inference.py", "-e", engines["fixed128"], "-v", VOCAB, "-pf", tmp_path / "p.txt",
+               stdin="What is TensorRT?\n\nWhat does TensorRT include?\nexit\n")
+    answers = re.findall(r"Answer: '(.*)'", proc.stdout)
+    assert answers[0] == "high performance deep learning inference platform"
+    assert answers[1].startswith("parsers to import models, and plugins") and len(answers) == 2
+    assert "error: the question is empty" in proc.stderr  # a blank line asks again instead of ending the loop
+
+
+def test_long_passage_uses_several_windows(engines):
+    filler = " ".join(f"Sentence number {i} talks about nothing in particular." for i in range(60))
+    passage = filler + " The secret code of the vault is 7291. " + filler
+    proc = run("inference.py", "-e", engines["fixed128"], "-v", VOCAB, "-p", passage, "-q",
+               "What is the secret code of the vault?")
+    assert "Answer: '7291" in proc.stdout
+
+
+def squad_subset(tmp_path, count):
+    data = json.loads(shared_path("data", "squad", "dev-v1.1.json").read_text(encoding="utf-8"))
+    article = data["data"][0]
+    kept, total = [], 0
+    for paragraph in article["paragraphs"]:
+        if total >= count:
+            break
+        kept.append(paragraph)
+        total += len(paragraph["qas"])
+    path = tmp_path / "subset.json"
+    path.write_text(json.dumps({"version": "1.1", "data": [dict(article, paragraphs=kept)]}), encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("script, engine, extra", [("inference_varseqlen.py", "var384", []),
+                                                   ("inference.py", "fixed384x4", ["-b", "4"])])
+def test_squad_predictions_match_the_reference(engines, tmp_path, script, engine, extra):
+    subset = squad_subset(tmp_path, 30)
+    out = tmp_path / "predictions.json"
+    proc = run(script, "-e", engines[engine], "-s", "384", "-v", VOCAB, "-sq", subset, "-o", out, *extra)
+    assert f"Output dump to {out}" in proc.stdout
+    predictions = json.loads(out.read_text(encoding="utf-8"))
+    reference = json.loads(shared_path("fixtures", "minilm-l6-squad11", "reference", "predictions_300.json")
+                           .read_text(encoding="utf-8"))
+    assert len(predictions) >= 30
+    assert predictions == {k: reference[k] for k in predictions}
+    proc = run("squad/evaluate-v1.1.py", subset, out, "80")
+    assert proc.stdout.startswith("&&&& PASSED TensorRT BERT Squad Accuracy matches reference.")
+
+
+def test_engines_from_tf_pytorch_and_safetensors_agree(tmp_path, fixture_ckpt):
+    from helpers.engine_format import EngineFile
+    from helpers.runtime import open_engine
+    from helpers.weights import load_hf_folder, save_pytorch_checkpoint
+    save_pytorch_checkpoint(load_hf_folder(str(MODEL_DIR)), tmp_path / "dle.pt")
+    paths = [build(tmp_path, "tf.engine", "-s", "64", source=("-m", fixture_ckpt)),
+             build(tmp_path, "pt.engine", "-s", "64", source=("-pt", tmp_path / "dle.pt")),
+             build(tmp_path, "st.engine", "-s", "64", source=("-pt", MODEL_DIR / "model.safetensors"))]
+    weights = [EngineFile.load(p).weights for p in paths]
+    for other in weights[1:]:
+        assert other.keys() == weights[0].keys()
+        for name in weights[0]:
+            np.testing.assert_array_equal(other[name], weights[0][name])
+    rng = np.random.default_rng(0)
+    ids, segs, mask = rng.integers(0, 30522, (2, 64)), rng.integers(0, 2, (2, 64)), np.ones((2, 64), int)
+    logits = [open_engine(str(p), "cpu").infer_fixed(ids, segs, mask) for p in paths]
+    for other in logits[1:]:
+        np.testing.assert_array_equal(other, logits[0])
+
+
+def test_perf_reports_each_batch(engines, tmp_path):
+    engine = build(tmp_path, "perf.engine", "-s", "64", "-b", "1", "-b", "2")
+    proc = run("perf.py", "-e", engine, "-b", "2", "-b", "1", "-s", "64", "-i", "3", "-w", "1")
+    pattern = (r"Running 3 iterations with Batch Size: {}\n\tTotal Time: [\d.e-]+ ms \tAverage Time: [\d.e-]+ ms\t"
+               r"95th Percentile Time: [\d.e-]+ ms\t99th Percentile Time: [\d.e-]+\n")
+    assert re.fullmatch(pattern.format(1) + pattern.format(2), proc.stdout), proc.stdout
+    proc = run("perf_varseqlen.py", "-e", engines["var384"], "-b", "2", "-s", "32", "-i", "2", "-w", "0")
+    assert re.fullmatch(pattern.format(2).replace("3 iterations", "2 iterations"), proc.stdout), proc.stdout
+
+
+# ---- bad input: one line, exit status 2, no traceback, no half-written file -------------------------------------
+@pytest.fixture(scope="module")
+def bad_files(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("bad")
+    (tmp / "trt.engine").write_bytes(b"ftrt" + bytes(100))
+    (tmp / "text.engine").write_text("not an engine")
+    (tmp / "malformed.json").write_text('{"data": [')
+    (tmp / "nodata.json").write_text('{"version": "1.1"}')
+    return tmp
+
+
+def test_corrupt_engine(engines, tmp_path):
+    damaged = tmp_path / "damaged.engine"
+    damaged.write_bytes(engines["fixed128"].read_bytes()[:-1000])
+    assert_one_line_error(run("inference.py", "-e", damaged, "-v", VOCAB, "-p", "x", "-q", "y", check=False),
+                          "corrupt or truncated")
+
+
+@pytest.mark.parametrize("case, args, pattern", [
+    ("missing engine", ["-e", "nowhere.engine", "-v", VOCAB, "-p", "a b", "-q", "c"], "engine not found"),
+    ("no engine", ["-v", VOCAB, "-p", "a", "-q", "b"], "no engine given"),
+    ("text engine", ["-e", "{bad}/text.engine", "-v", VOCAB, "-p", "a", "-q", "b"], "not an engine file"),
+    ("tensorrt engine", ["-e", "{bad}/trt.engine", "-v", VOCAB, "-p", "a", "-q", "b"], "TensorRT engine"),
+    ("varseqlen engine", ["-e", "{var384}", "-v", VOCAB, "-p", "a", "-q", "b"], "inference_varseqlen.py"),
+    ("missing vocab", ["-e", "{fixed128}", "-v", "nowhere.txt", "-p", "a", "-q", "b"], "nowhere.txt"),
+    ("no vocab", ["-e", "{fixed128}", "-p", "a", "-q", "b"], "vocab"),
+    ("malformed json", ["-e", "{fixed128}", "-v", VOCAB, "-sq", "{bad}/malformed.json"], "malformed.json"),
+    ("json without data", ["-e", "{fixed128}", "-v", VOCAB, "-sq", "{bad}/nodata.json"], "data"),
+    ("missing json", ["-e", "{fixed128}", "-v", VOCAB, "-sq", "{bad}/none.json"], "none.json"),
+    ("sequence beyond engine", ["-e", "{fixed128}", "-s", "256", "-v", VOCAB, "-p", "a", "-q", "b"],
+     "Could not find any profile"),
+    ("sequence beyond model", ["-e", "{var384}", "-s", "600", "-v", VOCAB, "-p", "a", "-q", "b"], "512 positions"),
+    ("empty passage", ["-e", "{fixed128}", "-v", VOCAB, "-p", "", "-q", "b"], "passage is empty"),
+    ("blank question", ["-e", "{fixed128}", "-v", VOCAB, "-p", "a b", "-q", "   "], "question is empty"),
+    ("unwritable output", ["-e", "{var384}", "-s", "384", "-v", VOCAB, "-sq", "squad/dev-v1.1.json", "-o",
+                           "{bad}/missing/predictions.json"], "does not exist"),
+    ("unknown flag", ["-e", "{fixed128}", "--frobnicate"], "unrecognized arguments: --frobnicate"),
+    ("abbreviated flag", ["-e", "{fixed128}", "--seq", "128"], "unrecognized arguments"),
+    ("bad batch", ["-e", "{fixed128}", "-b", "0", "-v", VOCAB, "-p", "a", "-q", "b"], "batch size"),
+])
+def test_inference_bad_input(engines, bad_files, case, args, pattern):
+    script = "inference_varseqlen.py" if "{var384}" in args and case not in ("varseqlen engine",) else "inference.py"
+    args = [a.format(bad=bad_files, **engines) for a in args]
+    assert_one_line_error(run(script, *args, check=False), pattern)
+
+
+def test_fixed_engine_refused_by_varseqlen_scripts(engines):
+    assert_one_line_error(run("inference_varseqlen.py", "-e", engines["fixed128"], "-v", VOCAB, "-p", "a", "-q",
+                              "b", check=False), "inference.py")
+    assert_one_line_error(run("perf_varseqlen.py", "-e", engines["fixed128"], check=False), "perf.py")
+    assert_one_line_error(run("perf.py", "-e", engines["fixed128"], "-s", "384", check=False),
+                          "None of the dynamic shape profiles")
+
+
+@pytest.mark.parametrize("script, args, pattern", [
+    ("builder.py", ["-o", "{tmp}/e.engine", "-c", MODEL_DIR], "--ckpt"),
+    ("builder.py", ["-pt", MODEL_DIR, "-o", "{tmp}/e.engine"], "-c/--config-dir"),
+    ("builder.py", ["-pt", MODEL_DIR, "-c", MODEL_DIR, "-o", "{tmp}/e.engine", "--int8"], "TensorRT"),
+    ("builder.py", ["-pt", MODEL_DIR, "-c", MODEL_DIR, "-o", "{tmp}/e.engine", "-s", "1024"], "512 position"),
+    ("builder.py", ["-pt", "{tmp}/none.pt", "-c", MODEL_DIR, "-o", "{tmp}/e.engine"], "none.pt"),
+    ("builder.py", ["-pt", MODEL_DIR, "-c", MODEL_DIR, "-o", "{tmp}/nodir/e.engine"], "does not exist"),
+    ("builder.py", ["-pt", MODEL_DIR, "-c", MODEL_DIR, "-o", "{tmp}/e.engine", "--fp32"], "unrecognized"),
+    ("builder_varseqlen.py", ["-pt", MODEL_DIR, "-c", MODEL_DIR, "-o", "{tmp}/e.engine", "--megatron"], "megatron"),
+    ("builder_varseqlen.py", ["-pt", MODEL_DIR, "-c", MODEL_DIR, "-o", "{tmp}/e.engine", "--strict"],
+     "unrecognized"),
+])
+def test_builder_bad_input(tmp_path, script, args, pattern):
+    args = [str(a).format(tmp=tmp_path) for a in args]
+    assert_one_line_error(run(script, *args, check=False), pattern)
+    assert not (tmp_path / "e.engine").exists()
+
+
+def test_builder_names_missing_tensors(tmp_path):
+    import torch
+    from helpers.weights import load_hf_folder, to_dle_state_dict
+    state = to_dle_state_dict(load_hf_folder(str(MODEL_DIR)))
+    del state["bert.encoder.layer.3.output.dense.weight"], state["qa_outputs.bias"]
+    torch.save({"model": {k: torch.from_numpy(v.copy()) for k, v in state.items()}}, tmp_path / "partial.pt")
+    proc = run("builder.py", "-pt", tmp_path / "partial.pt", "-c", MODEL_DIR, "-o", tmp_path / "e.engine",
+               check=False)
+    assert_one_line_error(proc, "l3_output_dense_kernel")
+    assert "cls_squad_output_bias" in proc.stderr and not (tmp_path / "e.engine").exists()
