@@ -75,8 +75,9 @@ class TrtSession:
                 config.int8_calibrator = calibrator
                 config.set_quantization_flag(trt.QuantizationFlag.CALIBRATE_BEFORE_FUSION)
         if settings.strict and not settings.plain:
-            for flag in ("PREFER_PRECISION_CONSTRAINTS", "DIRECT_IO", "REJECT_EMPTY_ALGORITHMS"):
-                config.set_flag(getattr(trt.BuilderFlag, flag))
+            for flag in (trt.BuilderFlag.PREFER_PRECISION_CONSTRAINTS, trt.BuilderFlag.DIRECT_IO,
+                         trt.BuilderFlag.REJECT_EMPTY_ALGORITHMS):
+                config.set_flag(flag)
         if settings.verbose:
             config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
         if settings.distributive_independence:

@@ -25,7 +25,6 @@ public:
     static JsonValue parse(const std::string& text, const std::string& what);
 
     Type type() const { return mType; }
-    bool isObject() const { return mType == Type::kObject; }
 
     // Typed accessors throw std::runtime_error naming `where` when the value has another type.
     bool asBool(const std::string& where) const;

@@ -12,7 +12,7 @@ Phases (run in this order, each one independent of the others' success):
   latency  the engine's CUDA-graph latency per shape and GEMM route, GPU memory after loading, and the peer's
            latency measured in the same run; prints the ratio table
   profile  per-kernel GPU time of one eager forward pass (torch.profiler), BERT-Large
-Random weights come from scripts/make_random_checkpoint.py's generator through a real TF checkpoint.
+Random weights come from scripts/make_random_checkpoint.py's generator.
 Results: stdout, and OUT/gpu_bench.json + OUT/gpu_bench.txt when --out (default $OUT) is set.
 """
 import argparse
@@ -22,7 +22,6 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import traceback
 
@@ -38,18 +37,16 @@ from helpers.backends import gpu_kernels as K  # noqa: E402
 from helpers.backends.gpu import GpuRunner  # noqa: E402
 from helpers.config import BertConfig  # noqa: E402
 from helpers.native_builder import build_native_engine, fixed_profiles  # noqa: E402
-from helpers.tf_checkpoint import write_checkpoint  # noqa: E402
-from helpers.weights import load_tf_checkpoint  # noqa: E402
+from helpers.weights import tf_to_trt_name  # noqa: E402
 
 # The issue's targets: our latency over the peer's, same run.
 TARGETS = {("large", 1, 128): 0.5, ("large", 1, 384): 0.5, ("large", 128, 384): 0.75,
            ("base", 1, 128): 0.5, ("base", 128, 384): 0.75}
-LINEARS = ("qkv", "attn_out", "ffn_in", "ffn_out")
-TRITON_SMALL_M = [(64, 64, 128, 4, 4), (32, 64, 128, 4, 4), (64, 128, 64, 4, 4), (16, 64, 256, 4, 3),
-                  (64, 32, 128, 4, 4)]
-TRITON_LARGE_M = [(128, 256, 64, 8, 3), (128, 128, 64, 8, 4), (128, 128, 64, 4, 4), (256, 128, 64, 8, 3)]
-ATTENTION_CONFIGS = [(64, 64, 4, 2), (64, 64, 4, 3), (128, 64, 8, 2), (128, 64, 4, 2), (128, 128, 8, 2),
-                     (64, 32, 4, 2), (128, 32, 4, 2)]
+ATTENTION_CONFIGS = [(64, 64, 4, 3), (64, 64, 4, 2), (64, 64, 4, 4), (128, 64, 8, 3), (128, 64, 4, 3),
+                     (64, 128, 4, 3), (128, 128, 8, 3), (64, 32, 4, 3)]
+TMA_CONFIGS = [(128, 256, 64, 8, 3), (128, 128, 64, 8, 4), (128, 256, 64, 8, 4), (128, 128, 64, 4, 4)]
+SPLIT_CONFIGS = [(128, 64, 128, 4, 3), (64, 64, 128, 4, 3), (128, 32, 128, 4, 3)]
+FUSED_CONFIGS = [(64, 64, 128, 4, 4), (64, 128, 64, 4, 4), (128, 64, 64, 4, 4)]
 
 
 def load_script(name):
@@ -81,12 +78,11 @@ def model_config(size):
 
 
 def random_weights(size, seed=0):
-    """The canonical weight map of a random BERT checkpoint, written and read back as the builder would."""
+    """The canonical weight map of make_random_checkpoint.py's random TF variables (renamed and transposed in
+    memory, as the checkpoint reader would: writing and reading 1.3 GB costs device time for nothing)."""
     config = {**RANDOM_CKPT.COMMON, **RANDOM_CKPT.SIZES[size]}
-    base = "/dev/shm" if os.path.isdir("/dev/shm") else None
-    with tempfile.TemporaryDirectory(dir=base) as tmp:
-        write_checkpoint(os.path.join(tmp, "model.ckpt"), RANDOM_CKPT.random_tf_variables(config, seed))
-        return load_tf_checkpoint(os.path.join(tmp, "model.ckpt"))
+    return {tf_to_trt_name(name): np.ascontiguousarray(value.T) if "kernel" in name else value
+            for name, value in RANDOM_CKPT.random_tf_variables(config, seed).items()}
 
 
 def rel_err(out, ref):
@@ -102,6 +98,7 @@ def graph_ms(calls, replays):
     if not _STREAM:
         _STREAM.append(torch.cuda.Stream())   # one stream: cuBLAS keeps a workspace per stream
     stream = _STREAM[0]
+    stream.wait_stream(torch.cuda.current_stream())   # inputs were made on the default stream
     with torch.cuda.stream(stream):
         for call in calls:
             call()
@@ -142,75 +139,91 @@ def phase_check(args, weights_by_model):
 
 
 # ---- micro ----------------------------------------------------------------------------------------------------------
+def report(label, row, flops=None, unit="TF/s"):
+    ranked = sorted(row.items(), key=lambda kv: kv[1])
+    LOG(f"micro {label}: " + ", ".join(f"{r} {t * 1e3:.1f}us" + (f" ({flops / t / 1e9:.0f} {unit})" if flops else "")
+                                       for r, t in ranked[:6]) + f"  -> best {ranked[0][0]}")
+    LOG.results.setdefault("micro", {})[label] = row
+
+
+def time_routes(label, routes, replays, flops=None):
+    row = {}
+    for route, calls in routes.items():
+        try:
+            row[route] = graph_ms(calls, replays)
+        except Exception as exc:  # a tile shape that does not fit is a result, not a failure
+            LOG(f"  micro {label} {route}: failed ({type(exc).__name__}: {exc})"[:240])
+    if row:
+        report(label, row, flops)
+
+
 def phase_micro(args):
-    results = LOG.results.setdefault("micro", {})
     for size in args.models:
         config = model_config(size)
         E, I, L = config.hidden_size, config.intermediate_size, config.num_hidden_layers
-        shapes = {"qkv": (3 * E, E), "attn_out": (E, E), "ffn_in": (I, E), "ffn_out": (E, I)}
+        dense = lambda n, k, copies: [((torch.randn(n, k, device="cuda") / 32).half(),  # noqa: E731
+                                       torch.randn(n, device="cuda").half()) for _ in range(copies)]
+        g, bt = torch.rand(E, device="cuda") + 0.5, torch.randn(E, device="cuda")
         for M in args.micro_m:
-            for name in LINEARS:
-                N, Kd = shapes[name]
-                copies = L if M <= 4096 else 4
-                a = torch.randn(M, Kd, device="cuda", dtype=torch.float16)
-                ws = [(torch.randn(N, Kd, device="cuda", dtype=torch.float16) / 32) for _ in range(copies)]
-                bs = [torch.randn(N, device="cuda", dtype=torch.float16) for _ in range(copies)]
-                out = torch.empty(M, N, device="cuda", dtype=torch.float16)
-                gelu = "erf" if name == "ffn_in" else None
-                routes = {"cublas": [lambda w=w, b=b: torch.addmm(b, a, w.t(), out=out) for w, b in zip(ws, bs)]}
-                if gelu:
-                    routes = {
-                        "cublas+gelu": [lambda w=w, b=b: (torch.mm(a, w.t(), out=out), K.bias_gelu_(out, b, "erf"))
-                                        for w, b in zip(ws, bs)],
-                        "cublasLt-tanh": [lambda w=w, b=b: torch._addmm_activation(b, a, w.t(), use_gelu=True,
-                                                                                   out=out) for w, b in zip(ws, bs)],
-                        "cublas(no gelu)": routes["cublas"]}
-                for cfg in (TRITON_SMALL_M if M <= 512 else TRITON_LARGE_M):
-                    routes[f"triton{cfg}"] = [lambda w=w, b=b, cfg=cfg: K.linear(a, w, b, out, gelu=gelu, config=cfg)
-                                              for w, b in zip(ws, bs)]
-                row = {}
-                for route, calls in routes.items():
-                    try:
-                        ms = graph_ms(calls, replays=5 if M > 4096 else 20)
-                    except Exception as exc:  # a tile shape that does not fit is a result, not a failure
-                        LOG(f"  micro {size} M={M} {name} {route}: failed ({type(exc).__name__}: {exc})"[:200])
-                        continue
-                    row[route] = ms
-                best = min(row, key=row.get)
-                flops = 2 * M * N * Kd
-                LOG(f"micro gemm {size} M={M:>6} {name:>8} ({N}x{Kd}): " + ", ".join(
-                    f"{r} {t * 1e3:.1f}us ({flops / t / 1e9:.0f} TF/s)" for r, t in sorted(row.items(),
-                                                                                              key=lambda x: x[1])[:5])
-                    + f"  -> best {best}")
-                results[f"gemm {size} M={M} {name}"] = row
+            copies = L if M <= 4096 else 4     # a weight copy per layer: weights come from memory, as in the model
+            replays = 20 if M <= 4096 else 5
+            # intermediate product + bias + exact GELU
+            a = torch.randn(M, E, device="cuda").half()
+            h = torch.empty(M, I, device="cuda").half()
+            ws = dense(I, E, copies)
+            routes = {"cublas+gelu": [lambda w=w, b=b: (torch.mm(a, w.t(), out=h), K.bias_gelu_(h, b, "erf"))
+                                      for w, b in ws],
+                      "cublasLt-tanh": [lambda w=w, b=b: torch._addmm_activation(b, a, w.t(), use_gelu=True, out=h)
+                                        for w, b in ws],
+                      "cublas-no-gelu": [lambda w=w, b=b: torch.addmm(b, a, w.t(), out=h) for w, b in ws]}
+            for cfg in (FUSED_CONFIGS if M <= 512 else TMA_CONFIGS[:2]):
+                routes[f"triton{cfg}"] = [lambda w=w, b=b, cfg=cfg: K.linear(a, w, b, h, gelu="erf", config=cfg)
+                                          for w, b in ws]
+            if M > 512:
+                for cfg in TMA_CONFIGS:
+                    routes[f"tma{cfg}"] = [lambda w=w, b=b, cfg=cfg: K.linear_tma(a, w, b, h, gelu="erf", config=cfg)
+                                           for w, b in ws]
+            time_routes(f"{size} M={M} ffn_in+erf ({I}x{E})", routes, replays, 2 * M * I * E)
+            # products feeding a residual LayerNorm: cuBLAS + LN against split-K partials summed by the LN
+            for name, (N, Kd) in (("attn_out", (E, E)), ("ffn_out", (E, I)), ("qkv", (3 * E, E))):
+                a = torch.randn(M, Kd, device="cuda").half()
+                out = torch.empty(M, N, device="cuda").half()
+                res = torch.randn(M, N, device="cuda").half()
+                ws = dense(N, Kd, copies)
+                if name == "qkv":
+                    routes = {"cublas": [lambda w=w, b=b: torch.addmm(b, a, w.t(), out=out) for w, b in ws]}
+                    if M > 512:
+                        for cfg in TMA_CONFIGS[:2]:
+                            routes[f"tma{cfg}"] = [lambda w=w, b=b, cfg=cfg: K.linear_tma(a, w, b, out, config=cfg)
+                                                   for w, b in ws]
+                    time_routes(f"{size} M={M} {name} ({N}x{Kd})", routes, replays, 2 * M * N * Kd)
+                    continue
+                routes = {"cublas+ln": [lambda w=w, b=b: (torch.addmm(b, a, w.t(), out=out),
+                                                          K.add_layernorm(out, res, g, bt, 1e-12, out)) for w, b in ws]}
+                if M <= 512:
+                    for splits in ((2, 4) if Kd <= 1024 else (4, 8)):
+                        parts = torch.empty(splits, M, N, device="cuda")
+                        for cfg in SPLIT_CONFIGS:
+                            routes[f"split{splits}{cfg}+ln"] = [
+                                lambda w=w, b=b, cfg=cfg, splits=splits, parts=parts: (
+                                    K.linear(a, w, b, parts, config=cfg, split_k=splits),
+                                    K.add_layernorm(parts, res, g, bt, 1e-12, out, partial_bias=b)) for w, b in ws]
+                time_routes(f"{size} M={M} {name}+ln ({N}x{Kd})", routes, replays, 2 * M * N * Kd)
         N, H = config.num_attention_heads, config.head_size
         for B, S in args.shapes:
             T = B * S
             qkv = torch.randn(T, 3 * E, device="cuda", dtype=torch.float16)
             out = torch.empty(T, E, device="cuda", dtype=torch.float16)
             cu = torch.arange(0, T + 1, S, device="cuda", dtype=torch.int32)
-            row = {}
-            for cfg in ATTENTION_CONFIGS:
-                try:
-                    row[str(cfg)] = graph_ms([lambda cfg=cfg: K.varlen_attention(qkv, cu, B, S, N, out, config=cfg)]
-                                             * 8, replays=10)
-                except Exception as exc:
-                    LOG(f"  micro attention {cfg} failed: {type(exc).__name__}"[:200])
+            routes = {str(cfg): [lambda cfg=cfg: K.varlen_attention(qkv, cu, B, S, N, out, config=cfg)] * 8
+                      for cfg in ATTENTION_CONFIGS}
             q, k, v = (torch.randn(B, N, S, H, device="cuda", dtype=torch.float16) for _ in range(3))
-            row["torch-sdpa(B,N,S,H)"] = graph_ms(
-                [lambda: torch.nn.functional.scaled_dot_product_attention(q, k, v)] * 8, replays=10)
-            flops = 4 * B * N * S * S * H
-            default = str(K.attention_config(B, S, N, H, torch.float16))
-            LOG(f"micro attention {size} {B}x{S}: default {default} " + ", ".join(
-                f"{c} {t * 1e3:.1f}us ({flops / t / 1e9:.0f} TF/s)" for c, t in sorted(row.items(),
-                                                                                       key=lambda x: x[1])[:6]))
-            results[f"attention {size} {B}x{S}"] = row
-            T = B * S
+            routes["torch-sdpa(B,N,S,H)"] = [lambda: torch.nn.functional.scaled_dot_product_attention(q, k, v)] * 8
+            time_routes(f"{size} attention {B}x{S}", routes, 10, 4 * B * N * S * S * H)
             x, r = (torch.randn(T, E, device="cuda", dtype=torch.float16) for _ in range(2))
-            g, bt = torch.ones(E, device="cuda"), torch.zeros(E, device="cuda")
             ln = graph_ms([lambda: K.add_layernorm(x, r, g, bt, 1e-12, x)] * 8, replays=10)
-            LOG(f"micro add_layernorm {size} T={T}: {ln * 1e3:.1f}us ({3 * T * E * 2 / ln / 1e6:.0f} GB/s)")
-            results[f"add_layernorm {size} T={T}"] = ln
+            LOG(f"micro {size} add_layernorm T={T}: {ln * 1e3:.1f}us ({3 * T * E * 2 / ln / 1e6:.0f} GB/s)")
+            LOG.results.setdefault("micro", {})[f"{size} add_layernorm T={T}"] = ln
 
 
 # ---- latency ----------------------------------------------------------------------------------------------------------

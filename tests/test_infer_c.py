@@ -309,6 +309,6 @@ def test_perf_prints_upstreams_report(gpu, perf, tmp_path):
     assert timed.returncode == 0, timed.stderr
     assert "CUDA Graph is disabled" in timed.stdout
     assert int(re.search(r"Running (\d+) iterations", timed.stdout).group(1)) > 1
-    unprofiled = subprocess.run([perf, "-e", path, "-s", "64", "-b", "3"], capture_output=True, text=True, timeout=300)
+    unprofiled = subprocess.run([perf, "-e", path, "-s", "64", "-b", "5"], capture_output=True, text=True, timeout=300)
     assert unprofiled.returncode != 0
-    assert "None of the dynamic shape profiles meets the requirement batch = 3" in unprofiled.stderr
+    assert "None of the dynamic shape profiles meets the requirement batch = 5" in unprofiled.stderr

@@ -227,3 +227,27 @@ def test_builder_names_missing_tensors(tmp_path):
                check=False)
     assert_one_line_error(proc, "l3_output_dense_kernel")
     assert "cls_squad_output_bias" in proc.stderr and not (tmp_path / "e.engine").exists()
+
+
+def test_squad_v2_null_answers_follow_the_threshold(engines, tmp_path):
+    import gzip
+    with gzip.open(shared_path("data", "squad", "dev-v2.0.recon.json.gz"), "rt", encoding="utf-8") as f:
+        data = json.load(f)
+    article = dict(data["data"][0], paragraphs=data["data"][0]["paragraphs"][:2])
+    subset = tmp_path / "v2.json"
+    subset.write_text(json.dumps({"version": "v2.0", "data": [article]}), encoding="utf-8")
+    ids = [qa["id"] for p in article["paragraphs"] for qa in p["qas"]]
+
+    def predict(threshold):
+        out = tmp_path / f"pred{threshold}.json"
+        run("inference_varseqlen.py", "-e", engines["var384"], "-s", "384", "-v", VOCAB, "-sq", subset, "-o", out,
+            "--version-2-with-negative", "--null-score-diff-threshold", threshold)
+        return json.loads(out.read_text(encoding="utf-8"))
+
+    always_answer, never_answer, default = predict(1e9), predict(-1e9), predict(0.0)
+    assert sorted(always_answer) == sorted(ids) and all(always_answer.values())
+    assert set(never_answer.values()) == {""}
+    assert {k for k, v in default.items() if v} <= set(ids)
+    proc = run("squad/evaluate-v2.0.py", subset, tmp_path / "pred-1000000000.0.json")
+    scores = json.loads(proc.stdout)
+    assert scores["HasAns_f1"] == 0.0 and scores["NoAns_f1"] == 100.0

@@ -17,7 +17,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from ..engine_format import EngineFile
-from ..errors import BertError
+from .inputs import check_packed_inputs, pack_fixed_inputs
 
 ROW_BLOCK = 64            # rows per element-wise block: 64 x 1536 floats stay in a core's L2
 TOKENS_PER_CHUNK = 16384  # bounds activation memory when many sequences come at once
@@ -127,19 +127,9 @@ class CpuRunner:
     def infer_fixed(self, input_ids, segment_ids, input_mask):
         """Padded (B, S) int inputs -> (B, S, 2) logits. Each row's length is its mask's first 0, as upstream;
         logits at padding positions are 0 (no compute is spent there)."""
-        input_ids, segment_ids, input_mask = (np.asarray(a) for a in (input_ids, segment_ids, input_mask))
-        if input_ids.ndim != 2 or input_ids.shape != segment_ids.shape or input_ids.shape != input_mask.shape:
-            raise BertError(f"inputs must be three (batch, seq) arrays of one shape, got "
-                            f"{input_ids.shape}, {segment_ids.shape}, {input_mask.shape}")
-        B, S = input_ids.shape
-        lengths = sequence_lengths(input_mask)
-        if np.any(lengths == 0):
-            raise BertError("a sequence has an empty mask (its first mask value is 0)")
-        cu = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-        rows = np.concatenate([np.arange(n) + b * S for b, n in enumerate(lengths)]).astype(np.int64)
-        packed = self.infer_packed(input_ids.reshape(-1)[rows], segment_ids.reshape(-1)[rows], cu, S)
+        ids, segs, cu, rows, (B, S) = pack_fixed_inputs(input_ids, segment_ids, input_mask)
         out = np.zeros((B * S, 2), dtype=np.float32)
-        out[rows] = packed.T
+        out[rows] = self.infer_packed(ids, segs, cu, S).T
         return out.reshape(B, S, 2)
 
     def infer_packed(self, input_ids, segment_ids, cu_seqlens, max_seqlen=None):
@@ -147,7 +137,7 @@ class CpuRunner:
         variable-length engines lay them out."""
         input_ids, segment_ids = np.asarray(input_ids).reshape(-1), np.asarray(segment_ids).reshape(-1)
         cu = np.asarray(cu_seqlens, dtype=np.int64).reshape(-1)
-        self._check_packed(input_ids, segment_ids, cu)
+        check_packed_inputs(self.config, input_ids, segment_ids, cu)
         out = np.empty((2, len(input_ids)), dtype=np.float32)
         with threadpool_limits(limits=1 if self.pool else None, user_api="blas"):
             first = 0
@@ -176,20 +166,6 @@ class CpuRunner:
         return times
 
     # ---- internals ----------------------------------------------------------------------------------------------
-    def _check_packed(self, ids, segs, cu):
-        c = self.config
-        if ids.shape != segs.shape:
-            raise BertError(f"input_ids and segment_ids differ in length ({len(ids)} vs {len(segs)})")
-        if len(cu) < 2 or cu[0] != 0 or cu[-1] != len(ids) or np.any(np.diff(cu) <= 0):
-            raise BertError("cu_seqlens must start at 0, rise strictly and end at the token count")
-        if np.diff(cu).max() > c.max_position_embeddings:
-            raise BertError(f"a sequence of {np.diff(cu).max()} tokens exceeds the model's "
-                            f"{c.max_position_embeddings} positions")
-        if ids.min() < 0 or ids.max() >= c.vocab_size:
-            raise BertError(f"token id out of range [0, {c.vocab_size})")
-        if segs.min() < 0 or segs.max() >= c.type_vocab_size:
-            raise BertError(f"segment id out of range [0, {c.type_vocab_size})")
-
     def _parallel(self, fn, items):
         if self.pool is None or len(items) == 1:
             for item in items:
@@ -260,8 +236,3 @@ class CpuRunner:
         self._parallel(finish, self._row_blocks(T))
         return out
 
-
-def sequence_lengths(input_mask):
-    """Per row, the index of the first 0 in the mask (its length if none): upstream's mask semantics."""
-    mask = np.asarray(input_mask) != 0
-    return np.where(mask.all(1), mask.shape[1], np.argmin(mask, axis=1)).astype(np.int64)

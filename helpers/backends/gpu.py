@@ -105,6 +105,10 @@ class Activations:
         self.y = torch.zeros(tokens, E, dtype=dtype, device=device)
         self.big = torch.zeros(tokens * max(3 * E, I), dtype=dtype, device=device)
         self.logits = torch.zeros(tokens, 2, dtype=torch.float32, device=device)
+        # float32 partial products of split-K GEMMs (few-token batches only), summed by the next LayerNorm
+        plan = K.split_k_plan(1, E, I) if dtype == torch.float16 else None
+        split_rows = min(tokens, K.SPLIT_K_MAX_ROWS) if plan else 0
+        self.partials = torch.zeros(plan[0] * split_rows * E if plan else 0, dtype=torch.float32, device=device)
 
     def wide(self, T, width):
         """A (T, width) contiguous view of the shared QKV / intermediate buffer."""
@@ -255,19 +259,34 @@ class GpuRunner:
             qkv = buf.wide(T, 3 * E)
             self._dense(x, layer.qkv, qkv)
             K.varlen_attention(qkv, buf.cu_seqlens, num_seqs, max_seqlen, c.num_attention_heads, out=ctx)
-            self._dense(ctx, layer.attn_out, y)
-            K.add_layernorm(y, x, *layer.ln1, self.ln_eps, out=y)
+            product, bias = self._dense_before_layernorm(ctx, layer.attn_out, y)
+            K.add_layernorm(product, x, *layer.ln1, self.ln_eps, out=y, partial_bias=bias)
             h = buf.wide(T, I)
             self._dense(y, layer.ffn_in, h, gelu=self.gelu)
-            self._dense(h, layer.ffn_out, ctx)
+            product, bias = self._dense_before_layernorm(h, layer.ffn_out, ctx)
             if n == last:
-                K.add_layernorm_head(ctx, y, *layer.ln2, self.ln_eps, w.head_w, w.head_b, logits=buf.logits[:T])
+                K.add_layernorm_head(product, y, *layer.ln2, self.ln_eps, w.head_w, w.head_b,
+                                     logits=buf.logits[:T], partial_bias=bias)
             else:
-                K.add_layernorm(ctx, y, *layer.ln2, self.ln_eps, out=x)
+                K.add_layernorm(product, y, *layer.ln2, self.ln_eps, out=x, partial_bias=bias)
+
+    def _dense_before_layernorm(self, a, dense, out):
+        """A product that a residual LayerNorm consumes: (out, None), or, for few tokens, (float32 split-K partials,
+        bias) that the LayerNorm kernel sums, so that the product's reduction costs no kernel of its own."""
+        T, (N, K_) = a.shape[0], dense.weight.shape
+        plan = K.split_k_plan(T, N, K_) if self.dtype == torch.float16 and self.gemm != "cublas" else None
+        if plan is None:
+            self._dense(a, dense, out)
+            return out, None
+        splits, config = plan
+        partials = self.buffers.partials[:splits * T * N].view(splits, T, N)
+        K.linear(a, dense.weight, dense.bias, partials, config=config, split_k=splits)
+        return partials, dense.bias
 
     def _dense(self, a, dense, out, gelu=None):
         """out = [gelu](a @ W^T + b), by the fastest measured route for this precision and GELU (PERF_NOTES.md)."""
-        if self.dtype == torch.float16 and (self.gemm == "triton" or (self.gemm == "auto" and gelu == "erf")):
+        fused_erf = gelu == "erf" and a.shape[0] <= K.FUSED_ERF_MAX_ROWS
+        if self.dtype == torch.float16 and (self.gemm == "triton" or (self.gemm == "auto" and fused_erf)):
             K.linear(a, dense.weight, dense.bias, out, gelu=gelu)   # bias + exact GELU in the GEMM epilogue
         elif gelu is None:
             torch.addmm(dense.bias, a, dense.weight_t, out=out)    # bias in the cuBLASLt epilogue
@@ -285,7 +304,7 @@ class GpuRunner:
             tensors += [layer.qkv.weight, layer.qkv.bias, layer.attn_out.weight, layer.attn_out.bias, *layer.ln1,
                         layer.ffn_in.weight, layer.ffn_in.bias, layer.ffn_out.weight, layer.ffn_out.bias, *layer.ln2]
         b = self.buffers
-        activations = [b.ids, b.segs, b.cu_seqlens, b.x, b.ctx, b.y, b.big, b.logits]
+        activations = [b.ids, b.segs, b.cu_seqlens, b.x, b.ctx, b.y, b.big, b.logits, b.partials]
         nbytes = lambda ts: sum(t.numel() * t.element_size() for t in ts)  # noqa: E731
         return {"weights": nbytes(tensors), "activations": nbytes(activations),
                 "allocated": torch.cuda.memory_allocated(self.device_index),

@@ -81,15 +81,24 @@ def embed_layernorm(ids, segs, cu_seqlens, num_seqs, max_seqlen, word, pos, type
 # ---- residual add + LayerNorm (optionally followed by the SQuAD head) ----------------------------------------------
 
 @triton.jit
-def _add_layernorm_kernel(x_ptr, res_ptr, gamma_ptr, beta_ptr, out_ptr, head_w_ptr, head_b_ptr, logits_ptr,
-                          T, E, eps, HEAD: tl.constexpr, ROWS: tl.constexpr, BLOCK_E: tl.constexpr):
+def _add_layernorm_kernel(x_ptr, res_ptr, bias_ptr, gamma_ptr, beta_ptr, out_ptr, head_w_ptr, head_b_ptr, logits_ptr,
+                          T, E, eps, PARTS: tl.constexpr, HEAD: tl.constexpr, ROWS: tl.constexpr,
+                          BLOCK_E: tl.constexpr):
+    """out = LN(x + res). PARTS = 0: x is a finished product (bias included). PARTS > 0: x holds PARTS float32
+    partial products of a split-K GEMM, [PARTS, T, E], summed here with the bias (the GEMM's reduction, fused)."""
     rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
     cols = tl.arange(0, BLOCK_E)
     row_mask = rows < T
     col_mask = cols < E
     mask = row_mask[:, None] & col_mask[None, :]
     offsets = rows.to(tl.int64)[:, None] * E + cols[None, :]
-    v = tl.load(x_ptr + offsets, mask=mask, other=0.0).to(tl.float32)
+    if PARTS == 0:
+        v = tl.load(x_ptr + offsets, mask=mask, other=0.0).to(tl.float32)
+    else:
+        v = tl.load(bias_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)[None, :] + tl.zeros([ROWS, BLOCK_E],
+                                                                                                   tl.float32)
+        for part in tl.static_range(PARTS):
+            v += tl.load(x_ptr + part * T * E + offsets, mask=mask, other=0.0)
     v += tl.load(res_ptr + offsets, mask=mask, other=0.0).to(tl.float32)
     gamma = tl.load(gamma_ptr + cols, mask=col_mask, other=0.0)
     beta = tl.load(beta_ptr + cols, mask=col_mask, other=0.0)
@@ -107,23 +116,26 @@ def _add_layernorm_kernel(x_ptr, res_ptr, gamma_ptr, beta_ptr, out_ptr, head_w_p
         tl.store(out_ptr + offsets, y, mask=mask)
 
 
-def _layernorm_launch(x, res, gamma, beta, eps, out, head_w, head_b, logits, head):
-    T, E = x.shape
+def _layernorm_launch(x, res, gamma, beta, eps, out, head_w, head_b, logits, head, partial_bias):
+    T, E = res.shape
     block_e = triton.next_power_of_2(E)
     rows = 4 if block_e <= 512 else 2
+    parts = 0 if partial_bias is None else x.shape[0]
     grid = (triton.cdiv(T, rows),)
-    _add_layernorm_kernel[grid](x, res, gamma, beta, out, head_w, head_b, logits, T, E, eps,
-                                HEAD=head, ROWS=rows, BLOCK_E=block_e, num_warps=4 if block_e <= 512 else 8)
+    _add_layernorm_kernel[grid](x, res, gamma if partial_bias is None else partial_bias, gamma, beta, out, head_w,
+                                head_b, logits, T, E, eps, PARTS=parts, HEAD=head, ROWS=rows, BLOCK_E=block_e,
+                                num_warps=4 if block_e <= 512 else 8)
 
 
-def add_layernorm(x, res, gamma, beta, eps, out):
-    """out = LN(x + res); `out` may be `x` itself (each program reads its rows before writing them)."""
-    _layernorm_launch(x, res, gamma, beta, eps, out, gamma, beta, out, head=False)
+def add_layernorm(x, res, gamma, beta, eps, out, partial_bias=None):
+    """out = LN(x + res); `out` may be `x` itself (each program reads its rows before writing them).
+    With `partial_bias`, x is [parts, T, E] float32 split-K partials and the bias is added here."""
+    _layernorm_launch(x, res, gamma, beta, eps, out, gamma, beta, out, head=False, partial_bias=partial_bias)
 
 
-def add_layernorm_head(x, res, gamma, beta, eps, head_w, head_b, logits):
+def add_layernorm_head(x, res, gamma, beta, eps, head_w, head_b, logits, partial_bias=None):
     """logits[t] = head_w @ LN(x[t] + res[t]) + head_b, float32 (T, 2); the normalized rows are not stored."""
-    _layernorm_launch(x, res, gamma, beta, eps, x, head_w, head_b, logits, head=True)
+    _layernorm_launch(x, res, gamma, beta, eps, res, head_w, head_b, logits, head=True, partial_bias=partial_bias)
 
 
 # ---- variable-length attention (FlashAttention-style, online softmax) ----------------------------------------------
@@ -160,16 +172,18 @@ def _varlen_attention_kernel(qkv_ptr, out_ptr, cu_ptr, qk_scale, NUM_HEADS, E,
             s = tl.dot(q, k_t, input_precision="ieee")
         else:
             s = tl.dot(q, k_t)
-        s = tl.where(k_mask[None, :], s * qk_scale, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(s, axis=1))
+        if k_first + BLOCK_N > length:   # only the last block holds keys past the sequence's end
+            s = tl.where(k_mask[None, :], s, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, axis=1) * qk_scale)
+        p = tl.exp2(s * qk_scale - m_new[:, None])
         alpha = tl.exp2(m_i - m_new)
-        p = tl.exp2(s - m_new[:, None])
         l_i = l_i * alpha + tl.sum(p, axis=1)
+        acc = acc * alpha[:, None]
         v = tl.load(base + 2 * E + k_rows[:, None] * row_stride + dims[None, :], mask=k_mask[:, None], other=0.0)
         if IEEE:
-            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision="ieee")
+            acc = tl.dot(p.to(v.dtype), v, acc, input_precision="ieee")
         else:
-            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+            acc = tl.dot(p.to(v.dtype), v, acc)
         m_i = m_new
     acc = acc / l_i[:, None]
     out = out_ptr + start.to(tl.int64) * E + head * HEAD
@@ -178,16 +192,11 @@ def _varlen_attention_kernel(qkv_ptr, out_ptr, cu_ptr, qk_scale, NUM_HEADS, E,
 
 
 def attention_config(num_seqs, max_seqlen, num_heads, head_size, dtype):
-    """(BLOCK_M, BLOCK_N, num_warps, num_stages) for the attention kernel (docs/PERF_NOTES.md has the measurements).
-
-    Large query blocks reuse each K/V load more; small ones give short or few sequences enough programs to fill the
-    GPU's 132 multiprocessors."""
+    """(BLOCK_M, BLOCK_N, num_warps, num_stages) for the attention kernel: measured best on an H200 for BERT shapes
+    (docs/PERF_NOTES.md); 64-query blocks beat 128 at every batch size there."""
     if dtype == torch.float32:
         return 32, 32, 4, 2
-    programs_at_128 = num_seqs * num_heads * triton.cdiv(max_seqlen, 128)
-    if programs_at_128 >= 264:
-        return 128, 64, 8, 2
-    return 64, 64, 4, 2
+    return 64, 64, 4, 3
 
 
 def varlen_attention(qkv, cu_seqlens, num_seqs, max_seqlen, num_heads, out, config=None):
@@ -225,11 +234,9 @@ def bias_gelu_(x, bias, kind):
 # ---- matrix product with fused bias (+ GELU) epilogue --------------------------------------------------------------
 
 @triton.jit
-def _linear_kernel(a_ptr, w_ptr, bias_ptr, c_ptr, M, N, K, ACT: tl.constexpr,
-                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr):
-    """c (M, N) = act(a (M, K) @ w (N, K)^T + bias), float32 accumulation; w is the [out, in] dense kernel."""
-    pid = tl.program_id(0)
-    # Grouped order: GROUP_M row blocks share each column block's weights while they are in L2.
+def _grouped_tile(pid, M, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GROUP_M: tl.constexpr):
+    """Tile (row block, column block) of program `pid`: GROUP_M row blocks share each column block's weights while
+    they are in L2."""
     blocks_m = tl.cdiv(M, BLOCK_M)
     blocks_n = tl.cdiv(N, BLOCK_N)
     group = pid // (GROUP_M * blocks_n)
@@ -237,24 +244,46 @@ def _linear_kernel(a_ptr, w_ptr, bias_ptr, c_ptr, M, N, K, ACT: tl.constexpr,
     group_size = min(blocks_m - first_m, GROUP_M)
     block_m = first_m + (pid % (GROUP_M * blocks_n)) % group_size
     block_n = (pid % (GROUP_M * blocks_n)) // group_size
+    return block_m, block_n
+
+
+@triton.jit
+def _linear_epilogue(acc, bias_ptr, out_ptr, rows, cols, M, N, split, ACT: tl.constexpr, SPLIT_K: tl.constexpr):
+    mask = (rows[:, None] < M) & (cols[None, :] < N)
+    offsets = rows.to(tl.int64)[:, None] * N + cols[None, :]
+    if SPLIT_K == 1:
+        acc += tl.load(bias_ptr + cols, mask=cols < N, other=0.0).to(tl.float32)[None, :]
+        acc = _gelu(acc, ACT)
+        tl.store(out_ptr + offsets, acc.to(out_ptr.dtype.element_ty), mask=mask)
+    else:   # float32 partial sums [SPLIT_K, M, N]; the consumer adds them up with the bias
+        tl.store(out_ptr + split.to(tl.int64) * M * N + offsets, acc, mask=mask)
+
+
+@triton.jit
+def _linear_kernel(a_ptr, w_ptr, bias_ptr, out_ptr, M, N, K, ACT: tl.constexpr, SPLIT_K: tl.constexpr,
+                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr):
+    """out (M, N) = act(a (M, K) @ w (N, K)^T + bias), float32 accumulation; w is the [out, in] dense kernel.
+    With SPLIT_K > 1, program (tile, s) sums the s-th share of K and stores float32 partials instead."""
+    block_m, block_n = _grouped_tile(tl.program_id(0), M, N, BLOCK_M, BLOCK_N, GROUP_M)
+    split = tl.program_id(1)
+    k_share = tl.cdiv(tl.cdiv(K, BLOCK_K), SPLIT_K) * BLOCK_K
+    k_lo = split * k_share
+    k_hi = tl.minimum(K, k_lo + k_share)
     rows = block_m * BLOCK_M + tl.arange(0, BLOCK_M)
     cols = block_n * BLOCK_N + tl.arange(0, BLOCK_N)
     ks = tl.arange(0, BLOCK_K)
-    a_ptrs = a_ptr + rows.to(tl.int64)[:, None] * K + ks[None, :]
-    w_ptrs = w_ptr + cols.to(tl.int64)[None, :] * K + ks[:, None]
+    a_ptrs = a_ptr + rows.to(tl.int64)[:, None] * K + (k_lo + ks)[None, :]
+    w_ptrs = w_ptr + cols.to(tl.int64)[None, :] * K + (k_lo + ks)[:, None]
     row_mask = rows[:, None] < M
     col_mask = cols[None, :] < N
     acc = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
-    for k in range(0, K, BLOCK_K):
-        a = tl.load(a_ptrs, mask=row_mask & (ks[None, :] < K - k), other=0.0)
-        w = tl.load(w_ptrs, mask=col_mask & (ks[:, None] < K - k), other=0.0)
+    for k in range(k_lo, k_hi, BLOCK_K):
+        a = tl.load(a_ptrs, mask=row_mask & (ks[None, :] < k_hi - k), other=0.0)
+        w = tl.load(w_ptrs, mask=col_mask & (ks[:, None] < k_hi - k), other=0.0)
         acc = tl.dot(a, w, acc)
         a_ptrs += BLOCK_K
         w_ptrs += BLOCK_K
-    acc += tl.load(bias_ptr + cols, mask=cols < N, other=0.0).to(tl.float32)[None, :]
-    acc = _gelu(acc, ACT)
-    tl.store(c_ptr + rows.to(tl.int64)[:, None] * N + cols[None, :], acc.to(c_ptr.dtype.element_ty),
-             mask=row_mask & col_mask)
+    _linear_epilogue(acc, bias_ptr, out_ptr, rows, cols, M, N, split, ACT, SPLIT_K)
 
 
 def linear_config(M, N, K):
@@ -264,11 +293,58 @@ def linear_config(M, N, K):
     return 128, 256, 64, 8, 3
 
 
-def linear(a, weight, bias, out, gelu=None, config=None):
-    """out = gelu(a @ weight^T + bias) with the bias and GELU applied to the float32 accumulator (16-bit inputs)."""
+# Row counts up to which Triton's fused erf-GELU product beats cuBLAS + a GELU kernel (PERF_NOTES.md).
+FUSED_ERF_MAX_ROWS = 256
+SPLIT_K_MAX_ROWS = 512   # above this many rows a product has enough tiles to fill the GPU without splitting K
+
+
+def split_k_plan(M, N, K):
+    """(splits, config) for a product whose LayerNorm consumer sums the partials, or None when not worth it.
+    Few rows give few output tiles; splitting K gives every multiprocessor a share of the weights to stream."""
+    if M > SPLIT_K_MAX_ROWS:
+        return None
+    splits = 4 if K <= 1024 else 8
+    return splits, (128, 64, 128, 4, 3)
+
+
+def linear(a, weight, bias, out, gelu=None, config=None, split_k=1):
+    """out = gelu(a @ weight^T + bias), the bias and GELU applied to the float32 accumulator (16-bit inputs).
+    split_k > 1: out is float32 [split_k, M, N] and receives partial products without bias (see add_layernorm)."""
     M, K = a.shape
     N = weight.shape[0]
     block_m, block_n, block_k, warps, stages = config or linear_config(M, N, K)
-    grid = (triton.cdiv(M, block_m) * triton.cdiv(N, block_n),)
-    _linear_kernel[grid](a, weight, bias, out, M, N, K, ACT=_ACT_CODE[gelu], BLOCK_M=block_m, BLOCK_N=block_n,
-                         BLOCK_K=block_k, GROUP_M=8, num_warps=warps, num_stages=stages)
+    grid = (triton.cdiv(M, block_m) * triton.cdiv(N, block_n), split_k)
+    _linear_kernel[grid](a, weight, bias, out, M, N, K, ACT=_ACT_CODE[gelu], SPLIT_K=split_k, BLOCK_M=block_m,
+                         BLOCK_N=block_n, BLOCK_K=block_k, GROUP_M=8, num_warps=warps, num_stages=stages)
+
+
+@triton.jit
+def _linear_tma_kernel(a_desc, w_desc, bias_ptr, out_ptr, M, N, K, NUM_PROGRAMS, ACT: tl.constexpr,
+                       BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr):
+    """The same product, persistent (one program per multiprocessor walks the tiles) with tiles fetched by the
+    Hopper tensor-memory accelerator (TMA descriptors; rows and columns past the edges read as zeros)."""
+    num_tiles = tl.cdiv(M, BLOCK_M) * tl.cdiv(N, BLOCK_N)
+    for tile in tl.range(tl.program_id(0), num_tiles, NUM_PROGRAMS):
+        block_m, block_n = _grouped_tile(tile, M, N, BLOCK_M, BLOCK_N, GROUP_M)
+        acc = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
+        for k in range(0, K, BLOCK_K):
+            a = a_desc.load([block_m * BLOCK_M, k])
+            w = w_desc.load([block_n * BLOCK_N, k])
+            acc = tl.dot(a, w.T, acc)
+        rows = block_m * BLOCK_M + tl.arange(0, BLOCK_M)
+        cols = block_n * BLOCK_N + tl.arange(0, BLOCK_N)
+        _linear_epilogue(acc, bias_ptr, out_ptr, rows, cols, M, N, 0, ACT, 1)
+
+
+def linear_tma(a, weight, bias, out, gelu=None, config=(128, 256, 64, 8, 3), programs=None):
+    from triton.tools.tensor_descriptor import TensorDescriptor
+    M, K = a.shape
+    N = weight.shape[0]
+    block_m, block_n, block_k, warps, stages = config
+    programs = programs or torch.cuda.get_device_properties(a.device).multi_processor_count
+    programs = min(programs, triton.cdiv(M, block_m) * triton.cdiv(N, block_n))
+    a_desc = TensorDescriptor.from_tensor(a, [block_m, block_k])
+    w_desc = TensorDescriptor.from_tensor(weight, [block_n, block_k])
+    _linear_tma_kernel[(programs,)](a_desc, w_desc, bias, out, M, N, K, programs, ACT=_ACT_CODE[gelu],
+                                    BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, GROUP_M=8,
+                                    num_warps=warps, num_stages=stages)

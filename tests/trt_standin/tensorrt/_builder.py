@@ -155,13 +155,14 @@ class _BuildCheck:
         names = [t.name for t in net._inputs + net._outputs]
         if len(set(names)) != len(names):
             self.fail(f"network input and output names must be unique: {names}")
-        for layer in net._layers:  # properties may have changed after downstream layers were added
+        layers = self.topological_order()
+        for layer in layers:  # properties may have changed after downstream layers were added
             layer._refresh()
         profiles = self.profiles()
         for index, profile in enumerate(profiles):
             for which in (0, 2):
                 try:
-                    concrete_shapes(net._layers, {name: shapes[which] for name, shapes in profile.items()},
+                    concrete_shapes(layers, {name: shapes[which] for name, shapes in profile.items()},
                                     net._inputs)
                 except TrtStandinError as exc:
                     self.fail(f"optimization profile {index} ({'min' if which == 0 else 'max'} shapes): {exc}")
@@ -169,8 +170,8 @@ class _BuildCheck:
         calibration_cache = self.calibrate()
         if config._timing_cache is not None:
             config._timing_cache._entries.update(f"{type(layer).__name__}:{layer.get_output(0).shape}"
-                                                 for layer in net._layers)
-        graph = Graph(list(net._inputs), list(net._outputs), list(net._layers))
+                                                 for layer in layers)
+        graph = Graph(list(net._inputs), list(net._outputs), layers)
         return {"graph": graph, "profiles": profiles, "strongly_typed": net._strongly_typed,
                 "builder_config": {
                     "flags": sorted(f.name for f in config._flags),
@@ -180,6 +181,28 @@ class _BuildCheck:
                     "avg_timing_iterations": config.avg_timing_iterations,
                     "profiling_verbosity": ProfilingVerbosity(config.profiling_verbosity).name,
                     "calibration_cache": calibration_cache}}
+
+    def topological_order(self):
+        """Layers ordered so each runs after its inputs' producers (set_input may wire in a later layer)."""
+        net = self.network
+        producer = {t: layer for layer in net._layers for t in layer._outputs}
+        ordered, state = [], {}
+
+        def visit(layer):
+            if state.get(layer) == "done":
+                return
+            if state.get(layer) == "visiting":
+                self.fail(f"the network has a cycle through {layer.name}")
+            state[layer] = "visiting"
+            for tensor in layer._inputs:
+                if tensor is not None and tensor in producer:
+                    visit(producer[tensor])
+            state[layer] = "done"
+            ordered.append(layer)
+
+        for layer in net._layers:
+            visit(layer)
+        return ordered
 
     def profiles(self):
         """[{input name: [min, opt, max]}]; a network without dynamic inputs has one implicit profile."""

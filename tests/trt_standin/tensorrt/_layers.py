@@ -260,15 +260,16 @@ class IShuffleLayer(ILayer):
                 out.append(shape[i])
             else:
                 out.append(d)
-        if out.count(-1) > 1:
+        inferred = [i for i, d in enumerate(dims) if d == -1]
+        if len(inferred) > 1:
             self._fail(f"reshape_dims {dims} has more than one -1")
-        if -1 in out:
-            rest = [d for d in out if d != -1]
-            if known(shape) and all(d >= 0 for d in rest):
+        if inferred:
+            rest = [d for i, d in enumerate(out) if i != inferred[0]]
+            if known(shape) and known(rest):
                 total, part = volume(shape), volume(rest)
                 if part == 0 or total % part:
                     self._fail(f"cannot reshape {shape} to {dims}")
-                out[out.index(-1)] = total // part
+                out[inferred[0]] = total // part
             # else: stays -1 until run time
         elif known(shape) and known(out) and volume(shape) != volume(out):
             self._fail(f"reshape of {shape} to {tuple(out)} changes the volume")
@@ -311,6 +312,14 @@ class IConvolutionLayer(ILayer):
     @property
     def kernel_size_nd(self):
         return self._kernel_shape
+
+    @property
+    def kernel(self):
+        return self._kernel
+
+    @property
+    def bias(self):
+        return self._bias if self._bias is not None else Weights()
 
     def _infer(self, shapes, dtypes, values):
         shape = shapes[0]
@@ -500,7 +509,10 @@ class IMatrixMultiplyLayer(ILayer):
             a = np.swapaxes(a, -1, -2)
         if self._ops[1] == MatrixOperation.TRANSPOSE:
             b = np.swapaxes(b, -1, -2)
-        return [np.matmul(a, b)]
+        if all(d == 1 for d in b.shape[:-2]):  # one matrix (a weight): 2-D, BLAS takes the transposed view
+            return [np.matmul(a, b.reshape(b.shape[-2:])).reshape(a.shape[:-2] + (a.shape[-2], b.shape[-1]))]
+        # contiguous stacks keep numpy on its BLAS path (strided ones take a slow generic loop)
+        return [np.matmul(np.ascontiguousarray(a), np.ascontiguousarray(b))]
 
 
 class ISoftMaxLayer(ILayer):

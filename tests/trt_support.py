@@ -1,0 +1,137 @@
+"""Shared by the TensorRT tests: the stand-in `tensorrt` module, the fixture model, builder arguments, QAT scales and
+running a plan on the stand-in through helpers/trt_runtime.py's engine logic (host arrays as tensor addresses)."""
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+STANDIN = Path(__file__).resolve().parent / "trt_standin"
+ROOT = Path(__file__).resolve().parents[1]
+MODEL_DIR = ROOT / "models" / "minilm-l6-squad11"
+
+
+def import_standin():
+    """The stand-in tensorrt module (put first on sys.path); skips if a real TensorRT was imported before."""
+    if str(STANDIN) not in sys.path:
+        sys.path.insert(0, str(STANDIN))
+    import tensorrt
+    if not Path(tensorrt.__file__).resolve().is_relative_to(STANDIN):
+        pytest.skip("a real tensorrt module is already imported; these tests run the stand-in")
+    return tensorrt
+
+
+def load_fixture_model():
+    """(config, canonical weights) of the minilm-l6-squad11 fixture shipped in models/."""
+    from helpers.config import load_config
+    from helpers.weights import load_hf_folder
+    if not (MODEL_DIR / "model.safetensors").is_file():
+        pytest.skip("models/minilm-l6-squad11 is not available")
+    return load_config(MODEL_DIR), load_hf_folder(MODEL_DIR)
+
+
+def builder_args(**overrides):
+    """builder.py's argparse namespace (upstream's dests and defaults)."""
+    args = dict(ckpt=None, onnx=None, pytorch=None, output="engine.plan", batch_size=[1], sequence_length=[128],
+                config_dir=".", fp16=False, int8=False, strict=False, workspace_size=2500,
+                squad_json="squad/dev-v1.1.json", vocab_file="vocab.txt", calib_num=100, calib_path=None,
+                force_fc2_gemm=False, force_int8_skipln=False, force_int8_multihead=False, sparse=False,
+                timing_cache_file=None, distributive_independence=False, verbose=False, use_deprecated_plugins=True)
+    args.update(overrides)
+    return SimpleNamespace(**args)
+
+
+def varseqlen_args(**overrides):
+    """builder_varseqlen.py's argparse namespace."""
+    args = dict(ckpt=None, onnx=None, pytorch=None, pickle=None, output="engine.plan", max_batch_size=[1],
+                max_sequence_length=128, config_dir=".", fp16=False, int8=False, workspace_size=None,
+                squad_json="squad/dev-v1.1.json", vocab_file="vocab.txt", calib_num=100, calib_path=None,
+                interleaved=False, timing_cache_file=None, sparse=False, megatron=False, verbose=False,
+                use_deprecated_plugins=True)
+    args.update(overrides)
+    return SimpleNamespace(**args)
+
+
+LAYER_SCALES = ("attention_self_qv_a_input_quantizer_amax", "attention_self_qv_b_input_quantizer_amax",
+                "attention_self_av_b_input_quantizer_amax", "attention_self_av_a_input_quantizer_amax",
+                "attention_output_dense_input_amax", "attention_output_add_local_input_quantizer_amax",
+                "intermediate_dense_input_amax", "output_dense_input_amax", "output_add_local_input_quantizer_amax")
+MEGATRON_SCALES = ("attention_output_add_residual_input_quantizer_amax", "output_add_residual_input_quantizer_amax")
+
+
+def qat_scales(config, megatron=False):
+    """Distinct made-up `_amax` scales under upstream's names (spec §3.3/§3.4), one shared by Q, K and V."""
+    scales, value = {}, 1.0
+    for n in range(config.num_hidden_layers):
+        value += 0.25
+        for qkv in ("query", "key", "value"):
+            scales[f"l{n}_attention_self_{qkv}_input_amax"] = np.float32(value)
+        for suffix in LAYER_SCALES + (MEGATRON_SCALES if megatron else ()):
+            value += 0.25
+            scales[f"l{n}_{suffix}"] = np.float32(value)
+    scales["bert_encoder_final_input_quantizer_amax"] = np.float32(value + 0.25)
+    return scales
+
+
+def sample_inputs(config, lengths, seq_len, seed=0):
+    """Padded int32 (B, S) ids, segments (question then passage) and masks with the given real lengths."""
+    rng = np.random.RandomState(seed)
+    b = len(lengths)
+    ids = np.zeros((b, seq_len), dtype=np.int32)
+    segs = np.zeros((b, seq_len), dtype=np.int32)
+    mask = np.zeros((b, seq_len), dtype=np.int32)
+    for i, n in enumerate(lengths):
+        ids[i, :n] = rng.randint(1000, config.vocab_size, size=n)
+        segs[i, n // 3:n] = 1
+        mask[i, :n] = 1
+    return ids, segs, mask
+
+
+def pack(ids, segs, mask):
+    lengths = mask.sum(1)
+    cu = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
+    rows = np.concatenate([np.arange(n) + i * ids.shape[1] for i, n in enumerate(lengths)])
+    return ids.reshape(-1)[rows].copy(), segs.reshape(-1)[rows].copy(), cu
+
+
+class StandinEngine:
+    """A stand-in plan run the way helpers/trt_runtime.py's TrtRunner runs a real one, with host arrays bound as
+    tensor addresses instead of device buffers."""
+
+    def __init__(self, trt, plan):
+        from helpers.trt_runtime import engine_info
+        self.engine = trt.Runtime(trt.Logger(trt.Logger.ERROR)).deserialize_cuda_engine(plan)
+        assert self.engine is not None
+        self.info = engine_info(self.engine)
+        self.context = self.engine.create_execution_context()
+        self.profiles_used = []
+
+    def _run(self, index, shapes, arrays, out_shape):
+        from helpers.trt_runtime import bind_addresses, run_bound, set_shapes
+        assert index is not None, f"no profile covers {shapes}"
+        assert self.context.set_optimization_profile_async(index, 0)
+        self.profiles_used.append(index)
+        set_shapes(self.context, shapes)
+        out = np.full(out_shape, np.nan, dtype=np.float32)
+        arrays = {name: np.ascontiguousarray(a, dtype=np.int32) for name, a in arrays.items()}
+        bind_addresses(self.context, self.engine, {**{n: a.ctypes.data for n, a in arrays.items()},
+                                                   "logits_out": out.ctypes.data})
+        run_bound(self.context, 0)
+        return out
+
+    def run_fixed(self, ids, segs, mask):
+        b, s = ids.shape
+        index = self.info.select_profile(b, s)
+        names = ("input_ids", "segment_ids", "input_mask")
+        out = self._run(index, {n: (b, s) for n in names}, dict(zip(names, (ids, segs, mask))), (b, s, 2, 1, 1))
+        return out.reshape(b, s, 2)
+
+    def run_packed(self, ids, segs, cu):
+        from helpers.trt_runtime import packed_shapes, select_packed_profile
+        longest = int(np.diff(cu).max())
+        shapes = packed_shapes(len(ids), len(cu) - 1, longest)
+        arrays = {"input_ids": ids, "segment_ids": segs, "cu_seqlens": cu,
+                  "max_seqlen": np.zeros(longest, dtype=np.int32)}  # shape only: contents never read
+        out = self._run(select_packed_profile(self.engine, shapes), shapes, arrays, (2, len(ids), 1, 1))
+        return out.reshape(2, len(ids))
