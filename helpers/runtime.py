@@ -24,13 +24,11 @@ def open_engine(path, device="auto"):
     if kind == "tensorrt":
         if device == "cpu":
             raise BertError(f"{path} is a TensorRT engine: it runs on a GPU with TensorRT, not with --device cpu")
+        from .trt_runtime import TrtRunner
         try:
-            from .trt_runtime import TrtRunner
-        except ImportError as exc:
-            raise BertError(f"{path} is a TensorRT engine but TensorRT is not usable here ({exc}): install "
-                            f"TensorRT 10 (pip install 'tensorrt-cu12>=10,<11' cuda-python) or rebuild the engine "
-                            f"with the native backend (builder.py --backend native)") from None
-        return TrtRunner(path)
+            return TrtRunner(path)
+        except BertError as exc:
+            raise BertError(f"{path} is a TensorRT engine: {exc}") from None
     if kind != "native":
         raise BertError(f"{path} is not an engine file (neither a native engine nor a TensorRT plan)")
     engine = EngineFile.load(path)

@@ -256,9 +256,9 @@ def small_weights():
 
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
 @pytest.mark.parametrize("gelu,emb_eps", [("erf", 1e-12), ("tanh", 0.0)])
-@pytest.mark.parametrize("lengths", [[160, 1, 77, 129], [160, 160, 150, 160]], ids=["few-tokens", "many-tokens"])
+@pytest.mark.parametrize("lengths", [[60, 1, 37, 20], [160, 1, 77, 129]], ids=["few-tokens", "many-tokens"])
 def test_engine_matches_reference_forward(small_weights, precision, gelu, emb_eps, lengths):
-    """367 tokens take the FP16 split-K products, 630 the plain ones (K.SPLIT_K_MAX_ROWS is 512)."""
+    """In FP16, 118 tokens take the split-K output product and the fused erf product, 367 the cuBLAS ones."""
     numerics = reference.Numerics(gelu=gelu, emb_eps=emb_eps, ln_eps=1e-3 if precision == "fp16" else 1e-7)
     eng = engine(SMALL, small_weights, precision, fixed_profiles([1, 4], [160]),
                  numerics={"gelu": gelu, "emb_eps": emb_eps, "layer_norm_eps": numerics.ln_eps})

@@ -7,14 +7,10 @@ import pytest
 from helpers import trt_plugins
 from helpers.errors import BertError
 from helpers.trt_builder import build_fixed_engine, build_varseqlen_engine, fixed_profiles, varseqlen_profiles
-from trt_support import builder_args, import_standin, load_fixture_model, qat_scales, varseqlen_args
+from trt_support import builder_args, load_fixture_model, qat_scales, varseqlen_args
+from trt_support import trt  # noqa: F401 (the stand-in fixture)
 
 E, HEADS, HEAD, LAYERS = 384, 12, 32, 6
-
-
-@pytest.fixture(scope="module")
-def trt():
-    return import_standin()
 
 
 @pytest.fixture(scope="module")

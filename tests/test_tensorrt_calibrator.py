@@ -10,7 +10,8 @@ from helpers import cuda_utils
 from helpers.calibrator import CalibrationCache, calibration_inputs, make_calibrator
 from helpers.errors import BertError
 from helpers.trt_builder import build_fixed_engine, default_calibration_cache
-from trt_support import MODEL_DIR, builder_args, import_standin, load_fixture_model
+from trt_support import MODEL_DIR, builder_args, load_fixture_model
+from trt_support import trt  # noqa: F401 (the stand-in fixture)
 
 SEQ = 64
 
@@ -53,8 +54,7 @@ def test_cache_is_written_atomically(tmp_path):
     assert os.listdir(tmp_path) == ["BertSquadCalibCache"]  # no temporary file left behind
 
 
-def test_calibrator_reads_its_cache_without_touching_the_gpu(tmp_path):
-    trt = import_standin()
+def test_calibrator_reads_its_cache_without_touching_the_gpu(trt, tmp_path):
     path = tmp_path / "calib.cache"
     calibrator = make_calibrator(trt, squad_json="missing.json", vocab_file="missing.txt", cache_file=str(path),
                                  batch_size=1, max_seq_length=SEQ, num_inputs=10)
@@ -66,8 +66,7 @@ def test_calibrator_reads_its_cache_without_touching_the_gpu(tmp_path):
     assert calibrator.buffers is None and calibrator.inputs is None
 
 
-def test_ptq_build_uses_an_existing_cache_and_needs_a_gpu_otherwise(tmp_path, monkeypatch):
-    import_standin()
+def test_ptq_build_uses_an_existing_cache_and_needs_a_gpu_otherwise(trt, tmp_path, monkeypatch):
     config, weights = load_fixture_model()
     monkeypatch.chdir(tmp_path)
     default = default_calibration_cache(config, [32, 16])

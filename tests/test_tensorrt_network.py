@@ -13,15 +13,11 @@ import pytest
 from helpers.errors import BertError
 from helpers.reference import Numerics, forward, gelu, layer_norm
 from helpers.trt_builder import build_fixed_engine, build_varseqlen_engine
-from trt_support import (StandinEngine, builder_args, import_standin, load_fixture_model, pack, qat_scales,
+from trt_support import (StandinEngine, builder_args, load_fixture_model, pack, qat_scales,
                          sample_inputs, varseqlen_args)
+from trt_support import trt  # noqa: F401 (the stand-in fixture)
 
 TOLERANCE = 1e-4
-
-
-@pytest.fixture(scope="module")
-def trt():
-    return import_standin()
 
 
 @pytest.fixture(scope="module")

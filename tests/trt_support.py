@@ -12,14 +12,29 @@ ROOT = Path(__file__).resolve().parents[1]
 MODEL_DIR = ROOT / "models" / "minilm-l6-squad11"
 
 
-def import_standin():
-    """The stand-in tensorrt module (put first on sys.path); skips if a real TensorRT was imported before."""
+def _import_standin():
     if str(STANDIN) not in sys.path:
         sys.path.insert(0, str(STANDIN))
     import tensorrt
     if not Path(tensorrt.__file__).resolve().is_relative_to(STANDIN):
         pytest.skip("a real tensorrt module is already imported; these tests run the stand-in")
     return tensorrt
+
+
+def _remove_standin():
+    while str(STANDIN) in sys.path:
+        sys.path.remove(str(STANDIN))
+    for name in [n for n in sys.modules if n == "tensorrt" or n.startswith("tensorrt.")]:
+        del sys.modules[name]
+
+
+@pytest.fixture(scope="module")
+def trt():
+    """The stand-in tensorrt module for one test module. It is removed afterwards, so that no other test (several
+    ask whether TensorRT is importable) ever sees it."""
+    module = _import_standin()
+    yield module
+    _remove_standin()
 
 
 def load_fixture_model():

@@ -106,7 +106,7 @@ class Activations:
         self.big = torch.zeros(tokens * max(3 * E, I), dtype=dtype, device=device)
         self.logits = torch.zeros(tokens, 2, dtype=torch.float32, device=device)
         # float32 partial products of split-K GEMMs (few-token batches only), summed by the next LayerNorm
-        plan = K.split_k_plan(1, E, I) if dtype == torch.float16 else None
+        plan = K.split_k_plan(1, E, I) if dtype == torch.float16 else None   # the output product's plan
         split_rows = min(tokens, K.SPLIT_K_MAX_ROWS) if plan else 0
         self.partials = torch.zeros(plan[0] * split_rows * E if plan else 0, dtype=torch.float32, device=device)
 

@@ -192,10 +192,13 @@ def _varlen_attention_kernel(qkv_ptr, out_ptr, cu_ptr, qk_scale, NUM_HEADS, E,
 
 
 def attention_config(num_seqs, max_seqlen, num_heads, head_size, dtype):
-    """(BLOCK_M, BLOCK_N, num_warps, num_stages) for the attention kernel: measured best on an H200 for BERT shapes
-    (docs/PERF_NOTES.md); 64-query blocks beat 128 at every batch size there."""
+    """(BLOCK_M, BLOCK_N, num_warps, num_stages) for the attention kernel, the best measured on an H200 for BERT
+    shapes (docs/PERF_NOTES.md): 64-query blocks throughout; 128-key blocks when fewer than two waves of programs
+    run (b1: one sequence), 64-key blocks for full batches."""
     if dtype == torch.float32:
         return 32, 32, 4, 2
+    if num_seqs * num_heads * triton.cdiv(max_seqlen, 64) < 264:
+        return 64, 128, 4, 3
     return 64, 64, 4, 3
 
 
@@ -216,19 +219,23 @@ def varlen_attention(qkv, cu_seqlens, num_seqs, max_seqlen, num_heads, out, conf
 # ---- bias + GELU (after a cuBLAS product that has no GELU epilogue) ------------------------------------------------
 
 @triton.jit
-def _bias_gelu_kernel(x_ptr, bias_ptr, n_elements, N, ACT: tl.constexpr, BLOCK: tl.constexpr):
-    offsets = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    mask = offsets < n_elements
+def _bias_gelu_kernel(x_ptr, bias_ptr, M, N, ACT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    cols = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+    mask = (rows[:, None] < M) & (cols[None, :] < N)
+    offsets = rows.to(tl.int64)[:, None] * N + cols[None, :]
     x = tl.load(x_ptr + offsets, mask=mask, other=0.0).to(tl.float32)
-    x += tl.load(bias_ptr + offsets % N, mask=mask, other=0.0).to(tl.float32)
+    x += tl.load(bias_ptr + cols, mask=cols < N, other=0.0).to(tl.float32)[None, :]
     tl.store(x_ptr + offsets, _gelu(x, ACT).to(x_ptr.dtype.element_ty), mask=mask)
 
 
 def bias_gelu_(x, bias, kind):
-    """x = gelu(x + bias) in place; x (T, N) contiguous."""
-    block = 2048
-    _bias_gelu_kernel[(triton.cdiv(x.numel(), block),)](x, bias, x.numel(), x.shape[1], ACT=_ACT_CODE[kind],
-                                                        BLOCK=block, num_warps=8)
+    """x = gelu(x + bias) in place; x (T, N) contiguous. 2-D tiles: the bias is loaded once per tile."""
+    M, N = x.shape
+    block_n = min(1024, triton.next_power_of_2(N))
+    block_m = max(1, 4096 // block_n)
+    grid = (triton.cdiv(M, block_m), triton.cdiv(N, block_n))
+    _bias_gelu_kernel[grid](x, bias, M, N, ACT=_ACT_CODE[kind], BLOCK_M=block_m, BLOCK_N=block_n, num_warps=4)
 
 
 # ---- matrix product with fused bias (+ GELU) epilogue --------------------------------------------------------------
@@ -293,18 +300,18 @@ def linear_config(M, N, K):
     return 128, 256, 64, 8, 3
 
 
-# Row counts up to which Triton's fused erf-GELU product beats cuBLAS + a GELU kernel (PERF_NOTES.md).
-FUSED_ERF_MAX_ROWS = 256
-SPLIT_K_MAX_ROWS = 512   # above this many rows a product has enough tiles to fill the GPU without splitting K
+# Row counts up to which Triton's fused erf-GELU product beats cuBLAS + the GELU kernel (PERF_NOTES.md, run 2).
+FUSED_ERF_MAX_ROWS = 128
+# Row counts up to which a split-K Triton product + the LayerNorm summing its partials beats cuBLAS + LayerNorm.
+SPLIT_K_MAX_ROWS = 128
 
 
 def split_k_plan(M, N, K):
-    """(splits, config) for a product whose LayerNorm consumer sums the partials, or None when not worth it.
-    Few rows give few output tiles; splitting K gives every multiprocessor a share of the weights to stream."""
-    if M > SPLIT_K_MAX_ROWS:
+    """(splits, config) for a product whose LayerNorm consumer sums the partials, or None when it does not pay.
+    It pays for few rows and a long K (the output product, K = 4N: only N/64 output tiles otherwise)."""
+    if M > SPLIT_K_MAX_ROWS or K < 2 * N:
         return None
-    splits = 4 if K <= 1024 else 8
-    return splits, (128, 64, 128, 4, 3)
+    return 4, (64, 64, 128, 4, 3)
 
 
 def linear(a, weight, bias, out, gelu=None, config=None, split_k=1):

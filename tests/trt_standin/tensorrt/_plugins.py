@@ -42,9 +42,9 @@ class PluginField:
 
 
 class PluginFieldCollection(list):
-    """A list of PluginField."""
+    """A list of PluginField (TensorRT's constructor takes the list positionally)."""
 
-    def __init__(self, fields=()):
+    def __init__(self, fields=(), /):
         fields = list(fields)
         if not all(isinstance(f, PluginField) for f in fields):
             raise TypeError("PluginFieldCollection takes PluginField objects")
