@@ -60,7 +60,7 @@ def tensorrt_available():
 
 def choose_backend(args):
     if args.backend == "tensorrt" and not tensorrt_available():
-        raise BertError("--backend tensorrt: the tensorrt module is not installed (pip install 'tensorrt-cu12>=10,<11'"
+        raise BertError("--backend tensorrt: the tensorrt module is not installed (pip install 'tensorrt>=10,<11'"
                         " on a machine with an NVIDIA GPU), or use --backend native")
     if args.backend == "auto":
         return "tensorrt" if tensorrt_available() else "native"

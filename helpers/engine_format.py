@@ -23,6 +23,7 @@ from .config import BertConfig
 from .errors import BertError
 
 MAGIC = b"BQAENG01"
+TENSORRT_PLAN_MAGIC = b"ftrt"  # TensorRT's serialized-plan tag (kPLAN_MAGIC_TAG): the first 4 bytes of every plan
 FORMAT_VERSION = 1
 ALIGN = 64
 _DTYPES = {"float32", "float16", "int8", "int32"}
@@ -148,7 +149,7 @@ def engine_kind_of_bytes(head):
     """'native', 'tensorrt' or 'unknown' from the first bytes of a file."""
     if head.startswith(MAGIC):
         return "native"
-    if head[:4] == b"ftrt" or head[4:8] == b"ftrt":  # TensorRT's serialized-plan tag (see helpers/trt_runtime.py)
+    if head.startswith(TENSORRT_PLAN_MAGIC):
         return "tensorrt"
     return "unknown"
 

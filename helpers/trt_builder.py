@@ -74,7 +74,9 @@ class TrtSession:
             if calibrator is not None:
                 config.int8_calibrator = calibrator
                 config.set_quantization_flag(trt.QuantizationFlag.CALIBRATE_BEFORE_FUSION)
-        if settings.strict and not settings.plain:
+        if settings.strict and settings.plain:
+            print("--strict has no effect on a strongly typed network: its types are its precision constraints")
+        elif settings.strict:
             for flag in (trt.BuilderFlag.PREFER_PRECISION_CONSTRAINTS, trt.BuilderFlag.DIRECT_IO,
                          trt.BuilderFlag.REJECT_EMPTY_ALGORITHMS):
                 config.set_flag(flag)
@@ -93,7 +95,8 @@ class TrtSession:
             profile = builder.create_optimization_profile()
             for name, (lo, opt, hi) in shapes.items():
                 profile.set_shape(name, lo, opt, hi)
-            config.add_optimization_profile(profile)
+            if config.add_optimization_profile(profile) < 0:
+                raise BertError(f"TensorRT rejected the optimization profile {shapes}")
 
     def attach_timing_cache(self, config, path):
         data = b""
@@ -163,11 +166,11 @@ def check_fixed(args, config, session):
     if session.plain and args.int8:
         raise BertError("--int8 needs TensorRT 10's BERT plugins; TensorRT 11's plugin-free network builds FP32 "
                         "or FP16")
-    if args.force_int8_multihead and args.int8:
-        if len(set(args.sequence_length)) != 1 or args.sequence_length[0] not in INT8_MULTIHEAD_SEQ_LENGTHS \
-                or config.head_size != 64:
-            raise BertError("-imh/--force-int8-multihead needs one sequence length of 64, 96, 128 or 384 and head "
-                            "size 64 (TensorRT's fused INT8 attention kernels): drop -imh or use builder_varseqlen.py")
+    fused_int8_shapes = (len(set(args.sequence_length)) == 1 and args.sequence_length[0] in INT8_MULTIHEAD_SEQ_LENGTHS
+                         and config.head_size == 64)
+    if args.force_int8_multihead and args.int8 and not fused_int8_shapes:
+        raise BertError("-imh/--force-int8-multihead needs one sequence length of 64, 96, 128 or 384 and head "
+                        "size 64 (TensorRT's fused INT8 attention kernels): drop -imh or use builder_varseqlen.py")
     capability = cuda_utils.compute_capability()
     if capability is not None:
         if args.force_int8_skipln and capability < (7, 2):
@@ -230,7 +233,13 @@ def ptq_calibrator(args, config, weights, session, settings, opts):
         cuda_utils.require_cuda("INT8 calibration")
         calib_settings = replace(settings, fp16=False, timing_cache_file=None)
         calib_opts = replace(opts, fp16=False, calib_mode=True)
-        build_fixed(session, calib_settings, calib_opts, config, weights, [1], [seq_length], False, calibrator())
+        calibrating = calibrator()
+        try:
+            build_fixed(session, calib_settings, calib_opts, config, weights, [1], [seq_length], False, calibrating)
+        finally:
+            calibrating.free()
+        if not os.path.exists(cache_file):
+            raise BertError(f"INT8 calibration wrote no calibration cache ({cache_file})")
     return calibrator()
 
 

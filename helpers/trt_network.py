@@ -34,15 +34,12 @@ class NetworkWriter:
     """Adds layers to one INetworkDefinition and keeps every weight array alive until the build (TensorRT holds
     Weights and plugin fields by reference, it does not copy them when a layer is added)."""
 
-    def __init__(self, trt, network, registry, weights, config, opts):
-        self.trt, self.network, self.registry = trt, network, registry
+    def __init__(self, trt, network, weights, config, opts):
+        self.trt, self.network = trt, network
         self.config, self.opts = config, opts
         self.w = dict(weights)
-        if registry is not None:  # the plugins take head-major (or, interleaved, [Q|K|V]) fused QKV weights
-            self.w.update(fuse_qkv(weights, config, interleaved=opts.interleaved))
         self.kept = []
 
-    # -- weights and scales
     def array(self, name, dtype=np.float32):
         if name not in self.w:
             raise BertError(f"the weights lack {name}")
@@ -53,34 +50,10 @@ class NetworkWriter:
     def weights(self, name, dtype=np.float32):
         return self.trt.Weights(self.array(name, dtype))
 
-    def weights_field(self, field_name, name):
-        return weights_field(self.trt, field_name, self.array(name))
-
     def constant(self, values, shape, dtype=np.float32):
         array = np.ascontiguousarray(np.asarray(values, dtype=dtype).reshape(-1))
         self.kept.append(array)
         return self.network.add_constant(tuple(shape), self.trt.Weights(array))
-
-    def amax(self, name):
-        if name not in self.w:
-            raise BertError(f"INT8 with quantization scales: the weights lack {name} (a QAT _amax scale)")
-        return float(np.max(np.abs(np.asarray(self.w[name], dtype=np.float64))))
-
-    def set_range(self, tensor, amax_name):
-        amax = self.amax(amax_name)
-        tensor.dynamic_range = (-amax, amax)
-
-    def plugin(self, key, inputs, fields):
-        return add_plugin_to_network(self.trt, self.network, self.registry, key, inputs, fields,
-                                     self.opts.use_deprecated_plugins)
-
-    def conv(self, input_tensor, outputs, kernel, bias):
-        """A dense layer: 1x1 convolution over the channel axis with weights `kernel` [out, in] and `bias`."""
-        return self.network.add_convolution_nd(input_tensor, outputs, (1, 1), self.weights(kernel),
-                                               self.weights(bias))
-
-    def dense(self, input_tensor, outputs, prefix):
-        return self.conv(input_tensor, outputs, prefix + "kernel", prefix + "bias")
 
     # -- GELU (spec §3.5 step 7): y = x * 0.5 * (1 + tanh(sqrt(2/pi) * (x + 0.044715 x^3))), no plugin
     def add_gelu(self, x, float_precision=False, dtype=np.float32):
@@ -112,14 +85,48 @@ class NetworkWriter:
         return gelu
 
 
-def set_output_name(layer, prefix, name, index=0):
+def set_output_name(layer, prefix, name):
     """Name a layer and its output `prefix + name` (upstream's set_output_name)."""
     layer.name = prefix + name
-    layer.get_output(index).name = prefix + name
+    layer.get_output(0).name = prefix + name
+
+
+class PluginNetwork(NetworkWriter):
+    """What both plugin networks share: fused QKV weights, plugins, 1x1-convolution dense layers, INT8 scales."""
+
+    def __init__(self, trt, network, registry, weights, config, opts):
+        super().__init__(trt, network, weights, config, opts)
+        self.registry = registry
+        # the QKV convolution's weights: head-major [N][3][H] rows, or [Q | K | V] for the interleaved plugins
+        self.w.update(fuse_qkv(weights, config, interleaved=opts.interleaved))
+
+    def weights_field(self, field_name, name):
+        return weights_field(self.trt, field_name, self.array(name))
+
+    def plugin(self, key, inputs, fields):
+        return add_plugin_to_network(self.trt, self.network, self.registry, key, inputs, fields,
+                                     self.opts.use_deprecated_plugins)
+
+    def conv(self, input_tensor, outputs, kernel, bias):
+        """A dense layer: 1x1 convolution over the channel axis with weights `kernel` [out, in] and `bias`."""
+        return self.network.add_convolution_nd(input_tensor, outputs, (1, 1), self.weights(kernel),
+                                               self.weights(bias))
+
+    def dense(self, input_tensor, outputs, prefix):
+        return self.conv(input_tensor, outputs, prefix + "kernel", prefix + "bias")
+
+    def amax(self, name):
+        if name not in self.w:
+            raise BertError(f"INT8 with quantization scales: the weights lack {name} (a QAT _amax scale)")
+        return float(np.max(np.abs(np.asarray(self.w[name], dtype=np.float64))))
+
+    def set_range(self, tensor, amax_name):
+        amax = self.amax(amax_name)
+        tensor.dynamic_range = (-amax, amax)
 
 
 # ================================================================================================ fixed length
-class FixedNetwork(NetworkWriter):
+class FixedNetwork(PluginNetwork):
     """builder.py's network (spec §3.5)."""
 
     def mha_dtype(self):
@@ -243,7 +250,7 @@ class FixedNetwork(NetworkWriter):
 
 
 # ================================================================================================ variable length
-class VarSeqlenNetwork(NetworkWriter):
+class VarSeqlenNetwork(PluginNetwork):
     """builder_varseqlen.py's network (spec §3.8): packed tokens, cu_seqlens, a shape-only max_seqlen."""
 
     def plugin_dtype(self):

@@ -18,7 +18,7 @@ MASKED = -10000.0  # added to the scores of masked keys: exp underflows to exact
 
 class PlainNetwork(NetworkWriter):
     def __init__(self, trt, network, weights, config, opts):
-        super().__init__(trt, network, None, weights, config, opts)
+        super().__init__(trt, network, weights, config, opts)
         self.np_dtype = np.float16 if opts.fp16 else np.float32
         self.dtype = trt.DataType.HALF if opts.fp16 else trt.DataType.FLOAT
         self.ln_eps = float(np.finfo(self.np_dtype).eps)

@@ -12,7 +12,7 @@ import numpy as np
 
 from .errors import BertError
 
-INSTALL_HINT = ("install TensorRT 10 (pip install 'tensorrt-cu12>=10,<11' cuda-python, or use NVIDIA's TensorRT "
+INSTALL_HINT = ("install TensorRT 10 (pip install 'tensorrt>=10,<11' cuda-python, or use NVIDIA's TensorRT "
                 "container) or build a native engine with --backend native")
 
 
@@ -61,8 +61,10 @@ def load_plugin_library(trt, logger):
     The tensorrt wheels link libnvinfer_plugin into their bindings, so a failed dlopen of the unversioned name is
     only fatal if the creators then turn out to be missing (create_plugin says so).
     """
-    names = ["nvinfer_plugin_10.dll"] if sys.platform == "win32" else ["libnvinfer_plugin.so",
-                                                                        "libnvinfer_plugin.so.10"]
+    if sys.platform == "win32":
+        names = ["nvinfer_plugin_10.dll"]
+    else:
+        names = ["libnvinfer_plugin.so", "libnvinfer_plugin.so.10"]
     for name in names:
         try:
             ctypes.CDLL(name, mode=ctypes.RTLD_GLOBAL)

@@ -12,11 +12,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import cuda_utils
-from .engine_format import Profile
+from .engine_format import TENSORRT_PLAN_MAGIC, Profile
 from .errors import BertError
 from .trt_plugins import import_tensorrt
 
-PLAN_MAGIC = b"ftrt"  # TensorRT's serialized-plan tag (kPLAN_MAGIC_TAG), the first 4 bytes of every plan
 VOCAB_SIZE, TYPE_VOCAB_SIZE = 30522, 2  # perf's random inputs, as upstream (a plan does not record the model)
 FIXED_INPUTS = ("input_ids", "segment_ids", "input_mask")
 PACKED_INPUTS = ("input_ids", "segment_ids", "cu_seqlens", "max_seqlen")
@@ -24,7 +23,7 @@ OUTPUT = "logits_out"
 
 
 def is_tensorrt_plan(first_bytes):
-    return bytes(first_bytes[:4]) == PLAN_MAGIC
+    return bytes(first_bytes[:4]) == TENSORRT_PLAN_MAGIC
 
 
 @dataclass
@@ -118,6 +117,39 @@ def bind_addresses(context, engine, addresses):
         context.set_tensor_address(name, addresses[name])
 
 
+def pack_padded(ids, segs, mask):
+    """Padded (B, S) rows -> packed ids, segments, cu_seqlens and the flat row positions of the real tokens. A row's
+    length is its mask's first 0 (upstream's mask semantics)."""
+    s = ids.shape[1]
+    valid = mask != 0
+    lengths = np.where(valid.all(1), s, np.argmin(valid, axis=1))
+    if np.any(lengths == 0):
+        raise BertError("a sequence with no tokens (its input_mask starts with 0)")
+    rows = np.concatenate([np.arange(n) + i * s for i, n in enumerate(lengths)])
+    cu = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
+    return ids.reshape(-1)[rows], segs.reshape(-1)[rows], cu, rows
+
+
+def pad_packed(ids, segs, cu, seq_len):
+    """Packed tokens -> padded (B, seq_len) ids, segments and mask."""
+    lengths = np.diff(cu)
+    padded = np.zeros((3, len(lengths), seq_len), dtype=np.int32)
+    for i, (lo, n) in enumerate(zip(cu[:-1], lengths)):
+        padded[0, i, :n], padded[1, i, :n], padded[2, i, :n] = ids[lo:lo + n], segs[lo:lo + n], 1
+    return padded[0], padded[1], padded[2]
+
+
+def padded_length(info, batch_size, longest):
+    """The shortest padded length a fixed-length engine's profiles allow for this batch (a static engine takes
+    only its own)."""
+    fitting = [max(longest, p.seq[0]) for p in info.profiles
+               if p.batch[0] <= batch_size <= p.batch[2] and p.seq[2] >= longest]
+    if not fitting:
+        raise BertError(f"no optimization profile of this engine runs {batch_size} sequences of up to {longest} "
+                        f"tokens")
+    return min(fitting)
+
+
 def run_bound(context, stream_handle):
     if not context.execute_async_v3(stream_handle):
         raise BertError("TensorRT execution failed (execute_async_v3 returned False; see TensorRT's message above)")
@@ -147,6 +179,8 @@ class TrtRunner:
         self.stream = cuda_utils.CudaStream()
         self.profile = None
         self.buffers = {name: cuda_utils.DeviceBuffer(self._max_bytes(name)) for name in io_names(self.engine)}
+        # page-locked host memory for the logits, as upstream registers its output array
+        self.host_output = cuda_utils.PinnedArray((self._max_bytes(OUTPUT) // 4,), np.float32)
 
     def _max_bytes(self, name):
         if name == OUTPUT:
@@ -178,18 +212,21 @@ class TrtRunner:
         bind_addresses(self.context, self.engine, {name: buf.ptr for name, buf in self.buffers.items()})
 
     def _fetch(self, shape):
-        out = np.empty(shape, dtype=np.float32)
-        cuda_utils.memcpy_dtoh_async(out, self.buffers[OUTPUT].ptr, self.stream)
+        staging = self.host_output.array[:int(np.prod(shape))]
+        cuda_utils.memcpy_dtoh_async(staging, self.buffers[OUTPUT].ptr, self.stream)
         self.stream.synchronize()
-        return out
+        return staging.reshape(shape).copy()
 
     # ---- runner contract --------------------------------------------------------------------------------------
     def infer_fixed(self, input_ids, segment_ids, input_mask):
         arrays = [np.asarray(a) for a in (input_ids, segment_ids, input_mask)]
         if arrays[0].ndim != 2 or any(a.shape != arrays[0].shape for a in arrays):
             raise BertError("inputs must be three (batch, seq) arrays of one shape")
-        if self.engine_info.variable_seqlen:
-            return self._fixed_through_packed(*arrays)
+        if self.engine_info.variable_seqlen:  # pack each row's real tokens (its mask's first 0)
+            ids, segs, cu, rows = pack_padded(*arrays)
+            out = np.zeros((arrays[0].size, 2), dtype=np.float32)
+            out[rows] = self.infer_packed(ids, segs, cu).T
+            return out.reshape(arrays[0].shape + (2,))
         b, s = arrays[0].shape
         self._prepare({name: (b, s) for name in FIXED_INPUTS}, dict(zip(FIXED_INPUTS, arrays)))
         run_bound(self.context, self.stream.handle)
@@ -201,9 +238,11 @@ class TrtRunner:
         lengths = np.diff(cu)
         if len(cu) < 2 or cu[0] != 0 or cu[-1] != len(ids) or np.any(lengths <= 0) or len(segs) != len(ids):
             raise BertError("cu_seqlens must start at 0, rise strictly and end at the token count")
-        if not self.engine_info.variable_seqlen:
-            return self._packed_through_fixed(ids, segs, cu)
-        longest = int(max_seqlen or lengths.max())
+        if not self.engine_info.variable_seqlen:  # pad to a length one of the engine's profiles takes
+            seq_len = padded_length(self.engine_info, len(lengths), int(lengths.max()))
+            logits = self.infer_fixed(*pad_packed(ids, segs, cu, seq_len))
+            return np.concatenate([logits[i, :n] for i, n in enumerate(lengths)]).T
+        longest = max(int(max_seqlen or 0), int(lengths.max()))  # the kernels pick their tile from it
         shapes = packed_shapes(len(ids), len(cu) - 1, longest)
         # max_seqlen's contents are never read (only its shape); its buffer is bound but not written
         self._prepare(shapes, {"input_ids": ids, "segment_ids": segs, "cu_seqlens": cu})
@@ -243,29 +282,5 @@ class TrtRunner:
     def close(self):
         for buffer in self.buffers.values():
             buffer.free()
+        self.host_output.free()
         self.stream.destroy()
-
-    # ---- the other layout -------------------------------------------------------------------------------------
-    def _fixed_through_packed(self, ids, segs, mask):
-        """Padded input on a variable-length engine: pack each row's real tokens (its mask's first 0)."""
-        b, s = ids.shape
-        valid = mask != 0
-        lengths = np.where(valid.all(1), s, np.argmin(valid, axis=1))
-        if np.any(lengths == 0):
-            raise BertError("a sequence with no tokens (its input_mask starts with 0)")
-        rows = np.concatenate([np.arange(n) + i * s for i, n in enumerate(lengths)])
-        cu = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
-        packed = self.infer_packed(ids.reshape(-1)[rows], segs.reshape(-1)[rows], cu)
-        out = np.zeros((b * s, 2), dtype=np.float32)
-        out[rows] = packed.T
-        return out.reshape(b, s, 2)
-
-    def _packed_through_fixed(self, ids, segs, cu):
-        """Packed input on a fixed-length engine: pad to the longest sequence."""
-        lengths = np.diff(cu)
-        b, s = len(lengths), int(lengths.max())
-        padded = np.zeros((3, b, s), dtype=np.int32)
-        for i, (lo, n) in enumerate(zip(cu[:-1], lengths)):
-            padded[0, i, :n], padded[1, i, :n], padded[2, i, :n] = ids[lo:lo + n], segs[lo:lo + n], 1
-        logits = self.infer_fixed(*padded)
-        return np.concatenate([logits[i, :n] for i, n in enumerate(lengths)]).T

@@ -7,7 +7,7 @@
 Phases (run in this order, each one independent of the others' success):
   check    random-weight BERT engines (FP16, the builder's numerics) against the numpy reference forward pass
   micro    each GEMM of a layer by every route (cuBLAS, cuBLASLt GELU epilogue, cuBLAS + GELU kernel, Triton
-           with fused epilogue and several tile shapes), and the attention kernel's tile shapes, in CUDA graphs
+           with fused epilogue or split-K, several tile shapes), and the attention kernel's tile shapes, in CUDA graphs
            that cycle through one weight copy per layer (weights come from memory, as in the model)
   latency  the engine's CUDA-graph latency per shape and GEMM route, GPU memory after loading, and the peer's
            latency measured in the same run; prints the ratio table
@@ -44,7 +44,7 @@ TARGETS = {("large", 1, 128): 0.5, ("large", 1, 384): 0.5, ("large", 128, 384): 
            ("base", 1, 128): 0.5, ("base", 128, 384): 0.75}
 ATTENTION_CONFIGS = [(64, 64, 4, 3), (64, 64, 4, 2), (64, 64, 4, 4), (128, 64, 8, 3), (128, 64, 4, 3),
                      (64, 128, 4, 3), (128, 128, 8, 3), (64, 32, 4, 3)]
-TMA_CONFIGS = [(128, 256, 64, 8, 3), (128, 128, 64, 8, 4), (128, 256, 64, 8, 4), (128, 128, 64, 4, 4)]
+LARGE_M_CONFIGS = [(128, 256, 64, 8, 3), (128, 128, 64, 8, 4)]
 SPLIT_CONFIGS = [(128, 64, 128, 4, 3), (64, 64, 128, 4, 3), (128, 32, 128, 4, 3)]
 FUSED_CONFIGS = [(64, 64, 128, 4, 4), (64, 128, 64, 4, 4), (128, 64, 64, 4, 4)]
 
@@ -118,7 +118,7 @@ def graph_ms(calls, replays):
     return statistics.median(times) / len(calls)
 
 
-# ---- check ----------------------------------------------------------------------------------------------------------
+# ---- check -----------------------------------------------------------------------------------------------------------
 def phase_check(args, weights_by_model):
     for size in args.models:
         config, weights = model_config(size), weights_by_model[size]
@@ -138,7 +138,7 @@ def phase_check(args, weights_by_model):
         del runner
 
 
-# ---- micro ----------------------------------------------------------------------------------------------------------
+# ---- micro -----------------------------------------------------------------------------------------------------------
 def report(label, row, flops=None, unit="TF/s"):
     ranked = sorted(row.items(), key=lambda kv: kv[1])
     LOG(f"micro {label}: " + ", ".join(f"{r} {t * 1e3:.1f}us" + (f" ({flops / t / 1e9:.0f} {unit})" if flops else "")
@@ -176,13 +176,9 @@ def phase_micro(args):
                       "cublasLt-tanh": [lambda w=w, b=b: torch._addmm_activation(b, a, w.t(), use_gelu=True, out=h)
                                         for w, b in ws],
                       "cublas-no-gelu": [lambda w=w, b=b: torch.addmm(b, a, w.t(), out=h) for w, b in ws]}
-            for cfg in (FUSED_CONFIGS if M <= 512 else TMA_CONFIGS[:2]):
+            for cfg in (FUSED_CONFIGS if M <= 512 else LARGE_M_CONFIGS):
                 routes[f"triton{cfg}"] = [lambda w=w, b=b, cfg=cfg: K.linear(a, w, b, h, gelu="erf", config=cfg)
                                           for w, b in ws]
-            if M > 512:
-                for cfg in TMA_CONFIGS:
-                    routes[f"tma{cfg}"] = [lambda w=w, b=b, cfg=cfg: K.linear_tma(a, w, b, h, gelu="erf", config=cfg)
-                                           for w, b in ws]
             time_routes(f"{size} M={M} ffn_in+erf ({I}x{E})", routes, replays, 2 * M * I * E)
             # products feeding a residual LayerNorm: cuBLAS + LN against split-K partials summed by the LN
             for name, (N, Kd) in (("attn_out", (E, E)), ("ffn_out", (E, I)), ("qkv", (3 * E, E))):
@@ -192,10 +188,9 @@ def phase_micro(args):
                 ws = dense(N, Kd, copies)
                 if name == "qkv":
                     routes = {"cublas": [lambda w=w, b=b: torch.addmm(b, a, w.t(), out=out) for w, b in ws]}
-                    if M > 512:
-                        for cfg in TMA_CONFIGS[:2]:
-                            routes[f"tma{cfg}"] = [lambda w=w, b=b, cfg=cfg: K.linear_tma(a, w, b, out, config=cfg)
-                                                   for w, b in ws]
+                    for cfg in (FUSED_CONFIGS[:1] if M <= 512 else LARGE_M_CONFIGS):
+                        routes[f"triton{cfg}"] = [lambda w=w, b=b, cfg=cfg: K.linear(a, w, b, out, config=cfg)
+                                                  for w, b in ws]
                     time_routes(f"{size} M={M} {name} ({N}x{Kd})", routes, replays, 2 * M * N * Kd)
                     continue
                 routes = {"cublas+ln": [lambda w=w, b=b: (torch.addmm(b, a, w.t(), out=out),
@@ -226,7 +221,7 @@ def phase_micro(args):
             LOG.results.setdefault("micro", {})[f"{size} add_layernorm T={T}"] = ln
 
 
-# ---- latency ----------------------------------------------------------------------------------------------------------
+# ---- latency ---------------------------------------------------------------------------------------------------------
 def peer_latency(size, shapes):
     cmd = [sys.executable, os.path.join(ROOT, "bench", "torch_baseline.py"), "latency", "--model", size]
     for B, S in shapes:
@@ -300,7 +295,7 @@ def phase_latency(args, weights_by_model):
             + (f"<= {target}" + (" met" if ratio <= target else " MISSED") if target else "") + " |")
 
 
-# ---- profile ----------------------------------------------------------------------------------------------------------
+# ---- profile ---------------------------------------------------------------------------------------------------------
 def phase_profile(args, weights_by_model):
     from torch.profiler import ProfilerActivity, profile
     size = "large" if "large" in args.models else args.models[0]
@@ -360,7 +355,7 @@ def main():
         for size in args.models:
             t0 = time.time()
             weights_by_model[size] = random_weights(size)
-            LOG(f"random {size} weights via TF checkpoint: {time.time() - t0:.1f} s")
+            LOG(f"random {size} weights: {time.time() - t0:.1f} s")
     for phase in phases:
         t0 = time.time()
         try:

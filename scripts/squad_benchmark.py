@@ -77,9 +77,11 @@ def main():
                args.model_dir, "--squad", args.squad, "--batch", str(args.peer_batch), "--out", peer_out]
         if args.limit:
             cmd += ["--limit", str(args.limit)]
-        env = dict(os.environ, CUDA_VISIBLE_DEVICES=os.environ.get("CUDA_VISIBLE_DEVICES", "")
-                   if args.device == "gpu" else "")
-        peer_line = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout.strip()
+        env = dict(os.environ, **({"CUDA_VISIBLE_DEVICES": ""} if args.device == "cpu" else {}))
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        if proc.returncode:
+            sys.exit(f"the peer failed: {proc.stderr.strip().splitlines()[-1:]}")
+        peer_line = proc.stdout.strip()
         peer = json.loads(peer_line.splitlines()[-1])
         with open(peer_out, encoding="utf-8") as f:
             peer.update(evaluate(dataset, json.load(f), restrict_to=set(predictions)))

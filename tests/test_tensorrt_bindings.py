@@ -15,12 +15,9 @@ import sys
 import types
 import zipfile
 from enum import EnumMeta
-from pathlib import Path
 
 import pytest
-
-from trt_support import ROOT, builder_args, load_fixture_model, qat_scales, varseqlen_args
-from trt_support import trt  # noqa: F401 (the stand-in fixture)
+from trt_support import ROOT, builder_args, load_fixture_model, qat_scales, standin_module, varseqlen_args
 
 TARGET_VERSION = "10.16.1.11"      # the last TensorRT with demoBERT (spec §0)
 TENSORRT_11_VERSION = "11.4.0.106"
@@ -50,6 +47,7 @@ NOT_TENSORRT = {
 
 
 # ------------------------------------------------------------------------------------------------ the bindings
+
 class Bindings:
     """The printable C strings of one bindings wheel's compiled module."""
 
@@ -57,6 +55,7 @@ class Bindings:
         self.strings = strings
         self.whole = set(strings)
         self.docstring_args = [re.findall(r":arg (\w+):", s) for s in strings if ":arg " in s]
+        self.documented_attributes = {name for s in strings for name in re.findall(r":ivar (\w+):", s)}
 
     def has(self, name):
         return name in self.whole or any(s.endswith(name) for s in self.strings)
@@ -73,7 +72,7 @@ def download(version):
         command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--python-version",
                    "3.11", "--platform", "manylinux_2_28_x86_64", f"tensorrt-cu12-bindings=={version}", "-d",
                    str(wheel_dir)]
-        result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+        result = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
         wheels = list(wheel_dir.glob("tensorrt_cu12_bindings-*.whl"))
         if result.returncode != 0 or not wheels:
             pytest.skip(f"cannot download tensorrt-cu12-bindings=={version} from PyPI: "
@@ -99,6 +98,11 @@ def bindings():
 @pytest.fixture(scope="module")
 def bindings_11():
     return load_bindings(TENSORRT_11_VERSION)
+
+
+@pytest.fixture(scope="module")
+def trt():
+    yield from standin_module()
 
 
 def test_the_check_can_fail(bindings):
@@ -155,6 +159,16 @@ def test_every_standin_name_exists_in_the_bindings(trt, bindings):
     missing = sorted(f"{where}: {name}" for where, group in names.items() for name in group
                      if not bindings.has(name))
     assert not missing, f"not in tensorrt-cu12-bindings {TARGET_VERSION}: {missing}"
+
+
+def test_standin_attributes_are_documented_attributes(trt, bindings):
+    """Every property of the stand-in is an attribute (`:ivar name:`) of some class in the bindings' docstrings."""
+    properties = {f"{klass.__name__}.{name}" for klass in vars(trt).values() if isinstance(klass, type)
+                  for base in klass.__mro__ if base.__module__.startswith("tensorrt")
+                  for name, member in vars(base).items() if isinstance(member, property) and not name.startswith("_")}
+    assert len(properties) > 40
+    undocumented = sorted(p for p in properties if p.split(".")[1] not in bindings.documented_attributes)
+    assert not undocumented, undocumented
 
 
 def test_standin_signatures_match_the_bindings_docstrings(trt, bindings):

@@ -3,14 +3,18 @@ names, plugin versions and fields, weight layouts and INT8 dynamic ranges. The n
 captured at `build_serialized_network` and inspected with TensorRT's own API names."""
 import numpy as np
 import pytest
+from trt_support import builder_args, load_fixture_model, qat_scales, standin_module, varseqlen_args
 
 from helpers import trt_plugins
 from helpers.errors import BertError
 from helpers.trt_builder import build_fixed_engine, build_varseqlen_engine, fixed_profiles, varseqlen_profiles
-from trt_support import builder_args, load_fixture_model, qat_scales, varseqlen_args
-from trt_support import trt  # noqa: F401 (the stand-in fixture)
 
 E, HEADS, HEAD, LAYERS = 384, 12, 32, 6
+
+
+@pytest.fixture(scope="module")
+def trt():
+    yield from standin_module()
 
 
 @pytest.fixture(scope="module")
@@ -202,7 +206,7 @@ def gelu_layers(capture, n):
     """The 13 layers of layer n's GELU subgraph: between the intermediate dense output and l{n}_gelu."""
     net = capture.network
     layers = [net.get_layer(i) for i in range(net.num_layers)]
-    end = [i for i, layer in enumerate(layers) if layer.name == f"l{n}_gelu"][0]
+    end = next(i for i, layer in enumerate(layers) if layer.name == f"l{n}_gelu")
     return layers[end - 12:end + 1]
 
 
@@ -266,7 +270,7 @@ def test_fixed_qat_dynamic_ranges(trt, model, capture):
     qkv = [fields for key, _, fields in capture.plugins if key == "qkv_to_context"][2]
     assert qkv["dq_probs"][1][0] == pytest.approx(amax("l2_attention_self_av_a_input_quantizer_amax") / 127)
     assert qkv["type_id"][1].tolist() == [int(trt.DataType.HALF)]
-    skip = [fields for key, _, fields in capture.plugins if key == "skip_layer_norm"][0]
+    skip = next(fields for key, _, fields in capture.plugins if key == "skip_layer_norm")
     assert skip["type_id"][1].tolist() == [int(trt.DataType.INT8)]
 
 
@@ -311,8 +315,9 @@ def test_megatron_network_ranges_and_plugins(trt, model, capture):
         (-float(scales["l0_attention_output_add_residual_input_quantizer_amax"]),
          float(scales["l0_attention_output_add_residual_input_quantizer_amax"])))
     net = capture.network
-    megatron_layers = [net.get_layer(i) for i in range(net.num_layers) if net.get_layer(i).num_outputs == 2
-                       and isinstance(net.get_layer(i), trt.IPluginV2Layer) and net.get_layer(i).name != "embeddings_layer"]
+    layers = [net.get_layer(i) for i in range(net.num_layers)]
+    megatron_layers = [layer for layer in layers if isinstance(layer, trt.IPluginV2Layer) and layer.num_outputs == 2
+                       and layer.name != "embeddings_layer"]
     assert len(megatron_layers) == 2 * LAYERS - 1
     first = megatron_layers[0].get_output(1)
     value = float(scales["l0_output_add_residual_input_quantizer_amax"])

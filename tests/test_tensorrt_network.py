@@ -6,18 +6,23 @@ FP32 kernels), so their logits are compared with the reference run with the FP16
 machine epsilon in skip-LayerNorm) but computed in FP32.
 """
 import math
+from itertools import pairwise
 
 import numpy as np
 import pytest
+from trt_support import (StandinEngine, builder_args, load_fixture_model, pack, qat_scales, sample_inputs,
+                         standin_module, varseqlen_args)
 
 from helpers.errors import BertError
 from helpers.reference import Numerics, forward, gelu, layer_norm
 from helpers.trt_builder import build_fixed_engine, build_varseqlen_engine
-from trt_support import (StandinEngine, builder_args, load_fixture_model, pack, qat_scales,
-                         sample_inputs, varseqlen_args)
-from trt_support import trt  # noqa: F401 (the stand-in fixture)
 
 TOLERANCE = 1e-4
+
+
+@pytest.fixture(scope="module")
+def trt():
+    yield from standin_module()
 
 
 @pytest.fixture(scope="module")
@@ -124,7 +129,7 @@ def megatron_reference(weights, config, ids, segs, cu):
         return x @ w[f"{name}_kernel"].T + w[f"{name}_bias"]
 
     logits = []
-    for lo, hi in zip(cu[:-1], cu[1:]):
+    for lo, hi in pairwise(cu):
         n = hi - lo
         residual = (w["bert_embeddings_word_embeddings"][ids[lo:hi]] + w["bert_embeddings_token_type_embeddings"][
             segs[lo:hi]] + w["bert_embeddings_position_embeddings"][:n])

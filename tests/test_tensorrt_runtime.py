@@ -3,14 +3,18 @@ profile selection per batch (spec §13.10: perf on variable-length engines), sha
 side (buffers, copies, events) needs a GPU and is not exercised here."""
 import numpy as np
 import pytest
+from trt_support import builder_args, load_fixture_model, standin_module, varseqlen_args
 
 from helpers.engine_format import MAGIC as NATIVE_MAGIC
 from helpers.errors import BertError
 from helpers.trt_builder import build_fixed_engine, build_varseqlen_engine
-from helpers.trt_runtime import (TrtRunner, bind_addresses, engine_info, is_tensorrt_plan, packed_shapes,
-                                 select_packed_profile, set_shapes)
-from trt_support import builder_args, load_fixture_model, varseqlen_args
-from trt_support import trt  # noqa: F401 (the stand-in fixture)
+from helpers.trt_runtime import (TrtRunner, bind_addresses, engine_info, is_tensorrt_plan, pack_padded, packed_shapes,
+                                 pad_packed, padded_length, select_packed_profile, set_shapes)
+
+
+@pytest.fixture(scope="module")
+def trt():
+    yield from standin_module()
 
 
 @pytest.fixture(scope="module")
@@ -53,6 +57,27 @@ def test_variable_length_profiles_are_chosen_per_batch(engines):
     assert select_packed_profile(engine, packed_shapes(40, 2, 33)) is None  # longer than -s
 
 
+def test_packing_and_padding_between_engine_kinds(engines):
+    """A padded batch on a variable-length engine is packed; packed sequences on a fixed-length engine are padded
+    to the shortest length a profile takes."""
+    ids = np.array([[5, 6, 7, 0], [8, 0, 9, 9]], np.int32)
+    segs = np.array([[0, 1, 1, 0], [0, 0, 1, 1]], np.int32)
+    mask = np.array([[1, 1, 1, 0], [1, 0, 1, 1]], np.int32)  # a row ends at its mask's first 0
+    packed_ids, packed_segs, cu, rows = pack_padded(ids, segs, mask)
+    assert packed_ids.tolist() == [5, 6, 7, 8] and packed_segs.tolist() == [0, 1, 1, 0]
+    assert cu.tolist() == [0, 3, 4] and rows.tolist() == [0, 1, 2, 4]
+    padded_ids, padded_segs, padded_mask = pad_packed(packed_ids, packed_segs, cu, 5)
+    assert padded_ids.tolist() == [[5, 6, 7, 0, 0], [8, 0, 0, 0, 0]]
+    assert padded_segs.tolist() == [[0, 1, 1, 0, 0], [0, 0, 0, 0, 0]]
+    assert padded_mask.tolist() == [[1, 1, 1, 0, 0], [1, 0, 0, 0, 0]]
+    with pytest.raises(BertError, match="no tokens"):
+        pack_padded(ids, segs, np.array([[0, 0, 0, 0], [1, 1, 1, 1]]))
+    info = engine_info(engines[0])  # profiles (1,32) (1,64) (1..4,32) (1..4,64)
+    assert padded_length(info, 1, 20) == 32 and padded_length(info, 3, 40) == 64
+    with pytest.raises(BertError, match="no optimization profile"):
+        padded_length(info, 5, 20)
+
+
 def test_shapes_and_addresses(trt, engines):
     engine = engines[1]
     context = engine.create_execution_context()
@@ -65,7 +90,8 @@ def test_shapes_and_addresses(trt, engines):
     with pytest.raises(BertError, match="no buffer for TensorRT tensor logits_out"):
         bind_addresses(context, engine, {name: a.ctypes.data for name, a in buffers.items()})
     output = np.zeros(2 * 256, np.float32)
-    bind_addresses(context, engine, {**{n: a.ctypes.data for n, a in buffers.items()}, "logits_out": output.ctypes.data})
+    addresses = {name: a.ctypes.data for name, a in buffers.items()}
+    bind_addresses(context, engine, {**addresses, "logits_out": output.ctypes.data})
     assert context.get_tensor_address("logits_out") == output.ctypes.data
 
 

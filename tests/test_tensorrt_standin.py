@@ -4,10 +4,15 @@ import math
 
 import numpy as np
 import pytest
+from trt_support import standin_module
 
 from helpers.errors import BertError
 from helpers.trt_plugins import create_plugin, float_field, int_field, load_plugin_library
-from trt_support import trt  # noqa: F401 (the stand-in fixture)
+
+
+@pytest.fixture(scope="module")
+def trt():
+    yield from standin_module()
 
 
 @pytest.fixture(scope="module")
@@ -95,9 +100,10 @@ def test_shapes_that_do_not_broadcast_are_rejected(trt, net):
         network.add_elementwise(a, constant(trt, network, np.ones((4, 3))), trt.ElementWiseOperation.SUM)
     with pytest.raises(standin_error(trt), match="same number of dimensions"):
         network.add_elementwise(a, constant(trt, network, np.ones(3)), trt.ElementWiseOperation.SUM)
+    x = network.add_input("x", trt.DataType.FLOAT, (1, 3, 1, 1))
+    kernel, bias = trt.Weights(np.ones(5, np.float32)), trt.Weights(np.ones(2, np.float32))  # kernel needs 2 x 3
     with pytest.raises(standin_error(trt), match="kernel weights has count"):
-        x = network.add_input("x", trt.DataType.FLOAT, (1, 3, 1, 1))
-        network.add_convolution_nd(x, 2, (1, 1), trt.Weights(np.ones(5, np.float32)), trt.Weights(np.ones(2, np.float32)))
+        network.add_convolution_nd(x, 2, (1, 1), kernel, bias)
 
 
 def test_dynamic_inputs_need_a_profile_that_bounds_the_run(trt, net):
@@ -166,9 +172,10 @@ def test_embedding_layernorm_and_mask_index(trt, registry, net):
     rng = np.random.RandomState(1)
     word, tok, pos = rng.randn(10, 4), rng.randn(2, 4), rng.randn(6, 4)
     gamma, beta = rng.rand(4) + 0.5, rng.randn(4)
-    fields = [trt.PluginField(f"bert_embeddings_{n}", np.asarray(a, np.float32).reshape(-1), trt.PluginFieldType.FLOAT32)
-              for n, a in (("layernorm_beta", beta), ("layernorm_gamma", gamma), ("word_embeddings", word),
-                           ("token_type_embeddings", tok), ("position_embeddings", pos))]
+    tables = (("layernorm_beta", beta), ("layernorm_gamma", gamma), ("word_embeddings", word),
+              ("token_type_embeddings", tok), ("position_embeddings", pos))
+    fields = [trt.PluginField(f"bert_embeddings_{n}", np.asarray(a, np.float32).reshape(-1),
+                              trt.PluginFieldType.FLOAT32) for n, a in tables]
     fields += [int_field(trt, "output_fp16", 0), int_field(trt, "mha_type_id", 0)]
     inputs = [network.add_input(n, trt.DataType.INT32, (5, 2)) for n in ("ids", "segs", "mask")]  # (S, B)
     layer = network.add_plugin_v2(inputs, create_plugin(trt, registry, "emb_layer_norm", fields, True))
@@ -216,8 +223,8 @@ def test_skip_layernorm_epsilon_follows_the_type(trt, registry, net):
     gamma = trt.PluginField("gamma", np.ones(4, np.float32), trt.PluginFieldType.FLOAT32)
     x = network.add_input("x", trt.DataType.FLOAT, (3, 4, 1, 1))
     for type_id, name in ((0, "fp32"), (1, "fp16")):
-        plugin = create_plugin(trt, registry, "skip_layer_norm_varseqlen", [beta, gamma, int_field(trt, "ld", 4),
-                                                                           int_field(trt, "type_id", type_id)], True)
+        fields = [beta, gamma, int_field(trt, "ld", 4), int_field(trt, "type_id", type_id)]
+        plugin = create_plugin(trt, registry, "skip_layer_norm_varseqlen", fields, True)
         layer = network.add_plugin_v2([x, x], plugin)
         layer.get_output(0).name = name
         network.mark_output(layer.get_output(0))

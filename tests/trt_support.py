@@ -2,7 +2,6 @@
 running a plan on the stand-in through helpers/trt_runtime.py's engine logic (host arrays as tensor addresses)."""
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -12,29 +11,19 @@ ROOT = Path(__file__).resolve().parents[1]
 MODEL_DIR = ROOT / "models" / "minilm-l6-squad11"
 
 
-def _import_standin():
-    if str(STANDIN) not in sys.path:
-        sys.path.insert(0, str(STANDIN))
-    import tensorrt
-    if not Path(tensorrt.__file__).resolve().is_relative_to(STANDIN):
-        pytest.skip("a real tensorrt module is already imported; these tests run the stand-in")
-    return tensorrt
-
-
-def _remove_standin():
-    while str(STANDIN) in sys.path:
+def standin_module():
+    """Generator for a module-scoped `trt` fixture: the stand-in tensorrt module, removed again afterwards so that no
+    other test (several ask whether TensorRT is importable) ever sees it."""
+    if "tensorrt" in sys.modules:
+        pytest.skip("a tensorrt module is already imported; these tests run the stand-in")
+    sys.path.insert(0, str(STANDIN))
+    try:
+        import tensorrt
+        yield tensorrt
+    finally:
         sys.path.remove(str(STANDIN))
-    for name in [n for n in sys.modules if n == "tensorrt" or n.startswith("tensorrt.")]:
-        del sys.modules[name]
-
-
-@pytest.fixture(scope="module")
-def trt():
-    """The stand-in tensorrt module for one test module. It is removed afterwards, so that no other test (several
-    ask whether TensorRT is importable) ever sees it."""
-    module = _import_standin()
-    yield module
-    _remove_standin()
+        for name in [n for n in sys.modules if n == "tensorrt" or n.startswith("tensorrt.")]:
+            del sys.modules[name]
 
 
 def load_fixture_model():
@@ -46,26 +35,23 @@ def load_fixture_model():
     return load_config(MODEL_DIR), load_hf_folder(MODEL_DIR)
 
 
+def _parsed(script, argv, overrides):
+    """The script's own argparse namespace (its real defaults), with attributes the test sets."""
+    args = script.parse_args(argv)
+    unknown = set(overrides) - set(vars(args))
+    assert not unknown, f"not a {script.__name__}.py argument: {unknown}"
+    vars(args).update(overrides)
+    return args
+
+
 def builder_args(**overrides):
-    """builder.py's argparse namespace (upstream's dests and defaults)."""
-    args = dict(ckpt=None, onnx=None, pytorch=None, output="engine.plan", batch_size=[1], sequence_length=[128],
-                config_dir=".", fp16=False, int8=False, strict=False, workspace_size=2500,
-                squad_json="squad/dev-v1.1.json", vocab_file="vocab.txt", calib_num=100, calib_path=None,
-                force_fc2_gemm=False, force_int8_skipln=False, force_int8_multihead=False, sparse=False,
-                timing_cache_file=None, distributive_independence=False, verbose=False, use_deprecated_plugins=True)
-    args.update(overrides)
-    return SimpleNamespace(**args)
+    import builder
+    return _parsed(builder, ["-o", "engine.plan", "-c", "."], overrides)
 
 
 def varseqlen_args(**overrides):
-    """builder_varseqlen.py's argparse namespace."""
-    args = dict(ckpt=None, onnx=None, pytorch=None, pickle=None, output="engine.plan", max_batch_size=[1],
-                max_sequence_length=128, config_dir=".", fp16=False, int8=False, workspace_size=None,
-                squad_json="squad/dev-v1.1.json", vocab_file="vocab.txt", calib_num=100, calib_path=None,
-                interleaved=False, timing_cache_file=None, sparse=False, megatron=False, verbose=False,
-                use_deprecated_plugins=True)
-    args.update(overrides)
-    return SimpleNamespace(**args)
+    import builder_varseqlen
+    return _parsed(builder_varseqlen, ["-o", "engine.plan", "-c", "."], overrides)
 
 
 LAYER_SCALES = ("attention_self_qv_a_input_quantizer_amax", "attention_self_qv_b_input_quantizer_amax",
@@ -104,10 +90,10 @@ def sample_inputs(config, lengths, seq_len, seed=0):
 
 
 def pack(ids, segs, mask):
-    lengths = mask.sum(1)
-    cu = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
-    rows = np.concatenate([np.arange(n) + i * ids.shape[1] for i, n in enumerate(lengths)])
-    return ids.reshape(-1)[rows].copy(), segs.reshape(-1)[rows].copy(), cu
+    """Packed ids, segments and cu_seqlens of padded rows (helpers/trt_runtime.py's packing)."""
+    from helpers.trt_runtime import pack_padded
+    packed_ids, packed_segs, cu, _ = pack_padded(ids, segs, mask)
+    return packed_ids, packed_segs, cu
 
 
 class StandinEngine:

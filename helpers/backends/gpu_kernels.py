@@ -323,35 +323,3 @@ def linear(a, weight, bias, out, gelu=None, config=None, split_k=1):
     grid = (triton.cdiv(M, block_m) * triton.cdiv(N, block_n), split_k)
     _linear_kernel[grid](a, weight, bias, out, M, N, K, ACT=_ACT_CODE[gelu], SPLIT_K=split_k, BLOCK_M=block_m,
                          BLOCK_N=block_n, BLOCK_K=block_k, GROUP_M=8, num_warps=warps, num_stages=stages)
-
-
-@triton.jit
-def _linear_tma_kernel(a_desc, w_desc, bias_ptr, out_ptr, M, N, K, NUM_PROGRAMS, ACT: tl.constexpr,
-                       BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr):
-    """The same product, persistent (one program per multiprocessor walks the tiles) with tiles fetched by the
-    Hopper tensor-memory accelerator (TMA descriptors; rows and columns past the edges read as zeros)."""
-    num_tiles = tl.cdiv(M, BLOCK_M) * tl.cdiv(N, BLOCK_N)
-    for tile in tl.range(tl.program_id(0), num_tiles, NUM_PROGRAMS):
-        block_m, block_n = _grouped_tile(tile, M, N, BLOCK_M, BLOCK_N, GROUP_M)
-        acc = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
-        for k in range(0, K, BLOCK_K):
-            a = a_desc.load([block_m * BLOCK_M, k])
-            w = w_desc.load([block_n * BLOCK_N, k])
-            acc = tl.dot(a, w.T, acc)
-        rows = block_m * BLOCK_M + tl.arange(0, BLOCK_M)
-        cols = block_n * BLOCK_N + tl.arange(0, BLOCK_N)
-        _linear_epilogue(acc, bias_ptr, out_ptr, rows, cols, M, N, 0, ACT, 1)
-
-
-def linear_tma(a, weight, bias, out, gelu=None, config=(128, 256, 64, 8, 3), programs=None):
-    from triton.tools.tensor_descriptor import TensorDescriptor
-    M, K = a.shape
-    N = weight.shape[0]
-    block_m, block_n, block_k, warps, stages = config
-    programs = programs or torch.cuda.get_device_properties(a.device).multi_processor_count
-    programs = min(programs, triton.cdiv(M, block_m) * triton.cdiv(N, block_n))
-    a_desc = TensorDescriptor.from_tensor(a, [block_m, block_k])
-    w_desc = TensorDescriptor.from_tensor(weight, [block_n, block_k])
-    _linear_tma_kernel[(programs,)](a_desc, w_desc, bias, out, M, N, K, programs, ACT=_ACT_CODE[gelu],
-                                    BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, GROUP_M=8,
-                                    num_warps=warps, num_stages=stages)

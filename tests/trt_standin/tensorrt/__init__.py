@@ -11,15 +11,24 @@ from ._enums import (ActivationType, BuilderFlag, DataType, ElementWiseOperation
                      NetworkDefinitionCreationFlag, PluginFieldType, ProfilingVerbosity, QuantizationFlag,
                      ReduceOperation, TacticSource, TensorIOMode, TensorRTPhase)
 from ._layers import (IActivationLayer, ICastLayer, IConcatenationLayer, IConstantLayer, IConvolutionLayer,
-                      IElementWiseLayer, IGatherLayer, ILayer, IMatrixMultiplyLayer, INormalizationLayer,
-                      IReduceLayer, IShapeLayer, IShuffleLayer, ISliceLayer, ISoftMaxLayer)
+                      IElementWiseLayer, IGatherLayer, ILayer, IMatrixMultiplyLayer, INormalizationLayer, IReduceLayer,
+                      IShapeLayer, IShuffleLayer, ISliceLayer, ISoftMaxLayer)
 from ._network import INetworkDefinition
 from ._plugins import (IPluginCreator, IPluginCreatorV3One, IPluginRegistry, IPluginV2, IPluginV2Layer, IPluginV3,
-                       IPluginV3Layer, PluginField, PluginFieldCollection, get_plugin_registry,
-                       init_libnvinfer_plugins)
+                       IPluginV3Layer, PluginField, PluginFieldCollection, get_plugin_registry, init_libnvinfer_plugins)
 from ._runtime import ICudaEngine, IExecutionContext, Runtime
 
 __version__ = "10.16.1.11"
+__all__ = ["ActivationType", "Builder", "BuilderFlag", "DataType", "ElementWiseOperation", "IActivationLayer",
+           "IBuilderConfig", "ICastLayer", "IConcatenationLayer", "IConstantLayer", "IConvolutionLayer", "ICudaEngine",
+           "IElementWiseLayer", "IExecutionContext", "IGatherLayer", "IHostMemory", "IInt8LegacyCalibrator",
+           "ILayer", "ILogger", "IMatrixMultiplyLayer", "INetworkDefinition", "INormalizationLayer",
+           "IOptimizationProfile", "IPluginCreator", "IPluginCreatorV3One", "IPluginRegistry", "IPluginV2",
+           "IPluginV2Layer", "IPluginV3", "IPluginV3Layer", "IReduceLayer", "IShapeLayer", "IShuffleLayer",
+           "ISliceLayer", "ISoftMaxLayer", "ITensor", "ITimingCache", "Logger", "MatrixOperation", "MemoryPoolType",
+           "NetworkDefinitionCreationFlag", "PluginField", "PluginFieldCollection", "PluginFieldType",
+           "ProfilingVerbosity", "QuantizationFlag", "ReduceOperation", "Runtime", "TacticSource", "TensorIOMode",
+           "TensorRTPhase", "Weights", "get_plugin_registry", "init_libnvinfer_plugins"]
 
 # As in TensorRT's own __init__.py: the severities are also attributes of Logger.
 for _severity in ILogger.Severity:

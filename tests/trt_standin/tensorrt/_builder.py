@@ -54,7 +54,9 @@ class IBuilderConfig:
         self._flags = set()
         self._pool_limits = {}
         self._profiles = []
-        self._tactic_sources = (1 << int(TacticSource.EDGE_MASK_CONVOLUTIONS)) | (1 << int(TacticSource.JIT_CONVOLUTIONS))
+        # TensorRT 10's default tactic sources: neither cuBLAS nor cuDNN
+        self._tactic_sources = ((1 << int(TacticSource.EDGE_MASK_CONVOLUTIONS))
+                                | (1 << int(TacticSource.JIT_CONVOLUTIONS)))
         self._quantization_flags = set()
         self._timing_cache = None
         self.avg_timing_iterations = 1

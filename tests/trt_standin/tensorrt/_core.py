@@ -4,7 +4,7 @@ from enum import IntEnum
 
 import numpy as np
 
-from ._enums import DataType, NUMPY_OF, datatype_of_numpy
+from ._enums import NUMPY_OF, DataType, datatype_of_numpy
 
 
 class ILogger:

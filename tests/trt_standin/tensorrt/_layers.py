@@ -3,8 +3,7 @@ computes its outputs with numpy (floating point in float64: the stand-in checks 
 import numpy as np
 
 from ._core import ITensor, Weights, report_error
-from ._enums import (ActivationType, DataType, ElementWiseOperation, FLOATING, INTEGER, MatrixOperation,
-                     ReduceOperation)
+from ._enums import FLOATING, INTEGER, ActivationType, DataType, ElementWiseOperation, MatrixOperation, ReduceOperation
 
 VALUE_LIMIT = 4096  # build-time values are tracked for small tensors (shape arithmetic), as TensorRT does
 

@@ -133,4 +133,3 @@ class INetworkDefinition:
 
     def add_plugin_v3(self, inputs, shape_inputs, plugin):
         return self._add(add_plugin_layer(self, inputs, list(shape_inputs), plugin))
-

@@ -9,6 +9,7 @@ not modelled: the stand-in always takes the plugin's general math.
 """
 import math
 from dataclasses import dataclass
+from itertools import pairwise
 
 import numpy as np
 
@@ -33,7 +34,8 @@ class PluginField:
             expected = NUMPY_OF_FIELD.get(self.type)
             if expected is None or data.dtype != np.dtype(expected):
                 # TensorRT would reinterpret the bytes; a mismatch is always a bug in the caller.
-                raise TypeError(f"PluginField {self.name!r}: data of dtype {data.dtype} does not match {self.type.name}")
+                raise TypeError(f"PluginField {self.name!r}: data of dtype {data.dtype} does not match "
+                                f"{self.type.name}")
         self.data = data
 
     @property
@@ -254,11 +256,12 @@ class _EmbLayerNormBase(_Kind):
     @staticmethod
     def tables(fields):
         e = _EmbLayerNormBase.hidden(fields)
-        get = lambda n: fields[n].astype(np.float64)  # noqa: E731
-        return (get("bert_embeddings_word_embeddings").reshape(-1, e),
-                get("bert_embeddings_token_type_embeddings").reshape(-1, e),
-                get("bert_embeddings_position_embeddings").reshape(-1, e),
-                get("bert_embeddings_layernorm_gamma"), get("bert_embeddings_layernorm_beta"))
+
+        def get(name):
+            return fields[f"bert_embeddings_{name}"].astype(np.float64)
+
+        return (get("word_embeddings").reshape(-1, e), get("token_type_embeddings").reshape(-1, e),
+                get("position_embeddings").reshape(-1, e), get("layernorm_gamma"), get("layernorm_beta"))
 
     @staticmethod
     def embed(fields, ids, segs, positions):
@@ -332,7 +335,7 @@ class EmbLayerNormVarSeqlen(_EmbLayerNormBase):
         total = len(ids)
         cu = _check_cu_seqlens(cu, total)
         positions = np.full(total, -1)
-        for lo, hi in zip(cu[:-1], cu[1:]):
+        for lo, hi in pairwise(cu):
             positions[lo:hi] = np.arange(hi - lo)
         written = (positions >= 0) & (positions < self.MAX_WRITTEN)
         raw, out = self.embed(fields, ids, segs, np.maximum(positions, 0))
@@ -447,7 +450,7 @@ class QKVVarSeqlen(_QKVBase):
         if arrays[3].shape[0] > 512:
             raise PluginError("No implementation for variable sequence length multi-head attention with sequence > 512")
         out = np.full((total, e), np.nan)  # tokens past cu_seqlens[-1] are never written
-        for lo, hi in zip(cu[:-1], cu[1:]):
+        for lo, hi in pairwise(cu):
             t = qkv[lo:hi].reshape(hi - lo, n, 3, h).transpose(2, 1, 0, 3)  # (3, N, L, H)
             out[lo:hi] = _softmax_attention(t[0], t[1], t[2], 1.0 / math.sqrt(h)).transpose(1, 0, 2).reshape(-1, e)
         return [out[..., None, None]]
@@ -458,7 +461,8 @@ class QKVInterleaved(_QKVBase):
     The kernel's BMM1 scale is hard-coded to 1/sqrt(64)."""
     fields = (_ints("hidden_size", "num_heads", required=True) + (DQ_PROBS,)
               + _ints("use_int8_scale_max", "use_explicit_int8")
-              + (Field("input_qkv_scale", (PluginFieldType.FLOAT32,)), Field("output_ctx_scale", (PluginFieldType.FLOAT32,))))
+              + (Field("input_qkv_scale", (PluginFieldType.FLOAT32,)),
+                 Field("output_ctx_scale", (PluginFieldType.FLOAT32,))))
     BMM1_SCALE = 0.125
 
     def __init__(self, version):
@@ -482,7 +486,7 @@ class QKVInterleaved(_QKVBase):
         total = qkv.shape[0]
         cu = _check_cu_seqlens(arrays[1], total)
         out = np.full((total, e), np.nan)
-        for lo, hi in zip(cu[:-1], cu[1:]):
+        for lo, hi in pairwise(cu):
             t = qkv[lo:hi].reshape(hi - lo, 3, n, h).transpose(1, 2, 0, 3)  # (3, N, L, H)
             out[lo:hi] = _softmax_attention(t[0], t[1], t[2], self.BMM1_SCALE).transpose(1, 0, 2).reshape(-1, e)
         return [out.T[None, :, :, None]]
@@ -673,4 +677,3 @@ def add_plugin_layer(network, inputs, shape_inputs, plugin):
     if shape_inputs:
         report_error(network._logger, "the BERT plugins take no shape inputs")
     return IPluginV3Layer(network, inputs, plugin)
-

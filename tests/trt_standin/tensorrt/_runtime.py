@@ -102,7 +102,7 @@ class ICudaEngine:
         return len(self._plan["profiles"])
 
     def get_tensor_profile_shape(self, name, profile_index):
-        tensor, mode = self._tensor(name)
+        _, mode = self._tensor(name)
         if mode != TensorIOMode.INPUT:
             raise TrtStandinError(f"{name} is not an input: it has no profile shapes")
         if not 0 <= profile_index < self.num_optimization_profiles:

@@ -1,0 +1,134 @@
+#!/usr/bin/env bash
+# upstream's inference_benchmark.sh, offline: BERT-Base and BERT-Large engines built from random-weight TF
+# checkpoints (scripts/make_random_checkpoint.py; the fine-tuned NGC checkpoints cannot be downloaded here), timed
+# with perf.py (or build/perf --enable_graph for TensorRT engines), then upstream's README latency tables plus the
+# peer (bench/torch_baseline.py latency: Hugging Face BERT, FP16, SDPA, CUDA graph) measured in the same run and
+# the ratio of our FP16 average to the peer's median.
+#
+#   scripts/inference_benchmark.sh [--gpu Volta|Xavier|Turing|Ampere|Hopper]
+#
+# Beyond upstream, these environment variables narrow the matrix (defaults: upstream's whole matrix):
+#   BENCH_MODELS="base large"  BENCH_PRECISIONS="int8-qat int8 fp16 fp32"  BENCH_SEQS="128 384"
+#   BENCH_BATCHES="1 2 4 8 12 16 24 32 64 128"  BENCH_ITERATIONS (default: 2000 on Ampere, else 1000)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+usage() { echo "usage: $0 [--gpu Volta|Xavier|Turing|Ampere|Hopper]"; }
+arch=Volta
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --gpu) [ $# -ge 2 ] || { usage >&2; exit 2; }; arch="$2"; shift 2 ;;
+        -h|--help) usage; exit 0 ;;
+        *) echo "error: unknown argument $1" >&2; usage >&2; exit 2 ;;
+    esac
+done
+case "$arch" in
+    Volta|Xavier|Turing|Ampere|Hopper) ;;
+    *) echo "error: --gpu must be one of Volta, Xavier, Turing, Ampere, Hopper (got $arch)" >&2; exit 2 ;;
+esac
+
+MODELS=${BENCH_MODELS:-"base large"}
+PRECISIONS=${BENCH_PRECISIONS:-"int8-qat int8 fp16 fp32"}
+SEQS=${BENCH_SEQS:-"128 384"}
+BATCHES=${BENCH_BATCHES:-"1 2 4 8 12 16 24 32 64 128"}
+if [ "$arch" = Ampere ]; then default_iterations=2000; else default_iterations=1000; fi
+ITERATIONS=${BENCH_ITERATIONS:-$default_iterations}
+PY=${PYTHON:-python3}
+
+command -v nvidia-smi >/dev/null && nvidia-smi -q || echo "(nvidia-smi not available)"
+mkdir -p engines results
+results=results/inference_benchmark_${arch}.tsv
+: > "$results"
+have_trt=0
+$PY -c "import tensorrt" 2>/dev/null && have_trt=1
+
+for model in $MODELS; do
+    for prec in $PRECISIONS; do
+        for seq in $SEQS; do
+            echo "==== Benchmarking BERT ${model} ${prec} SEQLEN ${seq} on ${arch} ===="
+            if [ "$prec" = int8-qat ] && [ "$model" != large ]; then
+                echo "Skipping: BERT ${model} has no INT8 QAT checkpoint (large only)"; continue
+            fi
+            if [ "${prec#int8}" != "$prec" ] && [ $have_trt = 0 ]; then
+                echo "Skipping: ${prec} engines need TensorRT, which is not installed"; continue
+            fi
+            if [ "$prec" = int8-qat ]; then
+                echo "Skipping: the QAT ONNX checkpoint cannot be downloaded offline"; continue
+            fi
+            ckpt=models/fine-tuned/bert_tf_ckpt_${model}_qa_squad2_amp_${seq}_v19.03.1
+            if [ ! -f "$ckpt/model.ckpt.index" ]; then
+                $PY scripts/make_random_checkpoint.py --size "$model" -o "$ckpt"
+            fi
+            flags=()
+            case "$prec" in
+                fp16) flags=(--fp16) ;;
+                int8) flags=(--int8 --fp16 --strict --calib-num 1)
+                      case "$arch" in
+                          Ampere|Turing|Hopper) flags+=(-iln -imh) ;;
+                          Xavier) flags+=(-iln) ;;
+                      esac ;;
+            esac   # fp32: no precision flag (upstream passes --fp32, which its builder ignores)
+            for batch in $BATCHES; do
+                engine=engines/bert_${model}_${prec}_bs${batch}_seqlen${seq}_benchmark.engine
+                if [ ! -f "$engine" ]; then
+                    $PY builder.py -tcf build.tcf -o "$engine" -b "$batch" -s "$seq" -c "$ckpt" \
+                        -m "$ckpt/model.ckpt" -v "$ckpt/vocab.txt" ${flags[@]+"${flags[@]}"}
+                fi
+                if [ -x build/perf ] && [ $have_trt = 1 ]; then
+                    out=$(build/perf -b "$batch" -s "$seq" -e "$engine" -w 100 -i "$ITERATIONS" --enable_graph)
+                else
+                    out=$($PY perf.py -b "$batch" -s "$seq" -e "$engine" -w 100 -i "$ITERATIONS")
+                fi
+                echo "$out"
+                # "Average Time: A ms  95th Percentile Time: P ms  99th Percentile Time: Q [ms]"
+                echo "$out" | $PY -c '
+import re, sys
+text = sys.stdin.read()
+num = lambda label: re.search(label + r" Time: ([0-9.eE+-]+)", text).group(1)
+print("\t".join(sys.argv[1:] + [num("Average"), num("95th Percentile"), num("99th Percentile")]))
+' ours "$model" "$prec" "$seq" "$batch" >> "$results"
+            done
+        done
+    done
+    if [ "${PRECISIONS/fp16/}" != "$PRECISIONS" ] && $PY -c "import torch; assert torch.cuda.is_available()" 2>/dev/null; then
+        shapes=()
+        for seq in $SEQS; do for batch in $BATCHES; do shapes+=(--shape "${batch}x${seq}"); done; done
+        $PY bench/torch_baseline.py latency --model "$model" "${shapes[@]}" | $PY -c '
+import json, sys
+for line in sys.stdin:
+    if line.startswith("{"):
+        r = json.loads(line)
+        print("\t".join(["peer", r["model"], "fp16", str(r["seq"]), str(r["batch"]), str(r["median_ms"]), str(r["p95_ms"]), ""]))
+' >> "$results"
+    fi
+done
+
+$PY - "$results" "$arch" <<'EOF'
+import sys
+from collections import defaultdict
+
+path, arch = sys.argv[1], sys.argv[2]
+ours, peer = defaultdict(dict), {}
+for line in open(path):
+    kind, model, prec, seq, batch, avg, p95, p99 = line.rstrip("\n").split("\t")
+    key = (model, int(seq), int(batch))
+    if kind == "ours":
+        ours[key][prec] = (float(p95), float(p99), float(avg))
+    else:
+        peer[key] = float(avg)
+precisions = [p for p in ("int8-qat", "int8", "fp16", "fp32") if any(p in v for v in ours.values())]
+for model in sorted({k[0] for k in ours}):
+    print(f"\n##### BERT {model} ({arch}; peer: Hugging Face FP16 + SDPA + CUDA graph, median, same run)")
+    head = "| Sequence Length | Batch Size |" + "".join(f" {p.upper()} Latency (ms) | | |" for p in precisions)
+    print(head + " Peer FP16 (ms) | FP16 / peer |")
+    print("|" + "---|" * (2 + 3 * len(precisions) + 2))
+    print("| | |" + " 95th Percentile | 99th Percentile | Average |" * len(precisions) + " | |")
+    for key in sorted(k for k in ours if k[0] == model):
+        row = f"| {key[1]} | {key[2]} |"
+        for p in precisions:
+            row += "".join(f" {v:.2f} |" for v in ours[key][p]) if p in ours[key] else " | | |"
+        fp16, other = ours[key].get("fp16"), peer.get(key)
+        row += f" {other:.2f} |" if other else " |"
+        row += f" {fp16[2] / other:.2f} |" if fp16 and other else " |"
+        print(row)
+EOF

@@ -1,0 +1,126 @@
+"""The GPU engine's Triton kernels run by Triton's interpreter on the CPU, against PyTorch's float32 operators.
+
+This lets machines without a GPU (CI) check the kernels' arithmetic and indexing; tests/test_gpu.py runs the same
+kernels compiled on a GPU. Skips where PyTorch or Triton is missing, and on GPU machines (the compiled suite covers
+them there, and one process cannot hold both the interpreted and the compiled kernels).
+"""
+import os
+import sys
+
+import pytest
+
+torch = pytest.importorskip("torch")
+if torch.cuda.is_available():
+    pytest.skip("GPU present: tests/test_gpu.py runs the compiled kernels", allow_module_level=True)
+if "triton" in sys.modules:
+    pytest.skip("Triton was imported before interpretation could be chosen", allow_module_level=True)
+os.environ["TRITON_INTERPRET"] = "1"   # Triton reads it when imported and when kernels are defined: set it first
+pytest.importorskip("triton")
+
+import torch.nn.functional as F  # noqa: E402
+
+from helpers.backends import gpu_kernels as K  # noqa: E402
+
+
+def rel_err(out, ref):
+    out, ref = out.double(), ref.double()
+    assert torch.isfinite(out).all(), "non-finite output"
+    return ((out - ref).norm() / ref.norm()).item()
+
+
+def cu_seqlens(lengths):
+    cu = torch.zeros(len(lengths) + 1, dtype=torch.int32)
+    cu[1:] = torch.tensor(lengths).cumsum(0)
+    return cu
+
+
+TOL = {torch.float32: 1e-5, torch.float16: 3e-3}
+LENGTHS = [5, 33, 1, 17]   # one sequence per block-size case: shorter than, longer than and equal to a block
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_embed_layernorm(dtype):
+    gen = torch.Generator().manual_seed(1)
+    E, cu, T = 48, cu_seqlens(LENGTHS), sum(LENGTHS)
+    word, pos, typ = (torch.randn(n, E, generator=gen).to(dtype) for n in (40, 36, 2))
+    gamma, beta = torch.randn(E, generator=gen), torch.randn(E, generator=gen)
+    ids = torch.randint(0, 40, (T,), generator=gen, dtype=torch.int32)
+    segs = torch.randint(0, 2, (T,), generator=gen, dtype=torch.int32)
+    out = torch.full((T + 3, E), float("nan"), dtype=dtype)
+    K.embed_layernorm(ids, segs, cu, len(LENGTHS), 36, word, pos, typ, gamma, beta, 1e-12, out)
+    positions = torch.cat([torch.arange(n) for n in LENGTHS])
+    v = word[ids.long()].float() + typ[segs.long()].float() + pos[positions].float()
+    assert rel_err(out[:T], F.layer_norm(v, (E,), gamma, beta, 1e-12)) < TOL[dtype]
+    assert torch.isnan(out[T:]).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("head_size", [32, 64])
+def test_varlen_attention(dtype, head_size):
+    gen = torch.Generator().manual_seed(2)
+    N, cu, T = 2, cu_seqlens(LENGTHS), sum(LENGTHS)
+    E = N * head_size
+    qkv = torch.randn(T, 3 * E, generator=gen).to(dtype)
+    out = torch.full((T, E), float("nan"), dtype=dtype)
+    K.varlen_attention(qkv, cu, len(LENGTHS), 40, N, out, config=(16, 16, 4, 2))
+    refs = []
+    for lo, hi in zip(cu[:-1].tolist(), cu[1:].tolist()):
+        q, k, v = qkv[lo:hi].float().view(hi - lo, 3, N, head_size).permute(1, 2, 0, 3)
+        refs.append(F.scaled_dot_product_attention(q, k, v).permute(1, 0, 2).reshape(hi - lo, E))
+    assert rel_err(out, torch.cat(refs)) < TOL[dtype]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_add_layernorm_and_head(dtype):
+    gen = torch.Generator().manual_seed(3)
+    T, E = 37, 96
+    x, res = (torch.randn(T, E, generator=gen).to(dtype) for _ in range(2))
+    gamma, beta = torch.randn(E, generator=gen), torch.randn(E, generator=gen)
+    ref = F.layer_norm(x.float() + res.float(), (E,), gamma, beta, 1e-6)
+    inplace = x.clone()
+    K.add_layernorm(inplace, res, gamma, beta, 1e-6, inplace)
+    assert rel_err(inplace, ref) < TOL[dtype]
+    head_w, head_b = torch.randn(2, E, generator=gen), torch.randn(2, generator=gen)
+    logits = torch.full((T, 2), float("nan"))
+    K.add_layernorm_head(x, res, gamma, beta, 1e-6, head_w, head_b, logits)
+    assert rel_err(logits, ref.to(dtype).float() @ head_w.T + head_b) < 1e-5
+
+
+@pytest.mark.parametrize("kind", ["erf", "tanh"])
+def test_bias_gelu(kind):
+    gen = torch.Generator().manual_seed(4)
+    x = 2 * torch.randn(19, 80, generator=gen)   # within exp's float32 range inside the tanh form's sigmoid
+    bias = torch.randn(80, generator=gen)
+    ref = F.gelu(x + bias, approximate="none" if kind == "erf" else "tanh")
+    K.bias_gelu_(x, bias, kind)
+    assert rel_err(x, ref) < 1e-6
+
+
+@pytest.mark.parametrize("gelu", [None, "erf", "tanh"])
+def test_linear_with_epilogue(gelu):
+    gen = torch.Generator().manual_seed(5)
+    a = torch.randn(70, 96, generator=gen).half()
+    w = (torch.randn(80, 96, generator=gen) / 10).half()
+    bias = torch.randn(80, generator=gen).half()
+    out = torch.full((70, 80), float("nan")).half()
+    K.linear(a, w, bias, out, gelu=gelu, config=(32, 32, 32, 4, 2))
+    ref = a.float() @ w.float().T + bias.float()
+    if gelu:
+        ref = F.gelu(ref, approximate="none" if gelu == "erf" else "tanh")
+    assert rel_err(out, ref) < TOL[torch.float16]
+
+
+def test_split_k_partials_summed_by_layernorm():
+    gen = torch.Generator().manual_seed(6)
+    M, K_, N = 40, 256, 64
+    a = torch.randn(M, K_, generator=gen).half()
+    w = (torch.randn(N, K_, generator=gen) / 16).half()
+    bias, res = torch.randn(N, generator=gen).half(), torch.randn(M, N, generator=gen).half()
+    gamma, beta = torch.randn(N, generator=gen), torch.randn(N, generator=gen)
+    parts = torch.full((3, M, N), float("nan"))
+    K.linear(a, w, bias, parts, config=(32, 32, 32, 4, 2), split_k=3)   # 8 blocks of K over 3 splits
+    assert rel_err(parts.sum(0), a.float() @ w.float().T) < 1e-6
+    out = torch.full((M, N), float("nan")).half()
+    K.add_layernorm(parts, res, gamma, beta, 1e-6, out, partial_bias=bias)
+    ref = F.layer_norm(a.float() @ w.float().T + bias.float() + res.float(), (N,), gamma, beta, 1e-6)
+    assert rel_err(out, ref) < TOL[torch.float16]
