@@ -185,28 +185,39 @@ class QuestionAnswerer:
         return prediction, nbest
 
     def answer_squad(self, examples, progress=False):
-        """Predictions {id: text} for SQuAD examples, in file order. Windows of many questions share launches."""
+        """Predictions {id: text} for SQuAD examples, in file order.
+
+        A pipeline over blocks of questions: while the engine runs one block's windows (many per launch) on a
+        worker thread, the main thread tokenizes the next block and decodes the previous one, so host work and
+        engine work overlap (the engines release the GIL while they compute)."""
+        from concurrent.futures import ThreadPoolExecutor
         from tqdm import tqdm
-        show = progress and sys.stderr.isatty()
-        all_features, spans = [], []
         per_example = dp.convert_examples_to_features(examples, self.tokenizer, self.max_seq_length,
                                                       self.doc_stride, self.max_query_length)
-        for feats in tqdm(per_example, total=len(examples), desc="Tokenizing", unit="q", disable=not show):
-            spans.append((len(all_features), len(all_features) + len(feats)))
-            all_features.extend(feats)
-        outputs = []
-        step = max(self.batch_size, 1) * 32
-        for lo in tqdm(range(0, len(all_features), step), desc="Inference", unit="launch",
-                       disable=not show):
-            outputs.extend(self.run_features(all_features[lo:lo + step]))
+        block_size = max(self.batch_size, 1) * 4  # a few launches per block: deep enough a pipeline to overlap
         predictions = collections.OrderedDict()
-        for ex, (lo, hi) in zip(examples, spans):
-            feats = all_features[lo:hi]
-            outs = [o._replace(feature_index=k) for k, o in enumerate(outputs[lo:hi])]
-            predictions[ex.id] = dp.get_best_prediction(ex.doc_tokens, feats, outs, self.n_best_size,
-                                                        self.max_answer_length, **self._decode_args())[0]
+        with ThreadPoolExecutor(1) as engine_thread, \
+                tqdm(total=len(examples), unit="q", disable=not (progress and sys.stderr.isatty())) as bar:
+            pending = None
+            for lo in range(0, len(examples), block_size):
+                block = examples[lo:lo + block_size]
+                features = [next(per_example) for _ in block]
+                flat = [f for feats in features for f in feats]
+                running = (block, features, engine_thread.submit(self.run_features, flat))
+                if pending is not None:
+                    self._decode_block(*pending, predictions, bar)
+                pending = running
+            if pending is not None:
+                self._decode_block(*pending, predictions, bar)
         return predictions
 
+    def _decode_block(self, block, features, outputs_future, predictions, bar):
+        outputs = iter(outputs_future.result())
+        for example, feats in zip(block, features):
+            outs = [next(outputs)._replace(feature_index=k) for k in range(len(feats))]
+            predictions[example.id] = dp.get_best_prediction(example.doc_tokens, feats, outs, self.n_best_size,
+                                                             self.max_answer_length, **self._decode_args())[0]
+        bar.update(len(block))
 
 def _length(feature):
     return int(np.count_nonzero(feature.input_mask))
@@ -266,4 +277,5 @@ def _prompt(text):
     try:
         return input(text)
     except EOFError:
+        print()  # end the prompt's line
         return None
