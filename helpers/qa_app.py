@@ -119,16 +119,13 @@ class QuestionAnswerer:
         self.seconds, self.features_run = 0.0, 0
 
     # ---- features -> logits -----------------------------------------------------------------------------------
-    def features(self, doc_tokens, question):
-        return dp.convert_example_to_features(doc_tokens, question, self.tokenizer, self.max_seq_length,
-                                              self.doc_stride, self.max_query_length)
-
     def run_features(self, features):
-        """Logits for each feature: a list of NetworkOutput in the features' order."""
+        """Logits for each feature: a list of NetworkOutput in the features' order. Packed launches take windows
+        longest first, so windows of similar length share a launch."""
         outputs = [None] * len(features)
-        order = sorted(range(len(features)), key=lambda i: -_length(features[i])) if self.packed else \
-            range(len(features))
-        order = list(order)
+        order = list(range(len(features)))
+        if self.packed:
+            order.sort(key=lambda i: -_length(features[i]))
         for lo in range(0, len(order), self.batch_size):
             chunk = order[lo:lo + self.batch_size]
             for i, (start, end) in zip(chunk, self._run_chunk([features[i] for i in chunk])):
@@ -179,7 +176,8 @@ class QuestionAnswerer:
     def answer(self, doc_tokens, question):
         """(prediction text, n-best list) for one question about a passage."""
         require_text(question, "question")
-        features = self.features(doc_tokens, question)
+        features = dp.convert_example_to_features(doc_tokens, question, self.tokenizer, self.max_seq_length,
+                                                  self.doc_stride, self.max_query_length)
         prediction, nbest, _ = dp.get_predictions(doc_tokens, features, self.run_features(features),
                                                   self.n_best_size, self.max_answer_length, **self._decode_args())
         return prediction, nbest
