@@ -3,29 +3,21 @@ import gzip
 import json
 import random
 import unicodedata
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from conftest import ROOT, shared_path
 from helpers import data_processing as dp
 from helpers.errors import BertError
 from helpers.tokenization import FullTokenizer
 
-REPO = Path(__file__).resolve().parents[1]
-DEV_V11 = REPO / "squad" / "dev-v1.1.json"
-
-
-def shared_file(relative):
-    path = Path(__file__).resolve().parents[2] / "shared" / relative
-    if not path.exists():
-        pytest.skip(f"shared data absent: {relative}")
-    return path
+DEV_V11 = ROOT / "squad" / "dev-v1.1.json"
 
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    return FullTokenizer(shared_file("data/vocab/bert-base-uncased-vocab.txt"))
+    return FullTokenizer(shared_path("data", "vocab", "bert-base-uncased-vocab.txt"))
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +47,7 @@ def test_convert_doc_tokens_uses_demobert_whitespace():
 
 
 def test_read_squad_v2_gzip():
-    examples = dp.read_squad_json(shared_file("data/squad/dev-v2.0.recon.json.gz"))
+    examples = dp.read_squad_json(shared_path("data", "squad", "dev-v2.0.recon.json.gz"))
     assert len(examples) == 11873
     assert examples[0].question_text == "In what country is Normandy located?"
 
@@ -105,7 +97,7 @@ def test_read_squad_json_rejects_unreadable_files(tmp_path):
 
 def test_features_equal_fixture_reference(tokenizer, dev_examples):
     """The fixture's inputs were made with Hugging Face's pipeline (384/128/64): first window of 10 questions."""
-    reference = np.load(shared_file("fixtures/minilm-l6-squad11/reference/logits_first10.npz"))
+    reference = np.load(shared_path("fixtures", "minilm-l6-squad11", "reference", "logits_first10.npz"))
     for i in range(10):
         example = dev_examples[i]
         assert example.id == str(reference["qas_ids"][i])
@@ -119,7 +111,7 @@ def test_features_equal_fixture_reference(tokenizer, dev_examples):
 def _hf_window_tokenizer():
     transformers = pytest.importorskip("transformers")
     from tokenizers.models import WordPiece
-    fixture = shared_file("fixtures/minilm-l6-squad11")
+    fixture = shared_path("fixtures", "minilm-l6-squad11")
     hf = transformers.AutoTokenizer.from_pretrained(str(fixture))
     # Google's WordPiece allows 200 characters per word, HF's default 100 (see test_tokenization.py).
     hf.backend_tokenizer.model = WordPiece.from_file(str(fixture / "vocab.txt"), unk_token="[UNK]",
@@ -215,7 +207,7 @@ def test_multi_window_spans_and_max_context(tokenizer, max_seq_length, doc_strid
 
 
 def test_batched_features_equal_single_and_tokenize_each_paragraph_once(dev_examples):
-    vocab = shared_file("data/vocab/bert-base-uncased-vocab.txt")
+    vocab = shared_path("data", "vocab", "bert-base-uncased-vocab.txt")
 
     class CountingTokenizer(FullTokenizer):
         passages = 0
@@ -268,8 +260,8 @@ def test_smallest_sequence_that_fits(tokenizer):
 # Answers
 
 def test_fixture_logits_give_reference_answers(tokenizer, dev_examples):
-    reference = np.load(shared_file("fixtures/minilm-l6-squad11/reference/logits_first10.npz"))
-    answers = json.loads(shared_file("fixtures/minilm-l6-squad11/reference/predictions_300.json").read_text())
+    reference = np.load(shared_path("fixtures", "minilm-l6-squad11", "reference", "logits_first10.npz"))
+    answers = json.loads(shared_path("fixtures", "minilm-l6-squad11", "reference", "predictions_300.json").read_text())
     for i in range(10):
         example = dev_examples[i]
         features = dp.convert_example_to_features(example.doc_tokens, example.question_text, tokenizer, 384, 128, 64)

@@ -5,23 +5,16 @@ import re
 import string
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-EVAL_V1 = REPO / "squad" / "evaluate-v1.1.py"
-EVAL_V2 = REPO / "squad" / "evaluate-v2.0.py"
-DEV_V11 = REPO / "squad" / "dev-v1.1.json"
+from conftest import ROOT, shared_path
+
+EVAL_V1 = ROOT / "squad" / "evaluate-v1.1.py"
+EVAL_V2 = ROOT / "squad" / "evaluate-v2.0.py"
+DEV_V11 = ROOT / "squad" / "dev-v1.1.json"
 PASSED = "&&&& PASSED TensorRT BERT Squad Accuracy matches reference."
 FAILED = "&&&& FAILED TensorRT BERT Squad Accuracy matches reference."
-
-
-def shared_file(relative):
-    path = Path(__file__).resolve().parents[2] / "shared" / relative
-    if not path.exists():
-        pytest.skip(f"shared data absent: {relative}")
-    return path
 
 
 def run(script, *args, cwd=None):
@@ -111,8 +104,8 @@ def test_v1_scores_match_definition(tmp_path):
 
 
 def test_v1_on_dev_with_fixture_predictions(tmp_path):
-    predictions_file = shared_file("fixtures/minilm-l6-squad11/reference/predictions_300.json")
-    metrics = json.loads(shared_file("fixtures/minilm-l6-squad11/reference/metrics_300.json").read_text())
+    predictions_file = shared_path("fixtures", "minilm-l6-squad11", "reference", "predictions_300.json")
+    metrics = json.loads(shared_path("fixtures", "minilm-l6-squad11", "reference", "metrics_300.json").read_text())
     gz = tmp_path / "dev-v1.1.json.gz"
     gz.write_bytes(gzip.compress(DEV_V11.read_bytes()))
     result = run(EVAL_V1, gz, predictions_file, 90)
@@ -190,7 +183,7 @@ def test_v1_malformed_json_is_one_error_line(tmp_path):
 @pytest.fixture(scope="module")
 def v2_sample(tmp_path_factory):
     """The first three articles of the SQuAD v2.0 dev set, written as .json.gz."""
-    with gzip.open(shared_file("data/squad/dev-v2.0.recon.json.gz"), "rt", encoding="utf-8") as f:
+    with gzip.open(shared_path("data", "squad", "dev-v2.0.recon.json.gz"), "rt", encoding="utf-8") as f:
         full = json.load(f)
     sample = {"version": full["version"], "data": full["data"][:3]}
     path = tmp_path_factory.mktemp("v2") / "sample.json.gz"

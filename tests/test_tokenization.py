@@ -6,29 +6,22 @@ from pathlib import Path
 
 import pytest
 
+from conftest import ROOT, shared_path
 from helpers.data_processing import convert_doc_tokens
 from helpers.errors import BertError
 from helpers.tokenization import BasicTokenizer, FullTokenizer, WordpieceTokenizer, load_vocab
 
-REPO = Path(__file__).resolve().parents[1]
-DEV_V11 = REPO / "squad" / "dev-v1.1.json"
-
-
-def shared_file(relative):
-    path = Path(__file__).resolve().parents[2] / "shared" / relative
-    if not path.exists():
-        pytest.skip(f"shared data absent: {relative}")
-    return path
+DEV_V11 = ROOT / "squad" / "dev-v1.1.json"
 
 
 @pytest.fixture(scope="module")
 def uncased_vocab():
-    return shared_file("data/vocab/bert-base-uncased-vocab.txt")
+    return shared_path("data", "vocab", "bert-base-uncased-vocab.txt")
 
 
 @pytest.fixture(scope="module")
 def cased_vocab():
-    return shared_file("data/vocab/bert-base-cased-vocab.txt")
+    return shared_path("data", "vocab", "bert-base-cased-vocab.txt")
 
 
 def hf_tokenizer(vocab_file, lowercase, max_input_chars_per_word=200):
