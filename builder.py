@@ -11,7 +11,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from helpers import build_cli  # noqa: E402
 from helpers.errors import run_cli  # noqa: E402
-from helpers.native_builder import build_native_engine, check_shapes, fixed_profiles  # noqa: E402
+from helpers.native_builder import check_shapes, fixed_profiles  # noqa: E402
 
 
 def parse_args(argv):
@@ -49,11 +49,8 @@ def main(argv=None):
         from helpers.trt_builder import build_fixed_engine
         build_cli.save_engine(args, lambda: build_fixed_engine(args, config, weights))
         return 0
-    precision = build_cli.native_precision(args)
     profiles = fixed_profiles(args.batch_size, args.sequence_length, args.distributive_independence)
-    build_cli.save_engine(args, lambda: build_native_engine(
-        config, weights, precision=precision, profiles=profiles, variable_seqlen=False,
-        build_info={"builder": "builder.py", "flags": build_cli.recorded_flags(args)}))
+    build_cli.save_native_engine(args, config, weights, profiles, variable_seqlen=False, script="builder.py")
     return 0
 
 

@@ -11,7 +11,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from helpers import build_cli  # noqa: E402
 from helpers.errors import BertError, run_cli  # noqa: E402
-from helpers.native_builder import build_native_engine, check_shapes, varseqlen_profiles  # noqa: E402
+from helpers.native_builder import check_shapes, varseqlen_profiles  # noqa: E402
 
 
 def parse_args(argv):
@@ -49,11 +49,8 @@ def main(argv=None):
         from helpers.trt_builder import build_varseqlen_engine
         build_cli.save_engine(args, lambda: build_varseqlen_engine(args, config, weights))
         return 0
-    precision = build_cli.native_precision(args)
     profiles = varseqlen_profiles(args.max_batch_size, args.max_sequence_length)
-    build_cli.save_engine(args, lambda: build_native_engine(
-        config, weights, precision=precision, profiles=profiles, variable_seqlen=True,
-        build_info={"builder": "builder_varseqlen.py", "flags": build_cli.recorded_flags(args)}))
+    build_cli.save_native_engine(args, config, weights, profiles, variable_seqlen=True, script="builder_varseqlen.py")
     return 0
 
 

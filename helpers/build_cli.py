@@ -4,6 +4,7 @@ import time
 from .atomic import write_bytes_atomic
 from .config import load_config
 from .errors import BertError, StrictParser
+from .native_builder import build_native_engine
 
 DEFAULT_VOCAB = "./pre-trained_model/uncased_L-24_H-1024_A-16/vocab.txt"
 
@@ -91,6 +92,14 @@ def native_precision(args):
 def recorded_flags(args):
     """The flags a native engine records in its header, for the record (TensorRT-only ones included)."""
     return {k: v for k, v in sorted(vars(args).items()) if isinstance(v, (bool, int, float, str, list, type(None)))}
+
+
+def save_native_engine(args, config, weights, profiles, variable_seqlen, script):
+    """Build and write the native engine (fp32 or fp16, as the flags ask); `script` is recorded as its builder."""
+    precision = native_precision(args)
+    save_engine(args, lambda: build_native_engine(
+        config, weights, precision=precision, profiles=profiles, variable_seqlen=variable_seqlen,
+        build_info={"builder": script, "flags": recorded_flags(args)}))
 
 
 def save_engine(args, build):

@@ -22,7 +22,7 @@ from operator import itemgetter
 
 import numpy as np
 
-from .errors import BertError
+from .errors import BertError, read_bytes
 from .tokenization import BasicTokenizer
 
 Example = collections.namedtuple("Example", ["id", "question_text", "doc_tokens"])
@@ -46,15 +46,7 @@ def convert_doc_tokens(paragraph_text):
 
 def read_json_file(path, what="json file"):
     """Parse a json (or gzip-compressed json) file; every failure is a one-line BertError naming `what`."""
-    try:
-        with open(path, "rb") as f:
-            raw = f.read()
-    except FileNotFoundError:
-        raise BertError(f"{what} not found: {path}") from None
-    except IsADirectoryError:
-        raise BertError(f"{what} is a directory: {path}") from None
-    except OSError as exc:
-        raise BertError(f"cannot read {what} {path}: {exc.strerror}") from None
+    raw = read_bytes(path, what)
     if raw[:2] == b"\x1f\x8b":
         try:
             raw = gzip.decompress(raw)

@@ -50,15 +50,8 @@ class Profile:
         return cls(tuple(int(v) for v in d["batch"]), tuple(int(v) for v in d["seq"]))
 
 
-@dataclass
-class EngineFile:
-    config: BertConfig
-    precision: str                      # "fp32" | "fp16" | "int8"
-    variable_seqlen: bool               # built by builder_varseqlen.py (packed input with cu_seqlens)
-    profiles: list                      # [Profile]
-    weights: dict                       # canonical weight map (helpers/weights.py names) -> np.ndarray
-    numerics: dict = field(default_factory=dict)   # {"gelu": "erf"|"tanh", "layer_norm_eps": float, ...}
-    build_info: dict = field(default_factory=dict)  # flags and facts recorded by the builder, for the record
+class ProfileSet:
+    """Largest shapes and profile selection over `self.profiles`; shared by native engines and TensorRT plans."""
 
     @property
     def max_batch(self):
@@ -71,9 +64,24 @@ class EngineFile:
     def select_profile(self, batch_size, seq_len):
         """The first profile whose (min, max) covers the shape, as upstream picks it; None if no profile does."""
         for index, profile in enumerate(self.profiles):
-            if profile.covers(batch_size, seq_len):
+            if profile.covers(batch_size, seq_len) and self.profile_fits(index, batch_size, seq_len):
                 return index
         return None
+
+    def profile_fits(self, index, batch_size, seq_len):
+        """Limits of profile `index` beyond its (batch, seq) ranges; a native engine has none."""
+        return True
+
+
+@dataclass
+class EngineFile(ProfileSet):
+    config: BertConfig
+    precision: str                      # "fp32" | "fp16" | "int8"
+    variable_seqlen: bool               # built by builder_varseqlen.py (packed input with cu_seqlens)
+    profiles: list                      # [Profile]
+    weights: dict                       # canonical weight map (helpers/weights.py names) -> np.ndarray
+    numerics: dict = field(default_factory=dict)   # {"gelu": "erf"|"tanh", "layer_norm_eps": float, ...}
+    build_info: dict = field(default_factory=dict)  # flags and facts recorded by the builder, for the record
 
     # ---- writing -------------------------------------------------------------------------------------------------
     def save(self, path):

@@ -24,6 +24,19 @@ class StrictParser(argparse.ArgumentParser):
         raise BertError(f"{self.prog}: {message}")
 
 
+def read_bytes(path, what):
+    """The content of a file the user named; a missing, unreadable or directory path is a BertError naming `what`."""
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        raise BertError(f"{what} not found: {path}") from None
+    except IsADirectoryError:
+        raise BertError(f"{what} is a directory: {path}") from None
+    except OSError as exc:
+        raise BertError(f"cannot read {what} {path}: {exc.strerror}") from None
+
+
 def run_cli(main, argv=None):
     """Run `main(argv)`; turn expected failures into `error: ...` on stderr and exit status 2."""
     try:

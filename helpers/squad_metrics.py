@@ -64,9 +64,8 @@ def load_na_probs(path):
 # --------------------------------------------------------------------------------------------------------------
 # SQuAD v1.1
 
-def f1_score(prediction, ground_truth):
-    prediction_tokens = normalize_answer(prediction).split()
-    ground_truth_tokens = normalize_answer(ground_truth).split()
+def token_f1(prediction_tokens, ground_truth_tokens):
+    """The bag-of-tokens F1 both official scripts compute (0 when no token is shared)."""
     common = collections.Counter(prediction_tokens) & collections.Counter(ground_truth_tokens)
     num_same = sum(common.values())
     if num_same == 0:
@@ -74,6 +73,10 @@ def f1_score(prediction, ground_truth):
     precision = num_same / len(prediction_tokens)
     recall = num_same / len(ground_truth_tokens)
     return (2 * precision * recall) / (precision + recall)
+
+
+def f1_score(prediction, ground_truth):
+    return token_f1(normalize_answer(prediction).split(), normalize_answer(ground_truth).split())
 
 
 def exact_match_score(prediction, ground_truth):
@@ -140,17 +143,12 @@ def compute_exact(a_gold, a_pred):
 
 
 def compute_f1(a_gold, a_pred):
+    """v1.1's F1, except that v2.0 scores a no-answer (no tokens) on either side 1 if both agree, else 0."""
     gold_toks = get_tokens(a_gold)
     pred_toks = get_tokens(a_pred)
-    if not gold_toks or not pred_toks:  # a no-answer on either side: 1 if both agree, else 0
+    if not gold_toks or not pred_toks:
         return int(gold_toks == pred_toks)
-    common = collections.Counter(gold_toks) & collections.Counter(pred_toks)
-    num_same = sum(common.values())
-    if num_same == 0:
-        return 0
-    precision = num_same / len(pred_toks)
-    recall = num_same / len(gold_toks)
-    return (2 * precision * recall) / (precision + recall)
+    return token_f1(pred_toks, gold_toks)
 
 
 def get_raw_scores(dataset, preds):

@@ -9,9 +9,10 @@ Speed comes from three facts about that algorithm:
   * a WordPiece can never be longer than the longest vocabulary entry, which bounds the greedy search.
 Character classes come from Python's `unicodedata`, as in Google's code, and are looked up lazily.
 """
+import io
 import unicodedata
 
-from .errors import BertError
+from .errors import BertError, read_bytes
 
 UNK_TOKEN = "[UNK]"
 _MAX_CACHED_WORDS = 1 << 20  # bounds memory in long-running processes; cleared wholesale when reached
@@ -90,19 +91,25 @@ def _remember(cache, word, pieces):
     return pieces
 
 
+def _tokenize_cached(text, cache, split_word):
+    """Clean `text`, split it on whitespace and concatenate `split_word` of each word, remembered in `cache`."""
+    tokens = []
+    for word in convert_to_unicode(text).translate(_CLEAN).split():
+        pieces = cache.get(word)
+        if pieces is None:
+            pieces = _remember(cache, word, split_word(word))
+        tokens.extend(pieces)
+    return tokens
+
+
 def load_vocab(vocab_file):
     """token -> index, where the index is the line number and the token the stripped line."""
+    raw = read_bytes(vocab_file, "vocabulary file")
     try:
-        with open(vocab_file, "r", encoding="utf-8") as f:
-            lines = f.readlines()
+        text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise BertError(f"vocabulary file is not UTF-8 text: {vocab_file}") from None
-    except FileNotFoundError:
-        raise BertError(f"vocabulary file not found: {vocab_file}") from None
-    except IsADirectoryError:
-        raise BertError(f"vocabulary file is a directory: {vocab_file}") from None
-    except OSError as exc:
-        raise BertError(f"cannot read vocabulary file {vocab_file}: {exc.strerror}") from None
+    lines = io.StringIO(text, newline=None).readlines()  # split as a text-mode file would: \n, \r\n or \r
     vocab = {}
     for index, line in enumerate(lines):
         vocab[line.strip()] = index  # a repeated token keeps its last line number, as in Google's code
@@ -119,13 +126,7 @@ class BasicTokenizer:
         self._words = {}
 
     def tokenize(self, text):
-        tokens = []
-        for word in convert_to_unicode(text).translate(_CLEAN).split():
-            pieces = self._words.get(word)
-            if pieces is None:
-                pieces = _remember(self._words, word, tuple(self.split_word(word)))
-            tokens.extend(pieces)
-        return tokens
+        return _tokenize_cached(text, self._words, lambda word: tuple(self.split_word(word)))
 
     def split_word(self, word):
         """Basic tokens of one word of cleaned text (no whitespace in it)."""
@@ -188,13 +189,7 @@ class FullTokenizer:
         self._words = {}
 
     def tokenize(self, text):
-        tokens = []
-        for word in convert_to_unicode(text).translate(_CLEAN).split():
-            pieces = self._words.get(word)
-            if pieces is None:
-                pieces = _remember(self._words, word, self._tokenize_word(word))
-            tokens.extend(pieces)
-        return tokens
+        return _tokenize_cached(text, self._words, self._tokenize_word)
 
     def tokenize_words(self, words):
         """(tokens of every item of `words` in turn, index of the item each token came from)."""

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import cuda_utils
-from .engine_format import TENSORRT_PLAN_MAGIC, Profile
+from .engine_format import TENSORRT_PLAN_MAGIC, Profile, ProfileSet
 from .errors import BertError
 from .trt_plugins import import_tensorrt
 
@@ -27,7 +27,7 @@ def is_tensorrt_plan(first_bytes):
 
 
 @dataclass
-class TrtEngineInfo:
+class TrtEngineInfo(ProfileSet):
     """What the scripts need to know about a TensorRT engine (a plan does not record the model config)."""
     variable_seqlen: bool
     profiles: list                     # [helpers.engine_format.Profile]
@@ -35,21 +35,9 @@ class TrtEngineInfo:
     precision: str = "tensorrt"
     max_tokens: list = field(default_factory=list)  # variable length: per profile, the most packed tokens
 
-    @property
-    def max_batch(self):
-        return max(p.batch[2] for p in self.profiles)
-
-    @property
-    def max_seq(self):
-        return max(p.seq[2] for p in self.profiles)
-
-    def select_profile(self, batch_size, seq_len):
-        """The first profile that covers the shape, as upstream picks it; None if none does."""
-        for index, profile in enumerate(self.profiles):
-            fits_tokens = not self.variable_seqlen or batch_size * seq_len <= self.max_tokens[index]
-            if profile.covers(batch_size, seq_len) and fits_tokens:
-                return index
-        return None
+    def profile_fits(self, index, batch_size, seq_len):
+        """A variable-length profile also bounds the packed tokens (its input_ids length)."""
+        return not self.variable_seqlen or batch_size * seq_len <= self.max_tokens[index]
 
 
 # ---------------------------------------------------------------------------------------------------- engine logic
@@ -278,9 +266,3 @@ class TrtRunner:
             start.destroy()
             end.destroy()
         return times
-
-    def close(self):
-        for buffer in self.buffers.values():
-            buffer.free()
-        self.host_output.free()
-        self.stream.destroy()

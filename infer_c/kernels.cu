@@ -132,6 +132,26 @@ __global__ void sequenceLengthsKernel(const int32_t* mask, int32_t* lengths, int
     }
 }
 
+// LayerNorm of the row the block has staged in shared memory (`sum`: this thread's part of the row's total), written
+// to out[0, hidden). Each thread reads back only the row entries it staged.
+template <typename T>
+__device__ void layerNormRow(const float* row, float sum, float* scratch, const float* gamma, const float* beta, T* out,
+    int hidden, float eps)
+{
+    const float mean = blockSum(sum, scratch) / hidden;
+    float squares = 0.0f;
+    for (int i = threadIdx.x; i < hidden; i += blockDim.x)
+    {
+        const float d = row[i] - mean;
+        squares += d * d;
+    }
+    const float inv = rsqrtf(blockSum(squares, scratch) / hidden + eps);
+    for (int i = threadIdx.x; i < hidden; i += blockDim.x)
+    {
+        out[i] = fromFloat<T>((row[i] - mean) * inv * gamma[i] + beta[i]);
+    }
+}
+
 template <typename T>
 __global__ void embedLayerNormKernel(const int32_t* ids, const int32_t* segs, const T* word, const T* position,
     const T* tokenType, const float* gamma, const float* beta, T* out, int seqLength, int hidden, int vocab,
@@ -155,18 +175,7 @@ __global__ void embedLayerNormKernel(const int32_t* ids, const int32_t* segs, co
         row[i] = v;
         sum += v;
     }
-    const float mean = blockSum(sum, scratch) / hidden;
-    float squares = 0.0f;
-    for (int i = threadIdx.x; i < hidden; i += blockDim.x)
-    {
-        const float d = row[i] - mean;
-        squares += d * d;
-    }
-    const float inv = rsqrtf(blockSum(squares, scratch) / hidden + eps);
-    for (int i = threadIdx.x; i < hidden; i += blockDim.x)
-    {
-        out[token * hidden + i] = fromFloat<T>((row[i] - mean) * inv * gamma[i] + beta[i]);
-    }
+    layerNormRow(row, sum, scratch, gamma, beta, out + token * hidden, hidden, eps);
 }
 
 template <typename T>
@@ -284,18 +293,7 @@ __global__ void biasResidualLayerNormKernel(
         row[i] = v;
         sum += v;
     }
-    const float mean = blockSum(sum, scratch) / hidden;
-    float squares = 0.0f;
-    for (int i = threadIdx.x; i < hidden; i += blockDim.x)
-    {
-        const float d = row[i] - mean;
-        squares += d * d;
-    }
-    const float inv = rsqrtf(blockSum(squares, scratch) / hidden + eps);
-    for (int i = threadIdx.x; i < hidden; i += blockDim.x)
-    {
-        x[base + i] = fromFloat<T>((row[i] - mean) * inv * gamma[i] + beta[i]);
-    }
+    layerNormRow(row, sum, scratch, gamma, beta, x + base, hidden, eps);
 }
 
 // One warp per token: two dot products of length E.

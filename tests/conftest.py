@@ -8,6 +8,7 @@ import shutil
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,9 +31,55 @@ def shared_path(*parts):
     return path
 
 
-@pytest.fixture(scope="session")
-def repo_root():
-    return ROOT
+def load_fixture_model():
+    """(config, canonical weights) of the minilm-l6-squad11 fixture shipped in models/; skips when it is absent."""
+    from helpers.config import load_config
+    from helpers.weights import load_hf_folder
+    if not (MODEL_DIR / "model.safetensors").is_file():
+        pytest.skip("models/minilm-l6-squad11 is not available")
+    return load_config(MODEL_DIR), load_hf_folder(MODEL_DIR)
+
+
+def random_weights(config, seed):
+    """A canonical weight map with every tensor random: no zero bias or unit gain can hide a missing term."""
+    from helpers.weights import required_shapes
+    rng = np.random.default_rng(seed)
+    weights = {}
+    for name, shape in required_shapes(config).items():
+        if name.endswith("_gamma"):
+            weights[name] = (1.0 + 0.2 * rng.standard_normal(shape)).astype(np.float32)
+        elif name.endswith(("_beta", "_bias")):
+            weights[name] = (0.1 * rng.standard_normal(shape)).astype(np.float32)
+        else:
+            scale = 0.5 if "embeddings" in name else 1.0 / np.sqrt(shape[-1])
+            weights[name] = (scale * rng.standard_normal(shape)).astype(np.float32)
+    return weights
+
+
+def random_inputs(config, batch, seq, seed, lengths=None):
+    """int32 (batch, seq) token ids, segment ids and an input mask of `lengths` real tokens (random when None)."""
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(0, config.vocab_size, (batch, seq)).astype(np.int32)
+    segs = rng.integers(0, config.type_vocab_size, (batch, seq)).astype(np.int32)
+    if lengths is None:
+        lengths = rng.integers(1, seq + 1, batch)
+    assert len(lengths) == batch
+    mask = (np.arange(seq)[None, :] < np.asarray(lengths)[:, None]).astype(np.int32)
+    return ids, segs, mask
+
+
+@pytest.fixture(scope="module")
+def fixture_model():
+    """The shipped fixture model as (config, weights); module-scoped so no test module sees another's changes."""
+    return load_fixture_model()
+
+
+@pytest.fixture(scope="module")
+def trt():
+    """The stand-in `tensorrt` module, for the TensorRT tests that ask for it; removed again after the module
+    (see tests/trt_support.py's standin_module)."""
+    from trt_support import standin_module
+    yield from standin_module()
 
 
 @pytest.fixture(scope="session")

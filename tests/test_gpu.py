@@ -7,12 +7,11 @@ random weights and on the shipped fixture model. Skips cleanly where PyTorch, Tr
 import numpy as np
 import pytest
 
-from conftest import MODEL_DIR
+from conftest import random_inputs, random_weights
 from helpers import reference
-from helpers.config import BertConfig, load_config
+from helpers.config import BertConfig
 from helpers.errors import BertError
 from helpers.native_builder import build_native_engine, fixed_profiles, varseqlen_profiles
-from helpers.weights import required_shapes
 
 torch = pytest.importorskip("torch")
 if not torch.cuda.is_available():   # checked before importing Triton: see tests/test_gpu_kernels_interpreted.py
@@ -57,31 +56,6 @@ def random_cu_seqlens(gen, num_seqs, max_len):
     cu = torch.zeros(num_seqs + 1, dtype=torch.int32)
     cu[1:] = lengths.cumsum(0)
     return cu.to(CUDA), lengths.tolist()
-
-
-def random_weights(config, seed):
-    """A canonical weight map with every tensor random: no zero bias or unit gain can hide a missing term."""
-    rng = np.random.default_rng(seed)
-    weights = {}
-    for name, shape in required_shapes(config).items():
-        if name.endswith("_gamma"):
-            weights[name] = (1.0 + 0.2 * rng.standard_normal(shape)).astype(np.float32)
-        elif name.endswith(("_beta", "_bias")):
-            weights[name] = (0.1 * rng.standard_normal(shape)).astype(np.float32)
-        else:
-            scale = 0.5 if "embeddings" in name else 1.0 / np.sqrt(shape[-1])
-            weights[name] = (scale * rng.standard_normal(shape)).astype(np.float32)
-    return weights
-
-
-def random_inputs(config, batch, seq, seed, lengths=None):
-    rng = np.random.default_rng(seed)
-    ids = rng.integers(0, config.vocab_size, (batch, seq)).astype(np.int32)
-    segs = rng.integers(0, config.type_vocab_size, (batch, seq)).astype(np.int32)
-    mask = np.zeros((batch, seq), np.int32)
-    for b, n in enumerate(lengths or rng.integers(1, seq + 1, batch)):
-        mask[b, :n] = 1
-    return ids, segs, mask
 
 
 # ---- kernels ------------------------------------------------------------------------------------------------------
@@ -334,14 +308,6 @@ def test_memory_after_load_is_weights_plus_activations(small_weights):
 
 
 # ---- the shipped fixture model -------------------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def fixture_model():
-    if not (MODEL_DIR / "model.safetensors").is_file():
-        pytest.skip("models/minilm-l6-squad11 not present")
-    from helpers.weights import load_hf_folder
-    return load_config(MODEL_DIR), load_hf_folder(str(MODEL_DIR))
-
 
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
 def test_fixture_model_matches_reference(fixture_model, precision):

@@ -11,14 +11,13 @@ import subprocess
 import numpy as np
 import pytest
 
-from conftest import MODEL_DIR, shared_path
+from conftest import MODEL_DIR, random_inputs, random_weights, shared_path
 from helpers import reference
 from helpers.backends.infer_c_runner import BUILD_DIR, NOT_BUILT, InferCRunner, load_infer_c
 from helpers.config import BertConfig, load_config
 from helpers.engine_format import EngineFile
 from helpers.errors import BertError
 from helpers.native_builder import build_native_engine, fixed_profiles, varseqlen_profiles
-from helpers.weights import required_shapes
 
 PERF = os.path.join(BUILD_DIR, "perf")
 # ||out - ref|| / ||ref|| bounds: float32 arithmetic lands far below 1e-4, FP16 storage near 1e-3.
@@ -33,29 +32,6 @@ def rel_err(out, ref):
     out, ref = np.asarray(out, np.float64), np.asarray(ref, np.float64)
     assert np.isfinite(out).all(), "non-finite output"
     return float(np.linalg.norm(out - ref) / np.linalg.norm(ref))
-
-
-def random_weights(config, seed):
-    """Every tensor random: no zero bias or unit gain can hide a missing term."""
-    rng = np.random.default_rng(seed)
-    weights = {}
-    for name, shape in required_shapes(config).items():
-        if name.endswith("_gamma"):
-            weights[name] = (1.0 + 0.2 * rng.standard_normal(shape)).astype(np.float32)
-        elif name.endswith(("_beta", "_bias")):
-            weights[name] = (0.1 * rng.standard_normal(shape)).astype(np.float32)
-        else:
-            scale = 0.5 if "embeddings" in name else 1.0 / np.sqrt(shape[-1])
-            weights[name] = (scale * rng.standard_normal(shape)).astype(np.float32)
-    return weights
-
-
-def random_inputs(config, lengths, seq, seed):
-    rng = np.random.default_rng(seed)
-    ids = rng.integers(0, config.vocab_size, (len(lengths), seq)).astype(np.int32)
-    segs = rng.integers(0, config.type_vocab_size, (len(lengths), seq)).astype(np.int32)
-    mask = (np.arange(seq)[None, :] < np.asarray(lengths)[:, None]).astype(np.int32)
-    return ids, segs, mask
 
 
 def save_engine(path, config, weights, precision, profiles, variable_seqlen=False, numerics=None):
@@ -149,7 +125,7 @@ def test_fixed_engine_matches_reference_and_graph_equals_direct(gpu, tmp_path, p
     numerics = reference.Numerics(gelu=gelu, emb_eps=emb_eps, ln_eps=1e-3 if precision == "fp16" else 1e-6)
     path = save_engine(tmp_path / "e.engine", config, weights, precision, fixed_profiles([1, 4], [96]),
                        numerics=numerics)
-    ids, segs, mask = random_inputs(config, [96, 1, 50, 77], 96, seed=3)
+    ids, segs, mask = random_inputs(config, 4, 96, seed=3, lengths=[96, 1, 50, 77])
     ref = reference.forward(weights, config, ids, segs, mask, numerics)
     direct = InferCRunner(path, enable_graph=False).infer_fixed(ids, segs, mask)
     graphed = InferCRunner(path, enable_graph=True).infer_fixed(ids, segs, mask)
@@ -164,8 +140,8 @@ def test_graph_replays_read_new_inputs_and_batches_switch(gpu, tmp_path):
     weights = random_weights(HEAD32, 4)
     path = save_engine(tmp_path / "e.engine", HEAD32, weights, "fp32", fixed_profiles([1, 4], [64]))
     bert = gpu.bert_inf(path, 4, 64, True)
-    first = random_inputs(HEAD32, [64, 30, 12, 64], 64, seed=5)
-    second = random_inputs(HEAD32, [20], 64, seed=6)
+    first = random_inputs(HEAD32, 4, 64, seed=5, lengths=[64, 30, 12, 64])
+    second = random_inputs(HEAD32, 1, 64, seed=6, lengths=[20])
     out_first = bert.run(*first)
     assert out_first.shape == (4, 64, 2, 1, 1) and bert.batch_size == 4
     out_second = bert.run(*second)  # another batch size: prepare() recaptures
@@ -182,7 +158,7 @@ def test_variable_length_engine_packed_and_padded(gpu, tmp_path, precision):
     path = save_engine(tmp_path / "e.engine", HEAD64, weights, precision, varseqlen_profiles([4], 96),
                        variable_seqlen=True, numerics=numerics)
     lengths = [5, 96, 40, 61, 17, 88]  # six sequences: two chunks of the profile's 4
-    ids, segs, mask = random_inputs(HEAD64, lengths, 96, seed=8)
+    ids, segs, mask = random_inputs(HEAD64, len(lengths), 96, seed=8, lengths=lengths)
     cu = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
     flat_ids = np.concatenate([ids[b, :n] for b, n in enumerate(lengths)])
     flat_segs = np.concatenate([segs[b, :n] for b, n in enumerate(lengths)])
@@ -208,7 +184,7 @@ def test_static_engine_pads_batches_and_fixed_engine_takes_packed_input(gpu, tmp
     weights = random_weights(HEAD32, 9)
     path = save_engine(tmp_path / "e.engine", HEAD32, weights, "fp32", fixed_profiles([4], [64]))
     runner = InferCRunner(path, enable_graph=True, max_seq_length=64)
-    ids, segs, mask = random_inputs(HEAD32, [64, 3, 33, 50, 64, 9], 64, seed=10)  # 6 rows: 4 + 2 padded to 4
+    ids, segs, mask = random_inputs(HEAD32, 6, 64, seed=10, lengths=[64, 3, 33, 50, 64, 9])  # 6 rows: 4 + 2 padded to 4
     out = runner.infer_fixed(ids, segs, mask)
     ref = reference.forward(weights, HEAD32, ids, segs, mask)
     for b, n in enumerate(mask.sum(1)):
@@ -226,7 +202,7 @@ def test_bad_inputs_and_engines_raise_one_line_errors(gpu, tmp_path):
     weights = random_weights(HEAD32, 11)
     path = save_engine(tmp_path / "e.engine", HEAD32, weights, "fp16", fixed_profiles([1, 2], [32]))
     runner = InferCRunner(path)
-    ids, segs, mask = random_inputs(HEAD32, [32, 10], 32, seed=12)
+    ids, segs, mask = random_inputs(HEAD32, 2, 32, seed=12, lengths=[32, 10])
     bad_ids = ids.copy()
     bad_ids[1, 3] = HEAD32.vocab_size
     with pytest.raises(BertError, match=r"input_ids\[35\] = 300 is out of the vocabulary"):
@@ -234,7 +210,7 @@ def test_bad_inputs_and_engines_raise_one_line_errors(gpu, tmp_path):
     with pytest.raises(BertError, match="must hold integers"):
         runner.infer_fixed(ids.astype(np.float32), segs, mask)
     with pytest.raises(BertError, match="profiles covers sequence length 64"):
-        runner.infer_fixed(*random_inputs(HEAD32, [5], 64, seed=13))
+        runner.infer_fixed(*random_inputs(HEAD32, 1, 64, seed=13, lengths=[5]))
     with pytest.raises(BertError, match="cu_seqlens"):
         runner.infer_packed(ids[0, :5], segs[0, :5], [0, 3])
     with pytest.raises(RuntimeError, match="None of the dynamic shape profiles meets the requirement batch = 3"):

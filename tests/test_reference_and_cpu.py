@@ -6,19 +6,14 @@ from conftest import MODEL_DIR, shared_path
 from helpers import reference
 from helpers.backends import cpu
 from helpers.backends.cpu import CpuRunner
-from helpers.config import BertConfig, load_config
+from helpers.config import BertConfig
 from helpers.engine_format import Profile
 from helpers.errors import BertError
 from helpers.native_builder import build_native_engine, varseqlen_profiles
-from helpers.weights import from_state_dict, load_hf_folder
+from helpers.weights import from_state_dict
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
-
-
-@pytest.fixture(scope="module")
-def fixture_model():
-    return load_config(str(MODEL_DIR)), load_hf_folder(str(MODEL_DIR))
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,8 @@ import zipfile
 from enum import EnumMeta
 
 import pytest
-from trt_support import ROOT, builder_args, load_fixture_model, qat_scales, standin_module, varseqlen_args
+from conftest import ROOT, load_fixture_model
+from trt_support import builder_args, qat_scales, varseqlen_args
 
 TARGET_VERSION = "10.16.1.11"      # the last TensorRT with demoBERT (spec §0)
 TENSORRT_11_VERSION = "11.4.0.106"
@@ -98,11 +99,6 @@ def bindings():
 @pytest.fixture(scope="module")
 def bindings_11():
     return load_bindings(TENSORRT_11_VERSION)
-
-
-@pytest.fixture(scope="module")
-def trt():
-    yield from standin_module()
 
 
 def test_the_check_can_fail(bindings):

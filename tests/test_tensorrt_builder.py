@@ -3,23 +3,13 @@ names, plugin versions and fields, weight layouts and INT8 dynamic ranges. The n
 captured at `build_serialized_network` and inspected with TensorRT's own API names."""
 import numpy as np
 import pytest
-from trt_support import builder_args, load_fixture_model, qat_scales, standin_module, varseqlen_args
+from trt_support import builder_args, qat_scales, varseqlen_args
 
 from helpers import trt_plugins
 from helpers.errors import BertError
 from helpers.trt_builder import build_fixed_engine, build_varseqlen_engine, fixed_profiles, varseqlen_profiles
 
 E, HEADS, HEAD, LAYERS = 384, 12, 32, 6
-
-
-@pytest.fixture(scope="module")
-def trt():
-    yield from standin_module()
-
-
-@pytest.fixture(scope="module")
-def model():
-    return load_fixture_model()
 
 
 class Capture:
@@ -80,8 +70,8 @@ def capture(trt, monkeypatch):
 
 
 # ------------------------------------------------------------------------------------------------ builder config
-def test_fixed_builder_flags(trt, model, capture, tmp_path, capsys):
-    config, weights = model
+def test_fixed_builder_flags(trt, fixture_model, capture, tmp_path, capsys):
+    config, weights = fixture_model
     cache = tmp_path / "build.tcf"
     build_fixed_engine(builder_args(batch_size=[1, 2], sequence_length=[16, 32], fp16=True, strict=True, sparse=True,
                                     verbose=True, workspace_size=300, timing_cache_file=str(cache),
@@ -102,8 +92,8 @@ def test_fixed_builder_flags(trt, model, capture, tmp_path, capsys):
     assert cache.is_file() and cache.stat().st_size > 0
 
 
-def test_varseqlen_builder_flags(trt, model, capture):
-    config, weights = model
+def test_varseqlen_builder_flags(trt, fixture_model, capture):
+    config, weights = fixture_model
     build_varseqlen_engine(varseqlen_args(fp16=True, max_batch_size=[4, 1], max_sequence_length=32), config, weights)
     c, flag = capture.config, trt.BuilderFlag
     assert c.get_flag(flag.FP16) and not c.get_flag(flag.INT8) and not c.get_flag(flag.DIRECT_IO)
@@ -116,8 +106,8 @@ def test_varseqlen_builder_flags(trt, model, capture):
         (name, trt.DataType.INT32, (-1,)) for name in ("input_ids", "segment_ids", "cu_seqlens", "max_seqlen")]
 
 
-def test_timing_cache_is_reused_and_checked(trt, model, tmp_path):
-    config, weights = model
+def test_timing_cache_is_reused_and_checked(trt, fixture_model, tmp_path):
+    config, weights = fixture_model
     cache = tmp_path / "build.tcf"
     args = builder_args(batch_size=[1], sequence_length=[16], timing_cache_file=str(cache))
     build_fixed_engine(args, config, weights)
@@ -145,8 +135,8 @@ def test_profiles():
          "cu_seqlens": ((1,), (2,), (2,)), "max_seqlen": ((1,), (128,), (128,))}]
 
 
-def test_int8_multihead_needs_fused_kernel_shapes(trt, model):
-    config, weights = model
+def test_int8_multihead_needs_fused_kernel_shapes(trt, fixture_model):
+    config, weights = fixture_model
     with pytest.raises(BertError, match="-imh"):
         build_fixed_engine(builder_args(int8=True, force_int8_multihead=True, sequence_length=[48]), config,
                            {**weights, **qat_scales(config)})
@@ -155,8 +145,8 @@ def test_int8_multihead_needs_fused_kernel_shapes(trt, model):
 # ------------------------------------------------------------------------------------------------ network structure
 @pytest.mark.parametrize("deprecated, versions", [(True, ("1", "1", "1")), (False, ("6", "4", "5"))],
                          ids=["v2-plugins", "v3-plugins"])
-def test_fixed_network_structure(trt, model, capture, deprecated, versions):
-    config, weights = model
+def test_fixed_network_structure(trt, fixture_model, capture, deprecated, versions):
+    config, weights = fixture_model
     build_fixed_engine(builder_args(batch_size=[2], sequence_length=[16], fp16=True,
                                     use_deprecated_plugins=deprecated), config, weights)
     keys = [key for key, _, _ in capture.plugins]
@@ -188,9 +178,9 @@ def test_fixed_network_structure(trt, model, capture, deprecated, versions):
     assert capture.layer("cls_squad_logits").second_transpose == (1, 0, 2, 3, 4)
 
 
-def test_fused_qkv_weights_are_head_major(trt, model, capture):
+def test_fused_qkv_weights_are_head_major(trt, fixture_model, capture):
     """The fused QKV convolution's output channels: per head, its H query rows, H key rows, H value rows."""
-    config, weights = model
+    config, weights = fixture_model
     build_fixed_engine(builder_args(batch_size=[1], sequence_length=[16]), config, weights)
     kernel = capture.layer("l3_attention_qkv_mult").kernel.numpy().reshape(3 * E, E)
     bias = capture.layer("l3_attention_qkv_mult").bias.numpy()
@@ -210,8 +200,8 @@ def gelu_layers(capture, n):
     return layers[end - 12:end + 1]
 
 
-def test_varseqlen_network_structure(trt, model, capture):
-    config, weights = model
+def test_varseqlen_network_structure(trt, fixture_model, capture):
+    config, weights = fixture_model
     build_varseqlen_engine(varseqlen_args(fp16=True, max_batch_size=[2], max_sequence_length=32,
                                           use_deprecated_plugins=False), config, weights)
     assert [(k, v) for k, v, _ in capture.plugins[:4]] == [
@@ -234,8 +224,8 @@ def test_varseqlen_network_structure(trt, model, capture):
 
 
 # ------------------------------------------------------------------------------------------------ INT8
-def test_fixed_qat_dynamic_ranges(trt, model, capture):
-    config, weights = model
+def test_fixed_qat_dynamic_ranges(trt, fixture_model, capture):
+    config, weights = fixture_model
     scales = qat_scales(config)
     build_fixed_engine(builder_args(batch_size=[2], sequence_length=[64], fp16=True, int8=True,
                                     force_int8_skipln=True, onnx="model.onnx"), config, {**weights, **scales})
@@ -274,8 +264,8 @@ def test_fixed_qat_dynamic_ranges(trt, model, capture):
     assert skip["type_id"][1].tolist() == [int(trt.DataType.INT8)]
 
 
-def test_fixed_ptq_ranges_and_missing_scales(trt, model, capture, tmp_path):
-    config, weights = model
+def test_fixed_ptq_ranges_and_missing_scales(trt, fixture_model, capture, tmp_path):
+    config, weights = fixture_model
     cache = tmp_path / "calib.cache"
     cache.write_bytes(b"TRT-100-EntropyCalibration2\n")  # an existing cache: no calibration pass, no GPU needed
     build_fixed_engine(builder_args(batch_size=[1], sequence_length=[16], int8=True, calib_path=str(cache)),
@@ -296,8 +286,8 @@ def test_fixed_ptq_ranges_and_missing_scales(trt, model, capture, tmp_path):
         build_fixed_engine(builder_args(sequence_length=[16], int8=True), config, {**weights, **scales})
 
 
-def test_megatron_network_ranges_and_plugins(trt, model, capture):
-    config, weights = model
+def test_megatron_network_ranges_and_plugins(trt, fixture_model, capture):
+    config, weights = fixture_model
     scales = qat_scales(config, megatron=True)
     build_varseqlen_engine(varseqlen_args(fp16=True, int8=True, interleaved=True, megatron=True, pickle="x.pkl",
                                           max_batch_size=[1], max_sequence_length=32), config, {**weights, **scales})

@@ -4,8 +4,8 @@ import os
 
 import numpy as np
 import pytest
-from conftest import shared_path
-from trt_support import MODEL_DIR, builder_args, load_fixture_model, standin_module
+from conftest import MODEL_DIR, load_fixture_model, shared_path
+from trt_support import builder_args
 
 from helpers import cuda_utils
 from helpers.calibrator import CalibrationCache, calibration_inputs, make_calibrator
@@ -13,11 +13,6 @@ from helpers.errors import BertError
 from helpers.trt_builder import build_fixed_engine, default_calibration_cache
 
 SEQ = 64
-
-
-@pytest.fixture(scope="module")
-def trt():
-    yield from standin_module()
 
 
 @pytest.fixture(scope="module")

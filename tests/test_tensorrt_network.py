@@ -10,24 +10,13 @@ from itertools import pairwise
 
 import numpy as np
 import pytest
-from trt_support import (StandinEngine, builder_args, load_fixture_model, pack, qat_scales, sample_inputs,
-                         standin_module, varseqlen_args)
+from trt_support import StandinEngine, builder_args, pack, qat_scales, sample_inputs, varseqlen_args
 
 from helpers.errors import BertError
 from helpers.reference import Numerics, forward, gelu, layer_norm
 from helpers.trt_builder import build_fixed_engine, build_varseqlen_engine
 
 TOLERANCE = 1e-4
-
-
-@pytest.fixture(scope="module")
-def trt():
-    yield from standin_module()
-
-
-@pytest.fixture(scope="module")
-def model():
-    return load_fixture_model()
 
 
 def max_error_fixed(logits, reference, mask):
@@ -37,8 +26,8 @@ def max_error_fixed(logits, reference, mask):
 
 
 @pytest.mark.parametrize("deprecated", [True, False], ids=["v2-plugins", "v3-plugins"])
-def test_fixed_fp32_matches_reference(trt, model, deprecated):
-    config, weights = model
+def test_fixed_fp32_matches_reference(trt, fixture_model, deprecated):
+    config, weights = fixture_model
     ids, segs, mask = sample_inputs(config, lengths=[32, 21], seq_len=32)
     plan = build_fixed_engine(builder_args(batch_size=[2], sequence_length=[32], use_deprecated_plugins=deprecated),
                               config, weights)
@@ -49,8 +38,8 @@ def test_fixed_fp32_matches_reference(trt, model, deprecated):
     assert max_error_fixed(logits, reference, mask) < TOLERANCE
 
 
-def test_fixed_profiles_are_selected_per_shape(trt, model):
-    config, weights = model
+def test_fixed_profiles_are_selected_per_shape(trt, fixture_model):
+    config, weights = fixture_model
     plan = build_fixed_engine(builder_args(batch_size=[2, 1], sequence_length=[32, 16], use_deprecated_plugins=False),
                               config, weights)
     engine = StandinEngine(trt, plan)
@@ -66,8 +55,8 @@ def test_fixed_profiles_are_selected_per_shape(trt, model):
 
 
 @pytest.mark.parametrize("deprecated", [True, False], ids=["v2-plugins", "v3-plugins"])
-def test_varseqlen_matches_reference(trt, model, deprecated):
-    config, weights = model
+def test_varseqlen_matches_reference(trt, fixture_model, deprecated):
+    config, weights = fixture_model
     plan = build_varseqlen_engine(varseqlen_args(fp16=True, max_batch_size=[1, 3], max_sequence_length=32,
                                                  use_deprecated_plugins=deprecated), config, weights)
     engine = StandinEngine(trt, plan)
@@ -81,17 +70,17 @@ def test_varseqlen_matches_reference(trt, model, deprecated):
         assert float(np.abs(logits - expected).max()) < TOLERANCE
 
 
-def test_varseqlen_fp32_with_plugins_is_refused(trt, model):
-    config, weights = model
+def test_varseqlen_fp32_with_plugins_is_refused(trt, fixture_model):
+    config, weights = fixture_model
     with pytest.raises(BertError, match="--fp16 or --int8"):
         build_varseqlen_engine(varseqlen_args(max_batch_size=[1], max_sequence_length=32), config, weights)
 
 
 @pytest.mark.parametrize("precision, tolerance", [("fp32", TOLERANCE), ("fp16", 2e-3)])
-def test_plugin_free_network_on_tensorrt_11(trt, model, monkeypatch, capsys, precision, tolerance):
+def test_plugin_free_network_on_tensorrt_11(trt, fixture_model, monkeypatch, capsys, precision, tolerance):
     """TensorRT 11 has no BERT plugins: the builders fall back to standard layers, with a message. The FP16 network
     is strongly typed with half-precision constants, so 1/sqrt(H) and GELU's constants are rounded to half."""
-    config, weights = model
+    config, weights = fixture_model
     monkeypatch.setattr(trt, "__version__", "11.4.0")
     fp16 = precision == "fp16"
     reference_numerics = Numerics.demobert(precision)
@@ -110,8 +99,8 @@ def test_plugin_free_network_on_tensorrt_11(trt, model, monkeypatch, capsys, pre
     assert float(np.abs(logits - expected).max()) < tolerance
 
 
-def test_plugin_free_network_refuses_int8(trt, model, monkeypatch):
-    config, weights = model
+def test_plugin_free_network_refuses_int8(trt, fixture_model, monkeypatch):
+    config, weights = fixture_model
     monkeypatch.setattr(trt, "__version__", "11.0.0")
     with pytest.raises(BertError, match="--int8 needs TensorRT 10"):
         build_fixed_engine(builder_args(int8=True, sequence_length=[32]), config, {**weights, **qat_scales(config)})
@@ -151,9 +140,9 @@ def megatron_reference(weights, config, ids, segs, cu):
     return np.concatenate(logits).T
 
 
-def test_megatron_topology_from_a_megatron_pickle(trt, model, tmp_path):
+def test_megatron_topology_from_a_megatron_pickle(trt, fixture_model, tmp_path):
     from helpers.weights import load_megatron_pickle, save_megatron_pickle
-    config, weights = model
+    config, weights = fixture_model
     path = tmp_path / "megatron.pkl"
     save_megatron_pickle({**weights, **qat_scales(config, megatron=True)}, config, path)
     megatron_weights = load_megatron_pickle(path, config)

@@ -3,18 +3,14 @@ profile selection per batch (spec §13.10: perf on variable-length engines), sha
 side (buffers, copies, events) needs a GPU and is not exercised here."""
 import numpy as np
 import pytest
-from trt_support import builder_args, load_fixture_model, standin_module, varseqlen_args
+from conftest import load_fixture_model
+from trt_support import builder_args, varseqlen_args
 
 from helpers.engine_format import MAGIC as NATIVE_MAGIC
 from helpers.errors import BertError
 from helpers.trt_builder import build_fixed_engine, build_varseqlen_engine
 from helpers.trt_runtime import (TrtRunner, bind_addresses, engine_info, is_tensorrt_plan, pack_padded, packed_shapes,
                                  pad_packed, padded_length, select_packed_profile, set_shapes)
-
-
-@pytest.fixture(scope="module")
-def trt():
-    yield from standin_module()
 
 
 @pytest.fixture(scope="module")

@@ -1,15 +1,10 @@
 """builder.py and builder_varseqlen.py themselves, with `tensorrt` importable (the stand-in): the scripts take the
 TensorRT path, write the plan atomically, and the plan computes the reference logits."""
 import numpy as np
-import pytest
-from trt_support import MODEL_DIR, StandinEngine, load_fixture_model, pack, sample_inputs, standin_module
+from conftest import MODEL_DIR, load_fixture_model
+from trt_support import StandinEngine, pack, sample_inputs
 
 from helpers.reference import Numerics, forward
-
-
-@pytest.fixture(scope="module")
-def trt():
-    yield from standin_module()
 
 
 def test_builder_script_builds_a_tensorrt_plan(trt, tmp_path, capsys):

@@ -4,15 +4,9 @@ import math
 
 import numpy as np
 import pytest
-from trt_support import standin_module
 
 from helpers.errors import BertError
 from helpers.trt_plugins import create_plugin, float_field, int_field, load_plugin_library
-
-
-@pytest.fixture(scope="module")
-def trt():
-    yield from standin_module()
 
 
 @pytest.fixture(scope="module")

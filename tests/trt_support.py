@@ -7,8 +7,6 @@ import numpy as np
 import pytest
 
 STANDIN = Path(__file__).resolve().parent / "trt_standin"
-ROOT = Path(__file__).resolve().parents[1]
-MODEL_DIR = ROOT / "models" / "minilm-l6-squad11"
 
 
 def standin_module():
@@ -24,15 +22,6 @@ def standin_module():
         sys.path.remove(str(STANDIN))
         for name in [n for n in sys.modules if n == "tensorrt" or n.startswith("tensorrt.")]:
             del sys.modules[name]
-
-
-def load_fixture_model():
-    """(config, canonical weights) of the minilm-l6-squad11 fixture shipped in models/."""
-    from helpers.config import load_config
-    from helpers.weights import load_hf_folder
-    if not (MODEL_DIR / "model.safetensors").is_file():
-        pytest.skip("models/minilm-l6-squad11 is not available")
-    return load_config(MODEL_DIR), load_hf_folder(MODEL_DIR)
 
 
 def _parsed(script, argv, overrides):

@@ -169,7 +169,7 @@ class InferCRunner:
         lengths = [p.seq[2] for p in self.engine_info.profiles if p.seq[2] >= longest]
         if not lengths:
             raise BertError(f"a sequence of {longest} tokens exceeds the engine's longest profile "
-                            f"({max(p.seq[2] for p in self.engine_info.profiles)})")
+                            f"({self.engine_info.max_seq})")
         return min(lengths)
 
     def _chunks(self, rows, seq_len):

@@ -121,6 +121,24 @@ class ITensor:
         return f"ITensor({self._name!r}, {self._dtype.name}, {self._shape})"
 
 
+class _InputsOutputs:
+    """Counting and indexing the tensors in `self._inputs` and `self._outputs` (layers and networks alike)."""
+
+    @property
+    def num_inputs(self):
+        return len(self._inputs)
+
+    def get_input(self, index):
+        return self._inputs[index]
+
+    @property
+    def num_outputs(self):
+        return len(self._outputs)
+
+    def get_output(self, index):
+        return self._outputs[index]
+
+
 class IHostMemory(bytes):
     """Library-owned host memory with the buffer protocol (TensorRT's serialized plans and timing caches).
 

@@ -2,7 +2,7 @@
 computes its outputs with numpy (floating point in float64: the stand-in checks the graph, not rounding)."""
 import numpy as np
 
-from ._core import ITensor, Weights, report_error
+from ._core import ITensor, Weights, _InputsOutputs, report_error
 from ._enums import FLOATING, INTEGER, ActivationType, DataType, ElementWiseOperation, MatrixOperation, ReduceOperation
 
 VALUE_LIMIT = 4096  # build-time values are tracked for small tensors (shape arithmetic), as TensorRT does
@@ -55,7 +55,7 @@ def as_compute(array, dtype):
 
 
 # ------------------------------------------------------------------------------------------------ the base class
-class ILayer:
+class ILayer(_InputsOutputs):
     _kind = "Layer"
 
     def __init__(self, network, inputs, num_outputs=1):
@@ -77,20 +77,6 @@ class ILayer:
     @name.setter
     def name(self, value):
         self._name = str(value)
-
-    @property
-    def num_inputs(self):
-        return len(self._inputs)
-
-    @property
-    def num_outputs(self):
-        return len(self._outputs)
-
-    def get_input(self, index):
-        return self._inputs[index]
-
-    def get_output(self, index):
-        return self._outputs[index]
 
     def set_input(self, index, tensor):
         if not isinstance(tensor, ITensor):

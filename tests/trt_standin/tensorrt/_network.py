@@ -1,5 +1,5 @@
 """INetworkDefinition: the `add_*` methods the project calls, with TensorRT's argument names."""
-from ._core import ITensor, report_error
+from ._core import ITensor, _InputsOutputs, report_error
 from ._enums import DataType, ElementWiseOperation, NetworkDefinitionCreationFlag
 from ._layers import (IActivationLayer, ICastLayer, IConcatenationLayer, IConstantLayer, IConvolutionLayer,
                       IElementWiseLayer, IGatherLayer, IMatrixMultiplyLayer, INormalizationLayer, IReduceLayer,
@@ -7,7 +7,7 @@ from ._layers import (IActivationLayer, ICastLayer, IConcatenationLayer, IConsta
 from ._plugins import add_plugin_layer
 
 
-class INetworkDefinition:
+class INetworkDefinition(_InputsOutputs):
     def __init__(self, flags, logger):
         self._flags = int(flags)
         self._strongly_typed = bool(self._flags >> int(NetworkDefinitionCreationFlag.STRONGLY_TYPED) & 1)
@@ -24,20 +24,6 @@ class INetworkDefinition:
 
     def get_layer(self, index):
         return self._layers[index]
-
-    @property
-    def num_inputs(self):
-        return len(self._inputs)
-
-    def get_input(self, index):
-        return self._inputs[index]
-
-    @property
-    def num_outputs(self):
-        return len(self._outputs)
-
-    def get_output(self, index):
-        return self._outputs[index]
 
     def get_flag(self, flag):
         return bool(self._flags >> int(flag) & 1)

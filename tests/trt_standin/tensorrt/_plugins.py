@@ -80,18 +80,11 @@ class PluginError(Exception):
 
 
 # ------------------------------------------------------------------------------------------------ plugin objects
-class _BertPlugin:
-    """What both plugin interfaces share: the creator's fields and the computation."""
+class _OfKind:
+    """What plugins and their creators both report about their plugin kind (all in the default namespace)."""
 
-    def __init__(self, kind, name, fields):
+    def __init__(self, kind):
         self._kind = kind
-        self._layer_name = name
-        self._fields = {f.name: f.data for f in fields}
-        self._kind.validate(self._fields)
-
-    @property
-    def plugin_type(self):
-        return self._kind.plugin_name
 
     @property
     def plugin_version(self):
@@ -100,6 +93,20 @@ class _BertPlugin:
     @property
     def plugin_namespace(self):
         return ""
+
+
+class _BertPlugin(_OfKind):
+    """What both plugin interfaces share: the creator's fields and the computation."""
+
+    def __init__(self, kind, name, fields):
+        super().__init__(kind)
+        self._layer_name = name
+        self._fields = {f.name: f.data for f in fields}
+        self._kind.validate(self._fields)
+
+    @property
+    def plugin_type(self):
+        return self._kind.plugin_name
 
     @property
     def num_outputs(self):
@@ -114,23 +121,12 @@ class IPluginV3(_BertPlugin):
     pass
 
 
-class IPluginCreator:
+class IPluginCreator(_OfKind):
     """An IPluginV2 creator: `create_plugin(name, field_collection)`."""
-
-    def __init__(self, kind):
-        self._kind = kind
 
     @property
     def name(self):
         return self._kind.plugin_name
-
-    @property
-    def plugin_version(self):
-        return self._kind.version
-
-    @property
-    def plugin_namespace(self):
-        return ""
 
     @property
     def field_names(self):
