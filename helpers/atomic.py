@@ -6,15 +6,23 @@ from contextlib import contextmanager
 from .errors import BertError
 
 
-@contextmanager
-def atomic_open(path, mode="wb"):
-    """Open a temporary file beside `path`; on success fsync it and rename it over `path`."""
+def check_writable(path):
+    """Raise BertError unless `path` could be written atomically (before long work, not after); touches nothing."""
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     if os.path.isdir(path):
         raise BertError(f"output path is a directory: {path}")
     if not os.path.isdir(folder):
         raise BertError(f"output folder does not exist: {folder}")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise BertError(f"cannot write {path}: its folder is not writable")
+    return path, folder
+
+
+@contextmanager
+def atomic_open(path, mode="wb"):
+    """Open a temporary file beside `path`; on success fsync it and rename it over `path`."""
+    path, folder = check_writable(path)
     try:
         fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
     except OSError as exc:

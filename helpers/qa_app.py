@@ -11,7 +11,7 @@ import time
 import numpy as np
 
 from . import data_processing as dp
-from .atomic import atomic_open
+from .atomic import atomic_open, check_writable
 from .errors import BertError
 from .tokenization import FullTokenizer
 
@@ -199,7 +199,7 @@ class QuestionAnswerer:
             pending = None
             for lo in range(0, len(examples), block_size):
                 block = examples[lo:lo + block_size]
-                features = [next(per_example) for _ in block]
+                features = [_next_features(per_example, example) for example in block]
                 flat = [f for feats in features for f in feats]
                 running = (block, features, engine_thread.submit(self.run_features, flat))
                 if pending is not None:
@@ -216,6 +216,13 @@ class QuestionAnswerer:
             predictions[example.id] = dp.get_best_prediction(example.doc_tokens, feats, outs, self.n_best_size,
                                                              self.max_answer_length, **self._decode_args())[0]
         bar.update(len(block))
+
+def _next_features(per_example, example):
+    try:
+        return next(per_example)
+    except BertError as exc:
+        raise BertError(f"question {example.id}: {exc}") from None
+
 
 def _length(feature):
     return int(np.count_nonzero(feature.input_mask))
@@ -242,8 +249,7 @@ def run_app(args, runner, batch_size=1):
     if passage is None and args.squad_json:
         examples = dp.read_squad_json(args.squad_json)
         output = args.output_prediction_file
-        with atomic_open(output, "w"):  # fail on an unwritable output before hours of work, not after
-            pass
+        check_writable(output)  # fail before the work, not after it
         predictions = qa.answer_squad(examples, progress=True)
         write_predictions(output, predictions)
         print(f"Running inference in {qa.sentences_per_second:.3f} Sentences/Sec")

@@ -1,5 +1,6 @@
 """The command-line scripts end to end on the embedded model, as a user runs them, and every bad input."""
 import json
+import os
 import re
 import subprocess
 import sys
@@ -251,3 +252,15 @@ def test_squad_v2_null_answers_follow_the_threshold(engines, tmp_path):
     proc = run("squad/evaluate-v2.0.py", subset, tmp_path / "pred-1000000000.0.json")
     scores = json.loads(proc.stdout)
     assert scores["HasAns_f1"] == 0.0 and scores["NoAns_f1"] == 100.0
+
+
+def test_failed_squad_run_keeps_the_previous_predictions(engines, tmp_path):
+    out = tmp_path / "predictions.json"
+    out.write_text('{"previous": "run"}', encoding="utf-8")
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"data": [{"paragraphs": [{"context": "Some text.", "qas": [
+        {"id": "a", "question": "What?"}, {"id": "b", "question": "\u0001\u0002"}]}]}]}), encoding="utf-8")
+    proc = run("inference.py", "-e", engines["fixed128"], "-v", VOCAB, "-sq", bad, "-o", out, check=False)
+    assert_one_line_error(proc, "question b: .*no tokens")  # found mid-run, after the output was checked
+    assert out.read_text(encoding="utf-8") == '{"previous": "run"}' and sorted(os.listdir(tmp_path)) == \
+        ["bad.json", "predictions.json"]
