@@ -1,6 +1,8 @@
 """Open an engine file with the runtime its content calls for: native engines on the GPU or the CPU, TensorRT plans
 with TensorRT."""
+import importlib.util
 import os
+import sys
 
 from .engine_format import EngineFile, engine_kind
 from .errors import BertError
@@ -9,10 +11,12 @@ DEVICES = ("auto", "cpu", "gpu")
 
 
 def cuda_available():
-    try:
-        import torch
-    except ImportError:
+    """A CUDA GPU PyTorch can use. Cheap checks first, so CPU machines do not pay PyTorch's import on every run."""
+    if os.environ.get("CUDA_VISIBLE_DEVICES") == "" or importlib.util.find_spec("torch") is None:
         return False
+    if sys.platform.startswith("linux") and not any(os.path.exists(d) for d in ("/dev/nvidiactl", "/dev/dxg")):
+        return False  # no NVIDIA driver device (native or WSL)
+    import torch
     return torch.cuda.is_available()
 
 
