@@ -43,9 +43,10 @@ def parse_args(argv):
 
 def main(argv=None):
     args = parse_args(argv)
+    backend = build_cli.choose_backend(args)
     config, weights = build_cli.load_model(args, priority=("onnx", "pytorch", "ckpt"))
     check_shapes(config, args.batch_size, args.sequence_length)
-    if build_cli.choose_backend(args) == "tensorrt":
+    if backend == "tensorrt":
         from helpers.trt_builder import build_fixed_engine
         build_cli.save_engine(args, lambda: build_fixed_engine(args, config, weights))
         return 0

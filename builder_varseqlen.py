@@ -43,9 +43,10 @@ def main(argv=None):
     if args.int8 and not (args.onnx or args.pytorch or args.pickle):
         raise BertError("Post training calibration is not supported in variable-length BERT: with --int8 give "
                         "quantization scales through --onnx, --pytorch or --pickle")
+    backend = build_cli.choose_backend(args)
     config, weights = build_cli.load_model(args, priority=("onnx", "pytorch", "ckpt", "pickle"))
     check_shapes(config, args.max_batch_size, [args.max_sequence_length])
-    if build_cli.choose_backend(args) == "tensorrt":
+    if backend == "tensorrt":
         from helpers.trt_builder import build_varseqlen_engine
         build_cli.save_engine(args, lambda: build_varseqlen_engine(args, config, weights))
         return 0

@@ -1,7 +1,7 @@
 """What builder.py and builder_varseqlen.py share: upstream's flags, weight loading, backend choice, engine writing."""
 import time
 
-from .atomic import write_bytes_atomic
+from .atomic import check_writable, write_bytes_atomic
 from .config import load_config
 from .errors import BertError, StrictParser
 from .native_builder import build_native_engine
@@ -60,12 +60,17 @@ def tensorrt_available():
 
 
 def choose_backend(args):
+    """'tensorrt' or 'native'; checks what can be checked before loading weights (output path, native precision)."""
     if args.backend == "tensorrt" and not tensorrt_available():
         raise BertError("--backend tensorrt: the tensorrt module is not installed (pip install 'tensorrt>=10,<11'"
                         " on a machine with an NVIDIA GPU), or use --backend native")
-    if args.backend == "auto":
-        return "tensorrt" if tensorrt_available() else "native"
-    return args.backend
+    backend = args.backend
+    if backend == "auto":
+        backend = "tensorrt" if tensorrt_available() else "native"
+    check_writable(args.output)
+    if backend == "native":
+        native_precision(args)
+    return backend
 
 
 def load_model(args, priority):
