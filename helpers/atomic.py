@@ -8,10 +8,12 @@ from .errors import BertError
 
 def check_writable(path):
     """Raise BertError unless `path` could be written atomically (before long work, not after); touches nothing."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
+    path = os.path.realpath(os.fspath(path))  # through symlinks: replace the file they point to, not the link
+    folder = os.path.dirname(path)
     if os.path.isdir(path):
         raise BertError(f"output path is a directory: {path}")
+    if os.path.exists(path) and not os.path.isfile(path):
+        raise BertError(f"output path is not a regular file (a device or pipe?): {path}")
     if not os.path.isdir(folder):
         raise BertError(f"output folder does not exist: {folder}")
     if not os.access(folder, os.W_OK | os.X_OK):

@@ -68,6 +68,8 @@ def choose_backend(args):
     if backend == "auto":
         backend = "tensorrt" if tensorrt_available() else "native"
     check_writable(args.output)
+    if args.workspace_size is not None and args.workspace_size < 0:
+        raise BertError(f"-w/--workspace-size must be >= 0 MiB, got {args.workspace_size}")
     if backend == "native":
         native_precision(args)
     return backend

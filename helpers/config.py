@@ -32,6 +32,9 @@ class BertConfig:
         if self.hidden_size % self.num_attention_heads:
             raise BertError(f"model config: hidden_size {self.hidden_size} is not a multiple of "
                             f"num_attention_heads {self.num_attention_heads}")
+        if not isinstance(self.layer_norm_eps, (int, float)) or isinstance(self.layer_norm_eps, bool) \
+                or not 0 < self.layer_norm_eps < 1:
+            raise BertError(f"model config: layer_norm_eps must be a number in (0, 1), got {self.layer_norm_eps!r}")
         if self.hidden_act not in GELU_KINDS:
             raise BertError(f"model config: hidden_act {self.hidden_act!r} is not supported "
                             f"(one of {', '.join(sorted(GELU_KINDS))})")

@@ -109,7 +109,7 @@ def iter_squad_questions(dataset):
 def read_squad_json(path):
     """Examples in file order; the questions of one paragraph share one `doc_tokens` list object."""
     dataset = load_squad_json(path)
-    examples = []
+    examples, seen = [], set()
     for a, article in enumerate(dataset["data"]):
         for p, paragraph in enumerate(article["paragraphs"]):
             doc_tokens = convert_doc_tokens(paragraph["context"])
@@ -118,7 +118,12 @@ def read_squad_json(path):
             for qa in paragraph["qas"]:
                 if not qa["question"].strip():
                     raise BertError(f"SQuAD file {path}: question {qa['id']} is empty")
+                if qa["id"] in seen:  # predictions.json is keyed by id: a repeat would silently drop an answer
+                    raise BertError(f"SQuAD file {path}: question id {qa['id']!r} appears more than once")
+                seen.add(qa["id"])
                 examples.append(Example(id=qa["id"], question_text=qa["question"], doc_tokens=doc_tokens))
+    if not examples:
+        raise BertError(f"SQuAD file {path} has no questions")
     return examples
 
 

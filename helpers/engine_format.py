@@ -27,6 +27,7 @@ TENSORRT_PLAN_MAGIC = b"ftrt"  # TensorRT's serialized-plan tag (kPLAN_MAGIC_TAG
 FORMAT_VERSION = 1
 ALIGN = 64
 _DTYPES = {"float32", "float16", "int8", "int32"}
+PRECISIONS = ("fp32", "fp16", "int8")
 
 
 @dataclass
@@ -131,6 +132,8 @@ class EngineFile(ProfileSet):
             start = len(MAGIC) + 8
             header = json.loads(data[start:start + head_len].decode("utf-8"))
             blob_start = start + head_len + ((-(start + head_len)) % ALIGN)
+            if not isinstance(header, dict):
+                raise ValueError("header is not an object")
         except (struct.error, ValueError, UnicodeDecodeError):
             raise BertError(f"engine {path} is corrupt (unreadable header)") from None
         if header.get("format_version") != FORMAT_VERSION:
@@ -139,19 +142,47 @@ class EngineFile(ProfileSet):
         blob = memoryview(data)[blob_start:]
         if len(blob) != header.get("blob_bytes") or zlib.crc32(blob) != header.get("blob_crc32"):
             raise BertError(f"engine {path} is corrupt or truncated (checksum mismatch): rebuild it")
-        weights = {}
-        for name, t in header["tensors"].items():
-            array = np.frombuffer(blob, dtype=np.dtype(t["dtype"]), count=int(np.prod(t["shape"], dtype=np.int64)),
-                                  offset=t["offset"]).reshape(t["shape"])
-            weights[name] = array
         try:
-            return cls(config=BertConfig.from_dict(header["config"]), precision=header["precision"],
-                       variable_seqlen=bool(header["variable_seqlen"]),
-                       profiles=[Profile.from_dict(p) for p in header["profiles"]], weights=weights,
-                       numerics=header.get("numerics", {}), build_info=header.get("build_info", {}))
-        except (KeyError, TypeError) as exc:
-            raise BertError(f"engine {path} is corrupt (header lacks {exc})") from None
+            engine = cls(config=BertConfig.from_dict(header["config"]), precision=header["precision"],
+                         variable_seqlen=bool(header["variable_seqlen"]),
+                         profiles=[Profile.from_dict(p) for p in header["profiles"]],
+                         weights={name: _tensor(blob, t) for name, t in header["tensors"].items()},
+                         numerics=dict(header.get("numerics", {})), build_info=header.get("build_info", {}))
+            engine.check()
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise BertError(f"engine {path} is corrupt (bad header: {type(exc).__name__} {exc})") from None
+        except BertError as exc:
+            raise BertError(f"engine {path} is corrupt: {exc}") from None
+        return engine
 
+    def check(self):
+        """Raise BertError unless precision, profiles and weights are consistent with the config."""
+        from .weights import validate
+        if self.precision not in PRECISIONS:
+            raise BertError(f"unknown precision {self.precision!r}")
+        if not self.profiles:
+            raise BertError("no optimization profiles")
+        for p in self.profiles:
+            for lo, opt, hi in (p.batch, p.seq):
+                if not 1 <= lo <= opt <= hi:
+                    raise BertError(f"bad profile {p.to_dict()}")
+            if p.seq[2] > self.config.max_position_embeddings:
+                raise BertError(f"profile sequence length {p.seq[2]} exceeds the model's "
+                                f"{self.config.max_position_embeddings} positions")
+        validate(self.weights, self.config)
+
+
+def _tensor(blob, t):
+    """One tensor of the blob, checked against the blob's size (a header can be damaged too)."""
+    dtype = np.dtype(t["dtype"]) if t["dtype"] in _DTYPES else None
+    if dtype is None:
+        raise ValueError(f"unknown dtype {t['dtype']!r}")
+    shape = [int(v) for v in t["shape"]]
+    count = int(np.prod(shape, dtype=np.int64))
+    offset = int(t["offset"])
+    if min(shape, default=1) < 0 or offset < 0 or offset + count * dtype.itemsize > len(blob):
+        raise ValueError("tensor lies outside the blob")
+    return np.frombuffer(blob, dtype=dtype, count=count, offset=offset).reshape(shape)
 
 def engine_kind_of_bytes(head):
     """'native', 'tensorrt' or 'unknown' from the first bytes of a file."""

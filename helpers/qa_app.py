@@ -82,6 +82,12 @@ def make_tokenizer(vocab_file, engine_info):
     return tokenizer
 
 
+# Logit given to padding positions before decoding. Padding can never hold an answer, but its logits (0 from native
+# engines, whatever the network computed from upstream's) could otherwise crowd real tokens out of the n-best start
+# and end indexes and leave no valid span ("empty") when every real logit is negative.
+PADDING_LOGIT = -10000.0
+
+
 class QuestionAnswerer:
     """Runs feature windows through a runner and decodes answers; `seconds` and `features_run` accumulate the time
     spent in the engine (host-to-device copies included, decoding excluded), as upstream reports it."""
@@ -96,6 +102,8 @@ class QuestionAnswerer:
         self.n_best_size, self.max_answer_length = args.n_best_size, args.max_answer_length
         self.version_2 = args.version_2_with_negative
         self.null_threshold = args.null_score_diff_threshold
+        if not np.isfinite(self.null_threshold):
+            raise BertError("--null-score-diff-threshold must be a finite number")
         for name in ("n_best_size", "max_answer_length", "max_query_length"):
             if getattr(args, name) < 1:
                 raise BertError(f"--{name.replace('_', '-')} must be at least 1")
@@ -144,7 +152,7 @@ class QuestionAnswerer:
             self._count(t0, len(chunk))
             results = []
             for n, lo in zip(lengths, cu[:-1]):
-                start, end = np.zeros(S, np.float32), np.zeros(S, np.float32)
+                start, end = np.full(S, PADDING_LOGIT, np.float32), np.full(S, PADDING_LOGIT, np.float32)
                 start[:n], end[:n] = out[0, lo:lo + n], out[1, lo:lo + n]
                 results.append((start, end))
             return results
@@ -158,7 +166,12 @@ class QuestionAnswerer:
         t0 = time.perf_counter()
         out = self.runner.infer_fixed(stack("input_ids"), stack("segment_ids"), stack("input_mask"))
         self._count(t0, rows)
-        return [(out[r, :, 0], out[r, :, 1]) for r in range(rows)]
+        results = []
+        for r, feature in enumerate(chunk):
+            start, end = out[r, :, 0].copy(), out[r, :, 1].copy()
+            start[_length(feature):] = end[_length(feature):] = PADDING_LOGIT
+            results.append((start, end))
+        return results
 
     def _count(self, t0, n):
         self.seconds += time.perf_counter() - t0

@@ -94,6 +94,9 @@ def validate(weights, config):
         elif tuple(weights[name].shape) != shape:
             wrong.append(f"{name} {list(weights[name].shape)} (expected {list(shape)})")
     problems = []
+    extra = num_layers(weights) - config.num_hidden_layers
+    if extra > 0:  # a config with fewer layers than the weights would silently run a truncated model
+        problems.append(f"the weights have {num_layers(weights)} layers")
     if missing:
         problems.append(f"missing {len(missing)} tensor(s): {_listing(missing)}")
     if wrong:

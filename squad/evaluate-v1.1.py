@@ -34,11 +34,11 @@ def main(argv=None):
     if not math.isfinite(args.f1_acc):
         raise BertError(f"f1_acc must be a finite number, got {args.f1_acc}")
     dataset_json = load_dataset(args.dataset_file)
-    version = dataset_json.get("version")
-    if version != EXPECTED_VERSION:
-        print(f"Evaluation expects v-{EXPECTED_VERSION}, but got dataset with v-{version}", file=sys.stderr)
     predictions = load_predictions(args.prediction_file)
     result = evaluate(dataset_json["data"], predictions)
+    version = dataset_json.get("version")
+    if version != EXPECTED_VERSION:  # upstream's notice; printed once the files are known to be usable
+        print(f"Evaluation expects v-{EXPECTED_VERSION}, but got dataset with v-{version}", file=sys.stderr)
     passed = accuracy_passes(result["f1"], args.f1_acc)
     print(accuracy_line(passed))
     print(json.dumps(result))

@@ -4,16 +4,17 @@ import os
 import numpy as np
 import pytest
 
+from conftest import random_weights
 from helpers.config import BertConfig
 from helpers.engine_format import MAGIC, EngineFile, Profile, engine_kind
 from helpers.errors import BertError
 
 
 def small_engine(dtype=np.float32):
-    config = BertConfig(num_hidden_layers=1, hidden_size=8, num_attention_heads=2, intermediate_size=16)
-    rng = np.random.default_rng(0)
-    weights = {"a_kernel": rng.standard_normal((3, 5)).astype(dtype), "b_bias": np.arange(7, dtype=np.float32),
-               "c_ids": np.arange(4, dtype=np.int32)}
+    config = BertConfig(num_hidden_layers=1, hidden_size=8, num_attention_heads=2, intermediate_size=16,
+                        vocab_size=20, max_position_embeddings=64)
+    weights = {name: array.astype(dtype) if name.endswith("_kernel") else array
+               for name, array in random_weights(config, 0).items()}
     return EngineFile(config=config, precision="fp32", variable_seqlen=True,
                       profiles=[Profile((1, 4, 4), (1, 64, 64)), Profile((1, 1, 1), (1, 64, 64))], weights=weights,
                       numerics={"gelu": "erf"}, build_info={"builder": "test"})
@@ -94,3 +95,36 @@ def test_crash_during_write_keeps_the_old_engine(tmp_path, monkeypatch):
     with pytest.raises(OSError):
         engine.save(path)
     assert path.read_bytes() == before and os.listdir(tmp_path) == ["e.engine"]
+
+
+def rewrite_header(path, edit):
+    """Apply `edit` to the engine's JSON header, keeping the blob (so only header checks can catch it)."""
+    import json
+    import struct
+    data = path.read_bytes()
+    (length,) = struct.unpack_from("<Q", data, len(MAGIC))
+    header = json.loads(data[len(MAGIC) + 8:len(MAGIC) + 8 + length])
+    edit(header)
+    start = len(MAGIC) + 8 + length
+    blob = data[start + (-start) % 64:]
+    head = json.dumps(header).encode()
+    prefix = MAGIC + struct.pack("<Q", len(head)) + head
+    path.write_bytes(prefix + b"\0" * ((-len(prefix)) % 64) + blob)
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda h: h["config"].update(num_hidden_layers=2), "missing"),
+    (lambda h: h["config"].update(num_hidden_layers=0), "num_hidden_layers"),
+    (lambda h: h.update(precision="int3"), "precision"),
+    (lambda h: h["profiles"].append({"batch": [1, 1, 1], "seq": [1, 9999, 9999]}), "9999"),
+    (lambda h: h["tensors"].pop("cls_squad_output_bias"), "cls_squad_output_bias"),
+    (lambda h: next(iter(h["tensors"].values())).update(dtype="bogus"), "dtype"),
+    (lambda h: next(iter(h["tensors"].values())).update(offset=10 ** 9), "outside the blob"),
+    (lambda h: h.pop("tensors"), "tensors"),
+])
+def test_damaged_headers_are_named(tmp_path, edit, message):
+    path = tmp_path / "e.engine"
+    small_engine().save(path)
+    rewrite_header(path, edit)
+    with pytest.raises(BertError, match=f"corrupt.*{message}"):
+        EngineFile.load(path)

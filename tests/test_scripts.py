@@ -264,3 +264,55 @@ def test_failed_squad_run_keeps_the_previous_predictions(engines, tmp_path):
     assert_one_line_error(proc, "question b: .*no tokens")  # found mid-run, after the output was checked
     assert out.read_text(encoding="utf-8") == '{"previous": "run"}' and sorted(os.listdir(tmp_path)) == \
         ["bad.json", "predictions.json"]
+
+
+def test_negative_passage_logits_still_give_a_span(engines):
+    """Every real start/end logit is negative here; padding (logit 0 from native engines) must not crowd the real
+    tokens out of the n-best indexes (the answer was the nonce 'empty' before)."""
+    proc = run("inference.py", "-e", engines["fixed384x4"], "-s", "384", "-v", VOCAB, "-p",
+               "The tower was built in 1889 by Gustave Eiffel in Paris.", "-q",
+               "Quand la tour Eiffel a-t-elle été construite?")
+    answer = re.search(r"Answer: '(.*)'", proc.stdout).group(1)
+    assert answer != "empty" and answer in "The tower was built in 1889 by Gustave Eiffel in Paris."
+
+
+def squad_file(tmp_path, qas):
+    path = tmp_path / "q.json"
+    path.write_text(json.dumps({"data": [{"paragraphs": [{"context": "Anna was born in 1847 in Oslo.",
+                                                          "qas": qas}]}]}), encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("qas, pattern", [
+    ([{"id": "x", "question": "When was Anna born?"}, {"id": "x", "question": "Where?"}], "'x' appears more than once"),
+    ([], "has no questions"),
+])
+def test_squad_files_that_would_lose_answers(engines, tmp_path, qas, pattern):
+    out = tmp_path / "predictions.json"
+    proc = run("inference.py", "-e", engines["fixed128"], "-v", VOCAB, "-sq", squad_file(tmp_path, qas), "-o", out,
+               check=False)
+    assert_one_line_error(proc, pattern)
+    assert not out.exists()
+
+
+def test_outputs_go_through_symlinks_and_never_replace_devices(engines, tmp_path):
+    questions = squad_file(tmp_path, [{"id": "a", "question": "When was Anna born?"}])
+    target, link = tmp_path / "real.json", tmp_path / "link.json"
+    target.write_text("{}", encoding="utf-8")
+    link.symlink_to(target)
+    run("inference.py", "-e", engines["fixed128"], "-v", VOCAB, "-sq", questions, "-o", link)
+    assert link.is_symlink() and json.loads(target.read_text(encoding="utf-8")) == {"a": "1847"}
+    proc = run("inference.py", "-e", engines["fixed128"], "-v", VOCAB, "-sq", questions, "-o", "/dev/null",
+               check=False)
+    assert_one_line_error(proc, "not a regular file")
+    assert os.path.exists("/dev/null") and not os.path.isfile("/dev/null")
+
+
+@pytest.mark.parametrize("change, pattern", [(dict(num_hidden_layers=4), "the weights have 6 layers"),
+                                             (dict(layer_norm_eps=-1), "layer_norm_eps")])
+def test_builder_refuses_configs_that_do_not_fit(tmp_path, change, pattern):
+    config = json.loads((MODEL_DIR / "config.json").read_text(encoding="utf-8"))
+    (tmp_path / "config.json").write_text(json.dumps(dict(config, **change)), encoding="utf-8")
+    proc = run("builder.py", "-pt", MODEL_DIR, "-c", tmp_path, "-o", tmp_path / "e.engine", check=False)
+    assert_one_line_error(proc, pattern)
+    assert not (tmp_path / "e.engine").exists()
