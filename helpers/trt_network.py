@@ -120,6 +120,18 @@ class PluginNetwork(NetworkWriter):
             raise BertError(f"INT8 with quantization scales: the weights lack {name} (a QAT _amax scale)")
         return float(np.max(np.abs(np.asarray(self.w[name], dtype=np.float64))))
 
+    def qkv_projection(self, prefix, x):
+        """The fused QKV 1x1 convolution `l{n}_attention_qkv_mult` with its QAT ranges (spec §3.5 steps 1-2)."""
+        if self.opts.qat:
+            self.set_range(x, f"{prefix}self_query_input_amax")
+        qkv = self.dense(x, 3 * self.config.hidden_size, f"{prefix}self_qkv_")
+        set_output_name(qkv, prefix, "qkv_mult")
+        if self.opts.qat:
+            amax = max(self.amax(f"{prefix}self_{q}_quantizer_amax")
+                       for q in ("qv_a_input", "qv_b_input", "av_b_input"))
+            qkv.get_output(0).dynamic_range = (-amax, amax)
+        return qkv
+
     def set_range(self, tensor, amax_name):
         amax = self.amax(amax_name)
         tensor.dynamic_range = (-amax, amax)
@@ -181,13 +193,7 @@ class FixedNetwork(PluginNetwork):
             if len(amaxes) != 1:
                 raise BertError(f"{prefix}self query/key/value input scales differ ({sorted(amaxes)}): the fused "
                                 f"QKV projection needs one input scale")
-            self.set_range(x, f"{prefix}self_query_input_amax")
-        qkv = self.dense(x, 3 * e, f"{prefix}self_qkv_")
-        set_output_name(qkv, prefix, "qkv_mult")
-        if opts.qat:
-            amax = max(self.amax(f"{prefix}self_{q}_quantizer_amax")
-                       for q in ("qv_a_input", "qv_b_input", "av_b_input"))
-            qkv.get_output(0).dynamic_range = (-amax, amax)
+        qkv = self.qkv_projection(prefix, x)
         fields = [int_field(trt, "type_id", int(self.mha_dtype())), int_field(trt, "hidden_size", e),
                   int_field(trt, "num_heads", heads), int_field(trt, "has_mask", 1)]
         if opts.qat:
@@ -303,14 +309,7 @@ class VarSeqlenNetwork(PluginNetwork):
         """prefix = 'l{n}_attention_'."""
         trt, o = self.trt, self.opts
         e, heads = self.config.hidden_size, self.config.num_attention_heads
-        if o.qat:
-            self.set_range(x, f"{prefix}self_query_input_amax")
-        qkv = self.dense(x, 3 * e, f"{prefix}self_qkv_")
-        set_output_name(qkv, prefix, "qkv_mult")
-        if o.qat:
-            amax = max(self.amax(f"{prefix}self_{q}_quantizer_amax")
-                       for q in ("qv_a_input", "qv_b_input", "av_b_input"))
-            qkv.get_output(0).dynamic_range = (-amax, amax)
+        qkv = self.qkv_projection(prefix, x)
         fields = [int_field(trt, "hidden_size", e), int_field(trt, "num_heads", heads)]
         if o.qat:
             fields.append(float_field(trt, "dq_probs", self.amax(f"{prefix}self_av_a_input_quantizer_amax") / 127.0))
