@@ -13,6 +13,7 @@ import numpy as np
 
 from . import cuda_utils
 from .engine_format import TENSORRT_PLAN_MAGIC, Profile, ProfileSet
+from .backends.inputs import perf_inputs
 from .errors import BertError
 from .trt_plugins import import_tensorrt
 
@@ -239,9 +240,7 @@ class TrtRunner:
 
     def benchmark(self, batch_size, seq_len, warmup, iterations, duration, seed):
         """GPU time (ms) of execute_async_v3 alone per iteration, between CUDA events, as upstream's perf.py."""
-        rng = np.random.RandomState(seed)
-        ids = rng.randint(0, VOCAB_SIZE, size=batch_size * seq_len).astype(np.int32)
-        segs = rng.randint(0, TYPE_VOCAB_SIZE, size=batch_size * seq_len).astype(np.int32)
+        ids, segs = perf_inputs(batch_size, seq_len, seed, VOCAB_SIZE, TYPE_VOCAB_SIZE)
         if self.engine_info.variable_seqlen:
             cu = np.arange(0, batch_size * seq_len + 1, seq_len, dtype=np.int32)
             self._prepare(packed_shapes(len(ids), batch_size, seq_len),

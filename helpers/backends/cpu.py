@@ -17,7 +17,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from ..engine_format import EngineFile
-from .inputs import check_packed_inputs, pack_fixed_inputs
+from .inputs import check_packed_inputs, pack_fixed_inputs, perf_inputs
 
 ROW_BLOCK = 64            # rows per element-wise block: 64 x 1536 floats stay in a core's L2
 TOKENS_PER_CHUNK = 16384  # bounds activation memory when many sequences come at once
@@ -152,9 +152,8 @@ class CpuRunner:
 
     def benchmark(self, batch_size, seq_len, warmup, iterations, duration, seed):
         """Per-iteration wall times (ms) of full-length synthetic batches, as upstream's perf.py feeds them."""
-        rng = np.random.RandomState(seed)
-        ids = rng.randint(0, self.config.vocab_size, size=(batch_size, seq_len)).astype(np.int32)
-        segs = rng.randint(0, self.config.type_vocab_size, size=(batch_size, seq_len)).astype(np.int32)
+        ids, segs = (a.reshape(batch_size, seq_len) for a in perf_inputs(
+            batch_size, seq_len, seed, self.config.vocab_size, self.config.type_vocab_size))
         mask = np.ones_like(ids)
         for _ in range(warmup):
             self.infer_fixed(ids, segs, mask)

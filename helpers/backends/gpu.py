@@ -28,7 +28,7 @@ import torch
 from ..engine_format import EngineFile
 from ..errors import BertError
 from . import gpu_kernels as K
-from .inputs import check_packed_inputs, pack_fixed_inputs
+from .inputs import check_packed_inputs, pack_fixed_inputs, perf_inputs
 
 MAX_GRAPHS = 64   # captured graphs kept per runner (each holds only kernel nodes: its buffers are shared)
 
@@ -194,10 +194,8 @@ class GpuRunner:
         if self.engine_info.select_profile(batch_size, seq_len) is None:
             raise BertError(f"None of the dynamic shape profiles meets the requirement batch = {batch_size} and "
                             f"sequence = {seq_len}.")
-        rng = np.random.RandomState(seed)
         T = batch_size * seq_len
-        ids = rng.randint(0, self.config.vocab_size, size=T).astype(np.int32)
-        segs = rng.randint(0, self.config.type_vocab_size, size=T).astype(np.int32)
+        ids, segs = perf_inputs(batch_size, seq_len, seed, self.config.vocab_size, self.config.type_vocab_size)
         cu = np.arange(0, T + 1, seq_len, dtype=np.int64)
         with torch.cuda.stream(self.stream):
             run = self._prepare(ids, segs, cu, seq_len, benchmark=True)

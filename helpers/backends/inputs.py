@@ -38,3 +38,12 @@ def check_packed_inputs(config, ids, segs, cu):
         raise BertError(f"token id out of range [0, {config.vocab_size})")
     if segs.min() < 0 or segs.max() >= config.type_vocab_size:
         raise BertError(f"segment id out of range [0, {config.type_vocab_size})")
+
+
+def perf_inputs(batch_size, seq_len, seed, vocab_size, type_vocab_size):
+    """perf.py's synthetic batch, as upstream makes it: uniform random token and segment ids from one seeded
+    generator, flat (batch_size * seq_len,) int32; every sequence is full length (the mask is all ones)."""
+    rng = np.random.RandomState(seed)
+    ids = rng.randint(0, vocab_size, size=batch_size * seq_len).astype(np.int32)
+    segs = rng.randint(0, type_vocab_size, size=batch_size * seq_len).astype(np.int32)
+    return ids, segs
