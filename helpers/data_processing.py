@@ -320,11 +320,13 @@ def _prelim_predictions(features, results, n_best_size, max_answer_length, versi
             score = start_logits[0] + end_logits[0]
             if null is None or score < null.score:
                 null = _NullAnswer(score, start_logits[0], end_logits[0])
+        # Only the window's real tokens compete for the n-best indexes: upstream ranked padding positions too, and
+        # when every real logit was negative, padding could crowd all of them out (the nonce answer "empty").
         n_tokens = len(feature.tokens)
         in_doc, max_context = feature.token_to_orig_map, feature.token_is_max_context
-        starts = [s for s in _get_best_indexes(start_logits, n_best_size)
-                  if s < n_tokens and s in in_doc and max_context.get(s, False)]
-        ends = [e for e in _get_best_indexes(end_logits, n_best_size) if e < n_tokens and e in in_doc]
+        starts = [s for s in _get_best_indexes(start_logits[:n_tokens], n_best_size)
+                  if s in in_doc and max_context.get(s, False)]
+        ends = [e for e in _get_best_indexes(end_logits[:n_tokens], n_best_size) if e in in_doc]
         for s in starts:
             for e in ends:
                 if s <= e < s + max_answer_length:

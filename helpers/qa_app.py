@@ -82,12 +82,6 @@ def make_tokenizer(vocab_file, engine_info):
     return tokenizer
 
 
-# Logit given to padding positions before decoding. Padding can never hold an answer, but its logits (0 from native
-# engines, whatever the network computed from upstream's) could otherwise crowd real tokens out of the n-best start
-# and end indexes and leave no valid span ("empty") when every real logit is negative.
-PADDING_LOGIT = -10000.0
-
-
 class QuestionAnswerer:
     """Runs feature windows through a runner and decodes answers; `seconds` and `features_run` accumulate the time
     spent in the engine (host-to-device copies included, decoding excluded), as upstream reports it."""
@@ -141,6 +135,7 @@ class QuestionAnswerer:
         return outputs
 
     def _run_chunk(self, chunk):
+        """(start, end) logits per window; packed runs return the window's real tokens only."""
         S = self.max_seq_length
         if self.packed:
             lengths = [_length(f) for f in chunk]
@@ -150,12 +145,7 @@ class QuestionAnswerer:
             t0 = time.perf_counter()
             out = self.runner.infer_packed(ids, segs, cu, max(lengths))
             self._count(t0, len(chunk))
-            results = []
-            for n, lo in zip(lengths, cu[:-1]):
-                start, end = np.full(S, PADDING_LOGIT, np.float32), np.full(S, PADDING_LOGIT, np.float32)
-                start[:n], end[:n] = out[0, lo:lo + n], out[1, lo:lo + n]
-                results.append((start, end))
-            return results
+            return [(out[0, lo:lo + n], out[1, lo:lo + n]) for n, lo in zip(lengths, cu[:-1])]
         rows = len(chunk)
         batch = rows
         info = self.runner.engine_info
@@ -166,12 +156,7 @@ class QuestionAnswerer:
         t0 = time.perf_counter()
         out = self.runner.infer_fixed(stack("input_ids"), stack("segment_ids"), stack("input_mask"))
         self._count(t0, rows)
-        results = []
-        for r, feature in enumerate(chunk):
-            start, end = out[r, :, 0].copy(), out[r, :, 1].copy()
-            start[_length(feature):] = end[_length(feature):] = PADDING_LOGIT
-            results.append((start, end))
-        return results
+        return [(out[r, :, 0], out[r, :, 1]) for r in range(rows)]
 
     def _count(self, t0, n):
         self.seconds += time.perf_counter() - t0

@@ -325,6 +325,19 @@ def test_max_answer_length_and_question_positions_are_skipped(tokenizer):
     assert dp.get_predictions(doc_tokens, [feature], outputs, 5, span - 1)[0] == "Steve Smith"
 
 
+def test_padding_never_crowds_real_tokens_out_of_the_nbest(tokenizer):
+    doc_tokens, (feature,) = _single_feature(tokenizer)
+    n = len(feature.tokens)
+    assert n < len(feature.input_ids)  # the window has padding
+    steve, smith = feature.tokens.index("steve"), feature.tokens.index("smith")
+    start, end = _logits(feature, [(steve, -2.0)], [(smith, -2.5)], base=-8.0)
+    start[n:] = end[n:] = 0.0  # padding scores above every real token (as native engines return it)
+    assert len(feature.input_ids) - n >= 3  # enough padding to fill an n-best of 3 on its own
+    outputs = [dp.NetworkOutput(start, end, 0)]
+    assert dp.get_predictions(doc_tokens, [feature], outputs, 3, 30)[0] == "Steve Smith"
+    assert dp.get_best_prediction(doc_tokens, [feature], outputs, 3, 30)[0] == "Steve Smith"
+
+
 def test_no_valid_span_gives_empty(tokenizer):
     doc_tokens, (feature,) = _single_feature(tokenizer)
     question_positions = [(p, 10.0 + p) for p in range(1, 4)]
