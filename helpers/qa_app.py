@@ -186,6 +186,16 @@ class QuestionAnswerer:
         A pipeline over blocks of questions: while the engine runs one block's windows (many per launch) on a
         worker thread, the main thread tokenizes the next block and decodes the previous one, so host work and
         engine work overlap (the engines release the GIL while they compute)."""
+        switch_interval = sys.getswitchinterval()
+        # The engine thread gives the GIL up at every copy and synchronization; with Python's default 5 ms switch
+        # interval it then waits up to 5 ms for the tokenizing thread to hand it back, several times per launch.
+        sys.setswitchinterval(min(switch_interval, 2e-4))
+        try:
+            return self._answer_squad(examples, progress)
+        finally:
+            sys.setswitchinterval(switch_interval)
+
+    def _answer_squad(self, examples, progress):
         from concurrent.futures import ThreadPoolExecutor
         from tqdm import tqdm
         per_example = dp.convert_examples_to_features(examples, self.tokenizer, self.max_seq_length,

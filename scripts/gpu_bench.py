@@ -9,6 +9,8 @@ Phases (run in this order, each one independent of the others' success):
   micro    each GEMM of a layer by every route (cuBLAS, cuBLASLt GELU epilogue, cuBLAS + GELU kernel, Triton
            with fused epilogue or split-K, several tile shapes), and the attention kernel's tile shapes, in CUDA graphs
            that cycle through one weight copy per layer (weights come from memory, as in the model)
+  tune     coordinate search of the few-token (PDL) path's product plans on whole-model b1 latency; the winners
+           stay installed for the later phases
   latency  the engine's CUDA-graph latency per shape and GEMM route, GPU memory after loading, and the peer's
            latency measured in the same run; prints the ratio table
   profile  per-kernel GPU time of one eager forward pass (torch.profiler), BERT-Large
@@ -47,6 +49,8 @@ ATTENTION_CONFIGS = [(64, 64, 4, 3), (64, 64, 4, 2), (64, 64, 4, 4), (128, 64, 8
 LARGE_M_CONFIGS = [(128, 256, 64, 8, 3), (128, 128, 64, 8, 4)]
 SPLIT_CONFIGS = [(128, 64, 128, 4, 3), (64, 64, 128, 4, 3), (128, 32, 128, 4, 3)]
 FUSED_CONFIGS = [(64, 64, 128, 4, 4), (64, 128, 64, 4, 4), (128, 64, 64, 4, 4)]
+LAYERNORM_CONFIGS = [(2, 8), (1, 4), (2, 4), (4, 4), (4, 8), (8, 8), (8, 16), (16, 16)]
+GELU_CONFIGS = [(4, 1024, 4), (8, 1024, 8), (16, 1024, 8), (32, 512, 8), (8, 512, 4), (64, 256, 8)]
 
 
 def load_script(name):
@@ -194,7 +198,7 @@ def phase_micro(args):
                     time_routes(f"{size} M={M} {name} ({N}x{Kd})", routes, replays, 2 * M * N * Kd)
                     continue
                 routes = {"cublas+ln": [lambda w=w, b=b: (torch.addmm(b, a, w.t(), out=out),
-                                                          K.add_layernorm(out, res, g, bt, 1e-12, out)) for w, b in ws]}
+                                                          K.add_layernorm(out, res, None, g, bt, 1e-12, out)) for w, b in ws]}
                 if M <= 512:
                     for splits in ((2, 4) if Kd <= 1024 else (4, 8)):
                         parts = torch.empty(splits, M, N, device="cuda")
@@ -202,7 +206,7 @@ def phase_micro(args):
                             routes[f"split{splits}{cfg}+ln"] = [
                                 lambda w=w, b=b, cfg=cfg, splits=splits, parts=parts: (
                                     K.linear(a, w, b, parts, config=cfg, split_k=splits),
-                                    K.add_layernorm(parts, res, g, bt, 1e-12, out, partial_bias=b)) for w, b in ws]
+                                    K.add_layernorm(parts, res, b, g, bt, 1e-12, out)) for w, b in ws]
                 time_routes(f"{size} M={M} {name}+ln ({N}x{Kd})", routes, replays, 2 * M * N * Kd)
         N, H = config.num_attention_heads, config.head_size
         for B, S in args.shapes:
@@ -212,13 +216,32 @@ def phase_micro(args):
             cu = torch.arange(0, T + 1, S, device="cuda", dtype=torch.int32)
             routes = {str(cfg): [lambda cfg=cfg: K.varlen_attention(qkv, cu, B, S, N, out, config=cfg)] * 8
                       for cfg in ATTENTION_CONFIGS}
-            q, k, v = (torch.randn(B, N, S, H, device="cuda", dtype=torch.float16) for _ in range(3))
-            routes["torch-sdpa(B,N,S,H)"] = [lambda: torch.nn.functional.scaled_dot_product_attention(q, k, v)] * 8
+            # PyTorch's fused attention on strided views of the same QKV buffer, as the engine would call it
+            from torch.nn.attention import SDPBackend, sdpa_kernel
+            q, k, v = (t.transpose(1, 2) for t in qkv.view(B, S, 3, N, H).unbind(2))
+            for backend in ("FLASH_ATTENTION", "CUDNN_ATTENTION", "EFFICIENT_ATTENTION"):
+                def sdpa(backend=getattr(SDPBackend, backend)):
+                    with sdpa_kernel([backend]):
+                        torch.nn.functional.scaled_dot_product_attention(q, k, v)
+                routes[f"sdpa-{backend.split('_')[0].lower()}"] = [sdpa] * 8
+            qv, kv, vv = qkv.view(T, 3, N, H).unbind(1)
+            routes["fa2-varlen"] = [lambda: torch.ops.aten._flash_attention_forward(
+                qv, kv, vv, cu, cu, S, S, 0.0, False, False, scale=H ** -0.5)] * 8
             time_routes(f"{size} attention {B}x{S}", routes, 10, 4 * B * N * S * S * H)
             x, r = (torch.randn(T, E, device="cuda", dtype=torch.float16) for _ in range(2))
-            ln = graph_ms([lambda: K.add_layernorm(x, r, g, bt, 1e-12, x)] * 8, replays=10)
-            LOG(f"micro {size} add_layernorm T={T}: {ln * 1e3:.1f}us ({3 * T * E * 2 / ln / 1e6:.0f} GB/s)")
-            LOG.results.setdefault("micro", {})[f"{size} add_layernorm T={T}"] = ln
+            bias = torch.randn(E, device="cuda", dtype=torch.float16)
+            routes = {}
+            for cfg in LAYERNORM_CONFIGS:
+                routes[f"x+res{cfg}"] = [lambda cfg=cfg: K.add_layernorm(x, r, None, g, bt, 1e-12, x, config=cfg)] * 8
+                routes[f"x+bias{cfg}"] = [lambda cfg=cfg: K.add_layernorm(x, None, bias, g, bt, 1e-12, x,
+                                                                           config=cfg)] * 8
+            time_routes(f"{size} add_layernorm T={T} (GB/s of x+res)", routes, 10, 3 * T * E * 2 * 1e3)
+            if B * S >= 4096:
+                h = torch.randn(T, config.intermediate_size, device="cuda", dtype=torch.float16)
+                hb = torch.randn(config.intermediate_size, device="cuda", dtype=torch.float16)
+                routes = {f"gelu{cfg}": [lambda cfg=cfg: K.bias_gelu_(h, hb, "erf", config=cfg)] * 4
+                          for cfg in GELU_CONFIGS}
+                time_routes(f"{size} bias_gelu erf T={T} (GB/s)", routes, 10, 2 * h.numel() * 2 * 1e3)
 
 
 # ---- latency ---------------------------------------------------------------------------------------------------------
@@ -246,14 +269,14 @@ def phase_latency(args, weights_by_model):
         seqs = sorted({s for _, s in args.shapes})
         ours = {}
         for variant in args.variants:
-            gemm, gelu = variant.split("/")
+            gemm, gelu, runner_options = parse_variant(variant)
             eng = build_native_engine(config, weights, precision="fp16", profiles=fixed_profiles(batches, seqs),
                                       variable_seqlen=False)
             eng.numerics = dict(eng.numerics, gelu=gelu)
             torch.cuda.synchronize()
             torch.cuda.empty_cache()
             base_alloc = torch.cuda.memory_allocated()
-            runner = GpuRunner(eng, gemm=gemm)
+            runner = GpuRunner(eng, gemm=gemm, **runner_options)
             loaded = runner.memory_report()
             loaded["allocated"] -= base_alloc
             for B, S in args.shapes:
@@ -295,6 +318,74 @@ def phase_latency(args, weights_by_model):
             + (f"<= {target}" + (" met" if ratio <= target else " MISSED") if target else "") + " |")
 
 
+def parse_variant(variant):
+    """'gemm/gelu[/option...]' -> (gemm, gelu, GpuRunner options); options: nopdl, and an attention route
+    (triton, sdpa, fa2)."""
+    gemm, gelu, *options = variant.split("/")
+    runner_options = {}
+    for option in options:
+        if option == "nopdl":
+            runner_options["pdl"] = False
+        else:
+            runner_options["attention"] = option
+    return gemm, gelu, runner_options
+
+
+# ---- tune ------------------------------------------------------------------------------------------------------------
+TUNE_CONFIGS = [(64, 64, 128, 4, 4), (64, 128, 64, 4, 4), (128, 64, 64, 4, 4), (64, 32, 128, 4, 4),
+                (128, 128, 64, 8, 3)]
+
+
+def phase_tune(args, weights_by_model):
+    """Coordinate search of the PDL path's product plans (tile config, split-K) on whole-model b1 latency: each
+    product of a layer in turn, the others held at their best so far. Installs the winners for later phases."""
+    default_plan = K.small_plan
+    tuned = {}   # (M, N, K, can_split) -> (config, splits)
+
+    def plan(M, N, Kd, can_split):
+        return tuned.get((M, N, Kd, can_split)) or default_plan(M, N, Kd, can_split)
+
+    K.small_plan = plan
+    for size in args.models:
+        config, weights = model_config(size), weights_by_model[size]
+        E, I = config.hidden_size, config.intermediate_size
+        seqs = [s for b, s in args.shapes if b == 1 and s <= K.PDL_MAX_ROWS] or [K.PDL_MAX_ROWS]
+        eng = build_native_engine(config, weights, precision="fp16", profiles=fixed_profiles([1], seqs),
+                                  variable_seqlen=False)
+        runner = GpuRunner(eng)
+
+        def measure(S):
+            runner._graphs.clear()
+            runner._warmed.clear()
+            return statistics.median(runner.benchmark(1, S, warmup=20, iterations=100, duration=0.0, seed=7))
+
+        for S in seqs:
+            products = [(S, 3 * E, E, False), (S, E, E, True), (S, I, E, False), (S, E, I, True)]
+            best = measure(S)
+            LOG(f"tune {size} 1x{S}: default plans {best:.4f} ms")
+            for key in products:
+                for cfg in TUNE_CONFIGS:
+                    for splits in ((1, 2, 4, 8) if key[3] else (1,)):
+                        tuned_before = tuned.get(key)
+                        tuned[key] = (cfg, splits)
+                        try:
+                            t = measure(S)
+                        except Exception as exc:
+                            LOG(f"  tune {size} {key} {cfg} x{splits}: failed ({type(exc).__name__})")
+                            t = float("inf")
+                        if t < best:
+                            best = t
+                        elif tuned_before is not None:
+                            tuned[key] = tuned_before
+                        else:
+                            del tuned[key]
+                LOG(f"  tune {size} 1x{S} {key}: {tuned.get(key, 'default')} -> {best:.4f} ms")
+            LOG(f"tune {size} 1x{S}: best plans {best:.4f} ms; without PDL "
+                f"{statistics.median(GpuRunner(eng, pdl=False).benchmark(1, S, 20, 150, 0.0, 7)):.4f} ms")
+    LOG.results["tune"] = {str(k): v for k, v in tuned.items()}
+    LOG(f"tuned plans: {tuned}")
+
+
 # ---- profile ---------------------------------------------------------------------------------------------------------
 def phase_profile(args, weights_by_model):
     from torch.profiler import ProfilerActivity, profile
@@ -307,7 +398,7 @@ def phase_profile(args, weights_by_model):
         runner.benchmark(B, S, warmup=3, iterations=1, duration=0.0, seed=1)  # compile, fill the buffers
         with torch.cuda.stream(runner.stream):
             with profile(activities=[ProfilerActivity.CUDA]) as prof:
-                runner.forward(B * S, B, S)
+                runner.forward(B * S, B, S, uniform=True)
                 torch.cuda.synchronize()
         rows = []
         for evt in prof.key_averages():
@@ -343,7 +434,7 @@ def main():
     args.models = args.models.split(",")
     args.shapes = parse_shapes(args.shapes)
     args.variants = args.variants.split(",")
-    args.micro_m = [int(m) for m in args.micro_m.split(",")]
+    args.micro_m = [int(m) for m in args.micro_m.split(",") if m]
     phases = args.phases.split(",")
     props = torch.cuda.get_device_properties(0)
     import triton
@@ -351,7 +442,7 @@ def main():
         f"{triton.__version__}, CUDA {torch.version.cuda}")
     started = time.time()
     weights_by_model = {}
-    if set(phases) & {"check", "latency", "profile"}:
+    if set(phases) & {"check", "latency", "profile", "tune"}:
         for size in args.models:
             t0 = time.time()
             weights_by_model[size] = random_weights(size)
@@ -360,6 +451,7 @@ def main():
         t0 = time.time()
         try:
             {"check": lambda: phase_check(args, weights_by_model), "micro": lambda: phase_micro(args),
+             "tune": lambda: phase_tune(args, weights_by_model),
              "latency": lambda: phase_latency(args, weights_by_model),
              "profile": lambda: phase_profile(args, weights_by_model)}[phase]()
         except Exception:

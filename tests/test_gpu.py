@@ -115,14 +115,14 @@ def test_add_layernorm_in_place_and_with_the_squad_head(dtype):
     gamma, beta = (torch.randn(E, generator=gen).to(CUDA) for _ in range(2))
     ref = F.layer_norm(x.float() + res.float(), (E,), gamma, beta, 1e-6)
     out = poisoned(T, E, dtype=dtype)
-    K.add_layernorm(x, res, gamma, beta, 1e-6, out)
+    K.add_layernorm(x, res, None, gamma, beta, 1e-6, out)
     assert rel_err(out, ref) < REL_TOL[dtype]
     inplace = x.clone()
-    K.add_layernorm(inplace, res, gamma, beta, 1e-6, inplace)
+    K.add_layernorm(inplace, res, None, gamma, beta, 1e-6, inplace)
     assert torch.equal(inplace, out)
     head_w, head_b = torch.randn(2, E, generator=gen).to(CUDA), torch.randn(2, generator=gen).to(CUDA)
     logits = poisoned(T, 2, dtype=torch.float32)
-    K.add_layernorm_head(x.clone(), res, gamma, beta, 1e-6, head_w, head_b, logits)
+    K.add_layernorm_head(x.clone(), res, None, gamma, beta, 1e-6, head_w, head_b, logits)
     assert rel_err(logits, ref.to(dtype).float() @ head_w.T + head_b) < 1e-5
 
 
@@ -172,11 +172,11 @@ def test_split_k_partials_are_summed_by_the_layernorm(splits, head):
     if head:
         head_w, head_b = torch.randn(2, N, generator=gen).to(CUDA), torch.randn(2, generator=gen).to(CUDA)
         logits = poisoned(M, 2, dtype=torch.float32)
-        K.add_layernorm_head(parts, res, gamma, beta, 1e-6, head_w, head_b, logits, partial_bias=bias)
+        K.add_layernorm_head(parts, res, bias, gamma, beta, 1e-6, head_w, head_b, logits)
         assert rel_err(logits, ref.half().float() @ head_w.T + head_b) < 3e-3
     else:
         out = poisoned(M, N, dtype=torch.float16)
-        K.add_layernorm(parts, res, gamma, beta, 1e-6, out, partial_bias=bias)
+        K.add_layernorm(parts, res, bias, gamma, beta, 1e-6, out)
         assert rel_err(out, ref) < REL_TOL[torch.float16]
 
 
@@ -217,12 +217,14 @@ def small_weights():
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
 @pytest.mark.parametrize("gelu,emb_eps", [("erf", 1e-12), ("tanh", 0.0)])
 @pytest.mark.parametrize("lengths", [[60, 1, 37, 20], [160, 1, 77, 129]], ids=["few-tokens", "many-tokens"])
-def test_engine_matches_reference_forward(small_weights, precision, gelu, emb_eps, lengths):
-    """In FP16, 118 tokens take the split-K output product and the fused erf product, 367 the cuBLAS ones."""
+@pytest.mark.parametrize("pdl", [None, False], ids=["pdl-auto", "no-pdl"])
+def test_engine_matches_reference_forward(small_weights, precision, gelu, emb_eps, lengths, pdl):
+    """FP16 with PDL (Hopper): every product is a PDL-chained Triton kernel. Without: 118 tokens take the split-K
+    output product and the fused erf product, 367 the cuBLAS ones."""
     numerics = reference.Numerics(gelu=gelu, emb_eps=emb_eps, ln_eps=1e-3 if precision == "fp16" else 1e-7)
     eng = engine(SMALL, small_weights, precision, fixed_profiles([1, 4], [160]),
                  numerics={"gelu": gelu, "emb_eps": emb_eps, "layer_norm_eps": numerics.ln_eps})
-    runner = GpuRunner(eng)
+    runner = GpuRunner(eng, pdl=pdl)
     ids, segs, mask = random_inputs(SMALL, 4, 160, seed=12, lengths=lengths)
     out = runner.infer_fixed(ids, segs, mask)
     ref = reference.forward(small_weights, SMALL, ids, segs, mask, numerics)
@@ -238,6 +240,22 @@ def test_gemm_routes_agree(small_weights, gemm):
     auto = GpuRunner(eng).infer_fixed(ids, segs, mask)
     other = GpuRunner(eng, gemm=gemm).infer_fixed(ids, segs, mask)
     assert rel_err(other, auto) < 5e-3
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "triton"])
+def test_attention_routes_on_perf_batches_match_reference(small_weights, attention):
+    """perf.py's dense batches (640 tokens: past the PDL path) by either attention route against the reference, in
+    a captured graph (SDPA's output lives in the graphs' shared pool)."""
+    eng = engine(SMALL, small_weights, "fp16", fixed_profiles([4], [160]))
+    ids, segs, mask = random_inputs(SMALL, 4, 160, seed=15, lengths=[160] * 4)
+    ref = reference.forward(small_weights, SMALL, ids, segs, mask)
+    runner = GpuRunner(eng, attention=attention)
+    cu = np.arange(0, 641, 160)
+    with torch.cuda.stream(runner.stream):
+        runner._prepare(ids.reshape(-1), segs.reshape(-1), cu, 160, benchmark=True)()
+        out = runner.buffers.logits[:640].cpu().numpy().reshape(4, 160, 2)
+    assert list(runner._graphs) == [(640, 4, 160, True)]
+    assert rel_err(out, ref) < 10 * REL_TOL[torch.float16]
 
 
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])

@@ -78,11 +78,28 @@ def test_add_layernorm_and_head(dtype):
     gamma, beta = torch.randn(E, generator=gen), torch.randn(E, generator=gen)
     ref = F.layer_norm(x.float() + res.float(), (E,), gamma, beta, 1e-6)
     inplace = x.clone()
-    K.add_layernorm(inplace, res, gamma, beta, 1e-6, inplace)
+    K.add_layernorm(inplace, res, None, gamma, beta, 1e-6, inplace)
     assert rel_err(inplace, ref) < TOL[dtype]
     head_w, head_b = torch.randn(2, E, generator=gen), torch.randn(2, generator=gen)
     logits = torch.full((T, 2), float("nan"))
-    K.add_layernorm_head(x, res, gamma, beta, 1e-6, head_w, head_b, logits)
+    K.add_layernorm_head(x, res, None, gamma, beta, 1e-6, head_w, head_b, logits)
+    assert rel_err(logits, ref.to(dtype).float() @ head_w.T + head_b) < 1e-5
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_layernorm_of_a_product_accumulated_into_the_residual(dtype):
+    """The large-batch route: cuBLAS adds the product into the residual, the LayerNorm adds the bias (no res)."""
+    gen = torch.Generator().manual_seed(9)
+    T, E = 29, 80
+    summed, bias = torch.randn(T, E, generator=gen).to(dtype), torch.randn(E, generator=gen).to(dtype)
+    gamma, beta = torch.randn(E, generator=gen), torch.randn(E, generator=gen)
+    ref = F.layer_norm(summed.float() + bias.float(), (E,), gamma, beta, 1e-6)
+    out = torch.full((T, E), float("nan")).to(dtype)
+    K.add_layernorm(summed, None, bias, gamma, beta, 1e-6, out)
+    assert rel_err(out, ref) < TOL[dtype]
+    head_w, head_b = torch.randn(2, E, generator=gen), torch.randn(2, generator=gen)
+    logits = torch.full((T, 2), float("nan"))
+    K.add_layernorm_head(summed, None, bias, gamma, beta, 1e-6, head_w, head_b, logits)
     assert rel_err(logits, ref.to(dtype).float() @ head_w.T + head_b) < 1e-5
 
 
@@ -121,6 +138,38 @@ def test_split_k_partials_summed_by_layernorm():
     K.linear(a, w, bias, parts, config=(32, 32, 32, 4, 2), split_k=3)   # 8 blocks of K over 3 splits
     assert rel_err(parts.sum(0), a.float() @ w.float().T) < 1e-6
     out = torch.full((M, N), float("nan")).half()
-    K.add_layernorm(parts, res, gamma, beta, 1e-6, out, partial_bias=bias)
+    K.add_layernorm(parts, res, bias, gamma, beta, 1e-6, out)
     ref = F.layer_norm(a.float() @ w.float().T + bias.float() + res.float(), (N,), gamma, beta, 1e-6)
     assert rel_err(out, ref) < TOL[torch.float16]
+
+
+# ---- the GPU engine's forward pass, composed of the interpreted kernels --------------------------------------------
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+@pytest.mark.parametrize("gemm", ["auto", "triton", "cublas"])
+@pytest.mark.parametrize("lengths", [[40, 1, 23], [160, 3, 97]], ids=["few-tokens", "many-tokens"])
+def test_gpu_runner_forward_matches_reference(precision, gemm, lengths):
+    """GpuRunner's forward on CPU tensors: every product route (split-K partials summed by the LayerNorm, products
+    accumulated into the residual, the fused-GELU Triton product), the packing and the grids padded with empty
+    sequences against the reference. 64 tokens take the few-token routes, 260 the many-token ones."""
+    from conftest import random_inputs, random_weights
+    from helpers import reference
+    from helpers.backends.gpu import GpuRunner
+    from helpers.config import BertConfig
+    from helpers.native_builder import build_native_engine, fixed_profiles
+
+    config = BertConfig(num_hidden_layers=2, hidden_size=64, num_attention_heads=2, intermediate_size=256,
+                        vocab_size=300, max_position_embeddings=160, type_vocab_size=2)
+    weights = random_weights(config, seed=31)
+    # capacity 4 sequences: the 3 given run on kernel grids for 4, the 4th empty (GpuRunner._prepare)
+    engine = build_native_engine(config, weights, precision=precision, profiles=fixed_profiles([3, 4], [160]),
+                                 variable_seqlen=False)
+    runner = GpuRunner(engine, gemm=gemm)
+    ids, segs, mask = random_inputs(config, 3, 160, seed=32, lengths=lengths)
+    out = runner.infer_fixed(ids, segs, mask)
+    ref = reference.forward(weights, config, ids, segs, mask)
+    for b, n in enumerate(mask.sum(1)):
+        assert rel_err(torch.from_numpy(out[b, :n]), torch.from_numpy(ref[b, :n])) < (
+            1e-5 if precision == "fp32" else 1e-2), (b, n)
+        assert not out[b, n:].any(), "padding positions must hold 0"

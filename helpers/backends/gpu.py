@@ -19,6 +19,7 @@ nothing and can be captured in a CUDA graph; graphs are captured on first use pe
 and replayed after that. docs/PERF_NOTES.md has the measurements behind each choice.
 """
 import dataclasses
+import os
 import time
 from collections import OrderedDict
 
@@ -31,6 +32,8 @@ from . import gpu_kernels as K
 from .inputs import check_packed_inputs, pack_fixed_inputs, perf_inputs
 
 MAX_GRAPHS = 64   # captured graphs kept per runner (each holds only kernel nodes: its buffers are shared)
+ATTENTION_ROUTES = ("auto", "triton", "sdpa")
+SDPA_MIN_QUERY_BLOCKS = 1024   # (sequences x heads x 64-query blocks) from which "auto" takes SDPA on Hopper
 
 
 @dataclasses.dataclass
@@ -39,9 +42,8 @@ class Dense:
     weight: torch.Tensor
     bias: torch.Tensor
 
-    @property
-    def weight_t(self):
-        return self.weight.t()
+    def __post_init__(self):
+        self.weight_t = self.weight.t()   # the view cuBLAS takes, made once: eager forwards are Python-bound
 
 
 @dataclasses.dataclass
@@ -97,7 +99,7 @@ class Activations:
     -> big[:, :I] (intermediate) -> ctx (output product) -> x (LN2, the next layer's input).
     """
 
-    def __init__(self, tokens, batch, config, dtype, device):
+    def __init__(self, tokens, batch, config, dtype, device, split_rows):
         E, I = config.hidden_size, config.intermediate_size
         self.tokens, self.batch = tokens, batch
         self.ids = torch.zeros(tokens, dtype=torch.int32, device=device)
@@ -109,9 +111,12 @@ class Activations:
         self.big = torch.zeros(tokens * max(3 * E, I), dtype=dtype, device=device)
         self.logits = torch.zeros(tokens, 2, dtype=torch.float32, device=device)
         # float32 partial products of split-K GEMMs (few-token batches only), summed by the next LayerNorm
-        plan = K.split_k_plan(1, E, I) if dtype == torch.float16 else None   # the output product's plan
-        split_rows = min(tokens, K.SPLIT_K_MAX_ROWS) if plan else 0
-        self.partials = torch.zeros(plan[0] * split_rows * E if plan else 0, dtype=torch.float32, device=device)
+        split_rows = min(tokens, split_rows) if dtype == torch.float16 else 0
+        self.partials = torch.zeros(K.MAX_SPLITS * split_rows * E, dtype=torch.float32, device=device)
+        # page-locked staging for inputs and logits: copies that neither block nor take the GIL twice per call
+        pinned = device.type == "cuda"
+        self.host_inputs = torch.zeros(2 * tokens + batch + 1, dtype=torch.int32, pin_memory=pinned)
+        self.host_logits = torch.zeros(tokens, 2, dtype=torch.float32, pin_memory=pinned)
 
     def wide(self, T, width):
         """A (T, width) contiguous view of the shared QKV / intermediate buffer."""
@@ -130,19 +135,24 @@ class GpuRunner:
 
     device = "gpu"
 
-    def __init__(self, engine: EngineFile, use_graphs=True, gemm="auto"):
-        if not torch.cuda.is_available():
+    def __init__(self, engine: EngineFile, use_graphs=True, gemm="auto", pdl=None, attention="auto"):
+        # Under Triton's interpreter (TRITON_INTERPRET=1) the same forward runs on CPU tensors, eagerly: that is how
+        # CI checks this module's composition of kernels without a GPU (tests/test_gpu_kernels_interpreted.py).
+        self.interpreted = os.environ.get("TRITON_INTERPRET") == "1"
+        if not self.interpreted and not torch.cuda.is_available():
             raise BertError("the GPU engine needs a CUDA GPU and PyTorch built with CUDA")
         if engine.precision not in ("fp32", "fp16"):
             raise BertError(f"the native GPU engine runs fp32 and fp16 engines, not {engine.precision}")
         if gemm not in ("auto", "cublas", "triton"):
             raise BertError(f"unknown GEMM choice {gemm!r}")
+        if attention not in ATTENTION_ROUTES:
+            raise BertError(f"unknown attention choice {attention!r}")
         c = engine.config
         if c.head_size not in (16, 32, 64, 128):
             raise BertError(f"the GPU attention kernel supports head sizes 16, 32, 64 and 128, not {c.head_size}")
         self.engine_info = dataclasses.replace(engine, weights={})   # what the scripts read; weights live on the GPU
         self.config = c
-        self.device_index = torch.cuda.current_device()
+        self.device_index = None if self.interpreted else torch.cuda.current_device()
         self.dtype = torch.float16 if engine.precision == "fp16" else torch.float32
         numerics = engine.numerics or {}
         self.gelu = numerics.get("gelu", c.gelu)
@@ -150,17 +160,24 @@ class GpuRunner:
             raise BertError(f"engine numerics: unknown GELU {self.gelu!r}")
         self.emb_eps = float(numerics.get("emb_eps", c.layer_norm_eps))
         self.ln_eps = float(numerics.get("layer_norm_eps", c.layer_norm_eps))
-        self.use_graphs = use_graphs
+        self.use_graphs = use_graphs and not self.interpreted
         self.gemm = gemm
-        device = torch.device("cuda", self.device_index)
+        # PDL chains the few-token path's kernels (gpu_kernels.py); it needs FP16 products (all Triton there)
+        self.pdl = (pdl is not False and not self.interpreted and K.pdl_supported(self.device_index)
+                    and self.dtype == torch.float16)
+        self.attention = attention
+        device = torch.device("cpu") if self.interpreted else torch.device("cuda", self.device_index)
         self.weights = DeviceWeights(engine.weights, c, self.dtype, device)
         tokens = max(p.batch[2] * p.seq[2] for p in engine.profiles)
-        self.buffers = Activations(tokens, max(p.batch[2] for p in engine.profiles), c, self.dtype, device)
+        self.buffers = Activations(tokens, max(p.batch[2] for p in engine.profiles), c, self.dtype, device,
+                                   split_rows=K.PDL_MAX_ROWS if self.pdl else K.SPLIT_K_MAX_ROWS)
         self._graphs = OrderedDict()
+        # shared by all graphs: they replay one at a time on one stream
+        self._graph_pool = None if self.interpreted else torch.cuda.graph_pool_handle()
         self._warmed = set()   # graph keys run once eagerly (kernels compiled); captured from their second use
         # All of the runner's GPU work runs on its own stream: graphs need a non-default stream for capture, and
         # one stream means one cuBLAS workspace for eager runs and captures alike.
-        self.stream = torch.cuda.Stream(device)
+        self.stream = None if self.interpreted else torch.cuda.Stream(device)   # torch.cuda.stream(None): no-op
 
     # ---- runner contract ----------------------------------------------------------------------------------------
     def infer_fixed(self, input_ids, segment_ids, input_mask):
@@ -215,22 +232,38 @@ class GpuRunner:
     # ---- running ------------------------------------------------------------------------------------------------
     def _run(self, ids, segs, cu, max_seqlen):
         """(T, 2) float32 logits for validated packed inputs."""
-        T = len(ids)
+        T, buf = len(ids), self.buffers
         with torch.cuda.stream(self.stream):
             self._prepare(ids, segs, cu, max_seqlen)()
-            return self.buffers.logits[:T].cpu().numpy()
+            buf.host_logits[:T].copy_(buf.logits[:T], non_blocking=True)
+            if self.stream is not None:
+                self.stream.synchronize()
+            return buf.host_logits[:T].numpy().copy()
 
     def _prepare(self, ids, segs, cu, max_seqlen, benchmark=False):
         """Copy the inputs into the static buffers; return the callable that runs the forward on them (call both on
         self.stream). A shape's first inference runs eagerly and its second one captures a graph, so that one-off
-        shapes never pay for a capture; the benchmark captures at once and computes exactly the tokens it asks for."""
+        shapes never pay for a capture; the benchmark captures at once and computes exactly the tokens it asks for.
+
+        Graphs are keyed by (token bucket, grid batch, max length, dense): a ragged batch's kernel grids cover the
+        next power of two of sequences (the extra ones empty: programs past a sequence's end return at once), so
+        that batches of 65 to 128 windows share one graph."""
         buf = self.buffers
         T, B = len(ids), len(cu) - 1
         rows = T if benchmark else token_bucket(T, buf.tokens)
-        buf.ids[:T].copy_(torch.from_numpy(np.ascontiguousarray(ids, dtype=np.int32)))
-        buf.segs[:T].copy_(torch.from_numpy(np.ascontiguousarray(segs, dtype=np.int32)))
-        buf.cu_seqlens[:B + 1].copy_(torch.from_numpy(np.ascontiguousarray(cu, dtype=np.int32)))
-        key = (rows, B, max_seqlen)
+        # perf.py's dense (B, S) blocks of full sequences may take SDPA; inference never does: cuDNN builds a plan
+        # for every new batch shape (~0.1 s each on an H200), which a stream of SQuAD batches would keep paying
+        uniform = benchmark and rows == B * max_seqlen and bool((np.diff(cu) == max_seqlen).all())
+        grid_batch = B if uniform else min(buf.batch, 1 << (B - 1).bit_length())
+        staged = buf.host_inputs.numpy()
+        staged[:T] = ids
+        staged[T:2 * T] = segs
+        staged[2 * T:2 * T + B + 1] = cu
+        staged[2 * T + B + 1:2 * T + grid_batch + 1] = cu[-1]
+        buf.ids[:T].copy_(buf.host_inputs[:T], non_blocking=True)
+        buf.segs[:T].copy_(buf.host_inputs[T:2 * T], non_blocking=True)
+        buf.cu_seqlens[:grid_batch + 1].copy_(buf.host_inputs[2 * T:2 * T + grid_batch + 1], non_blocking=True)
+        key = (rows, grid_batch, max_seqlen, uniform)
         if not self.use_graphs:
             return lambda: self.forward(*key)
         graph = self._graphs.get(key)
@@ -246,53 +279,96 @@ class GpuRunner:
         return graph.replay
 
     def _capture(self, key):
+        # capture_begin/end rather than torch.cuda.graph(), whose entry also runs gc.collect() and empties the
+        # allocator's cache: with a SQuAD file's objects on the heap that costs about 0.1 s per captured shape
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, stream=self.stream):
+        self.stream.synchronize()
+        graph.capture_begin(pool=self._graph_pool)
+        try:
             self.forward(*key)
+        finally:
+            graph.capture_end()
         self._graphs[key] = graph
         if len(self._graphs) > MAX_GRAPHS:
             self._graphs.popitem(last=False)
         return graph
 
     # ---- the forward pass ---------------------------------------------------------------------------------------
-    def forward(self, T, num_seqs, max_seqlen):
-        """Logits of the T packed tokens in the buffers (rows past the sequences' tokens are computed but unused)."""
+    def forward(self, T, num_seqs, max_seqlen, uniform=False):
+        """Logits of the T packed tokens in the buffers (rows past the sequences' tokens are computed but unused).
+        uniform: all num_seqs sequences are max_seqlen long and T = num_seqs * max_seqlen (a dense batch)."""
         c, w, buf = self.config, self.weights, self.buffers
         E, I = c.hidden_size, c.intermediate_size
+        pdl = self.pdl and self.gemm == "auto" and T <= K.PDL_MAX_ROWS
         x, ctx, y = buf.x[:T], buf.ctx[:T], buf.y[:T]
         K.embed_layernorm(buf.ids, buf.segs, buf.cu_seqlens, num_seqs, max_seqlen, w.word, w.position,
-                          w.token_type, *w.emb_ln, self.emb_eps, out=x)
+                          w.token_type, *w.emb_ln, self.emb_eps, out=x, pdl=pdl)
         last = len(w.layers) - 1
         for n, layer in enumerate(w.layers):
             qkv = buf.wide(T, 3 * E)
-            self._dense(x, layer.qkv, qkv)
-            K.varlen_attention(qkv, buf.cu_seqlens, num_seqs, max_seqlen, c.num_attention_heads, out=ctx)
-            product, bias = self._dense_before_layernorm(ctx, layer.attn_out, y)
-            K.add_layernorm(product, x, *layer.ln1, self.ln_eps, out=y, partial_bias=bias)
+            self._dense(x, layer.qkv, qkv, pdl=pdl)
+            attended = self._attention(qkv, ctx, num_seqs, max_seqlen, uniform, pdl)
+            summands = self._dense_before_layernorm(attended, layer.attn_out, x, scratch=y, pdl=pdl)
+            K.add_layernorm(*summands, *layer.ln1, self.ln_eps, out=y, pdl=pdl)
             h = buf.wide(T, I)
-            self._dense(y, layer.ffn_in, h, gelu=self.gelu)
-            product, bias = self._dense_before_layernorm(h, layer.ffn_out, ctx)
+            self._dense(y, layer.ffn_in, h, gelu=self.gelu, pdl=pdl)
+            summands = self._dense_before_layernorm(h, layer.ffn_out, y, scratch=ctx, pdl=pdl)
             if n == last:
-                K.add_layernorm_head(product, y, *layer.ln2, self.ln_eps, w.head_w, w.head_b,
-                                     logits=buf.logits[:T], partial_bias=bias)
+                K.add_layernorm_head(*summands, *layer.ln2, self.ln_eps, w.head_w, w.head_b,
+                                     logits=buf.logits[:T], pdl=pdl)
             else:
-                K.add_layernorm(product, y, *layer.ln2, self.ln_eps, out=x, partial_bias=bias)
+                K.add_layernorm(*summands, *layer.ln2, self.ln_eps, out=x, pdl=pdl)
 
-    def _dense_before_layernorm(self, a, dense, out):
-        """A product that a residual LayerNorm consumes: (out, None), or, for few tokens, (float32 split-K partials,
-        bias) that the LayerNorm kernel sums, so that the product's reduction costs no kernel of its own."""
+    def _attention(self, qkv, ctx, num_seqs, max_seqlen, uniform, pdl):
+        """The attention context (T, E): our Triton kernel, or, for perf.py's dense FP16 batches off the PDL path,
+        PyTorch's fused attention (on Hopper its cuDNN kernel: 12% faster than ours on full batches, slower on small
+        ones; PERF_NOTES.md, run 5), which allocates its output (in the graphs' shared pool) rather than writing
+        ctx."""
+        T, E = ctx.shape
+        heads = self.config.num_attention_heads
+        if self._attention_route(qkv.dtype, uniform, pdl, num_seqs * heads * -(-max_seqlen // 64)) == "sdpa":
+            q, k, v = (t.transpose(1, 2) for t in qkv.view(num_seqs, max_seqlen, 3, heads, E // heads).unbind(2))
+            out = torch.nn.functional.scaled_dot_product_attention(q, k, v).transpose(1, 2)   # (B, S, N, H)
+            return out.reshape(T, E) if out.is_contiguous() else ctx.view_as(out).copy_(out).view(T, E)
+        K.varlen_attention(qkv, self.buffers.cu_seqlens, num_seqs, max_seqlen, heads, out=ctx, pdl=pdl)
+        return ctx
+
+    def _attention_route(self, dtype, uniform, pdl, query_blocks):
+        if pdl or dtype != torch.float16 or not uniform:
+            return "triton"
+        if self.attention == "auto":   # cuDNN's kernel wins on full batches only (1x384: 8.7 us against our 5.9)
+            hopper = not self.interpreted and torch.cuda.get_device_capability(self.device_index)[0] == 9
+            return "sdpa" if hopper and query_blocks >= SDPA_MIN_QUERY_BLOCKS else "triton"
+        return self.attention
+
+    def _dense_before_layernorm(self, a, dense, residual, scratch, pdl):
+        """a @ W^T + b + residual, left as the (x, res, bias) summands that the LayerNorm kernel adds up:
+        few tokens: float32 split-K partials (the LayerNorm does the reduction) or a Triton product in `scratch`;
+        otherwise cuBLAS accumulates the product into the residual itself (beta = 1), so that the LayerNorm reads
+        one tensor instead of two, and adds the bias. The residual is overwritten: the layer needs it no more."""
         T, (N, K_) = a.shape[0], dense.weight.shape
-        plan = K.split_k_plan(T, N, K_) if self.dtype == torch.float16 and self.gemm != "cublas" else None
-        if plan is None:
-            self._dense(a, dense, out)
-            return out, None
-        splits, config = plan
-        partials = self.buffers.partials[:splits * T * N].view(splits, T, N)
-        K.linear(a, dense.weight, dense.bias, partials, config=config, split_k=splits)
-        return partials, dense.bias
+        if pdl:
+            config, splits = K.small_plan(T, N, K_, can_split=True)
+            plan = (splits, config) if splits > 1 else None
+        else:
+            plan = K.split_k_plan(T, N, K_) if self.dtype == torch.float16 and self.gemm != "cublas" else None
+        if plan is not None:
+            splits, config = plan
+            partials = self.buffers.partials[:splits * T * N].view(splits, T, N)
+            K.linear(a, dense.weight, dense.bias, partials, config=config, split_k=splits, pdl=pdl)
+            return partials, residual, dense.bias
+        if pdl or self.gemm == "triton":
+            self._dense(a, dense, scratch, pdl=pdl)
+            return scratch, residual, None
+        residual.addmm_(a, dense.weight_t)
+        return residual, None, dense.bias
 
-    def _dense(self, a, dense, out, gelu=None):
+    def _dense(self, a, dense, out, gelu=None, pdl=False):
         """out = [gelu](a @ W^T + b), by the fastest measured route for this precision and GELU (PERF_NOTES.md)."""
+        if pdl:
+            config, _ = K.small_plan(a.shape[0], *dense.weight.shape, can_split=False)
+            K.linear(a, dense.weight, dense.bias, out, gelu=gelu, config=config, pdl=True)
+            return
         fused_erf = gelu == "erf" and a.shape[0] <= K.FUSED_ERF_MAX_ROWS
         if self.dtype == torch.float16 and (self.gemm == "triton" or (self.gemm == "auto" and fused_erf)):
             K.linear(a, dense.weight, dense.bias, out, gelu=gelu)   # bias + exact GELU in the GEMM epilogue

@@ -8,18 +8,52 @@ which is what lets one CUDA graph replay any such batch.
 
 Accumulation is always float32; results are rounded to the activation dtype (float16 or float32) when stored.
 Matrix products of float32 engines use IEEE float32 (no TF32) so that FP32 engines match the FP32 reference.
+
+Programmatic dependent launch (PDL, Hopper and later): with `pdl=True` a kernel is launched so that it may start
+while the previous kernel on the stream is still running. Each such kernel first lets its own successor launch
+(`gdc_launch_dependents`), then waits for its predecessor to finish and flush (`gdc_wait`) before it touches any
+activation. Few-token batches are a chain of 2-7 us kernels, much of it launch and ramp-up; PDL overlaps that with
+the previous kernel's tail.
 """
+import functools
 import math
+import os
 
 import torch
 import triton
 import triton.language as tl
+from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
 
 GELU_KINDS = ("erf", "tanh")
 _ACT_CODE = {None: 0, "erf": 1, "tanh": 2}
 
 
+
+@functools.lru_cache(maxsize=None)
+def pdl_supported(device_index=0):
+    """PDL needs a Hopper-class GPU and a Triton that launches with it; BERT_GPU_PDL=0 turns it off."""
+    if os.environ.get("BERT_GPU_PDL", "1") == "0" or os.environ.get("TRITON_INTERPRET") == "1":
+        return False
+    from triton.backends.nvidia.compiler import CUDAOptions
+    return ("launch_pdl" in CUDAOptions.__dataclass_fields__
+            and torch.cuda.get_device_capability(device_index) >= (9, 0))
+
+
+def _launch_options(pdl):
+    """Keyword arguments of a kernel launch: the PDL launch attribute only when asked for (Triton's interpreter
+    knows no such option)."""
+    return {"launch_pdl": True} if pdl else {}
+
+
 # ---- shared device functions ---------------------------------------------------------------------------------------
+
+@triton.jit
+def _pdl_enter(PDL: tl.constexpr):
+    """Let the next kernel launch, then wait until the previous one has finished and its writes are visible."""
+    if PDL:
+        gdc_launch_dependents()
+        gdc_wait()
+
 
 @triton.jit
 def _normalize_rows(v, gamma, beta, col_mask, E, eps):
@@ -44,7 +78,8 @@ def _gelu(x, ACT: tl.constexpr):
 
 @triton.jit
 def _embed_layernorm_kernel(ids_ptr, segs_ptr, cu_ptr, word_ptr, pos_ptr, type_ptr, gamma_ptr, beta_ptr, out_ptr,
-                            E, eps, ROWS: tl.constexpr, BLOCK_E: tl.constexpr):
+                            E, eps, ROWS: tl.constexpr, BLOCK_E: tl.constexpr, PDL: tl.constexpr):
+    _pdl_enter(PDL)
     seq = tl.program_id(1)
     start = tl.load(cu_ptr + seq)
     length = tl.load(cu_ptr + seq + 1) - start
@@ -68,24 +103,26 @@ def _embed_layernorm_kernel(ids_ptr, segs_ptr, cu_ptr, word_ptr, pos_ptr, type_p
     tl.store(out_ptr + token[:, None] * E + cols[None, :], y.to(out_ptr.dtype.element_ty), mask=mask)
 
 
-def embed_layernorm(ids, segs, cu_seqlens, num_seqs, max_seqlen, word, pos, types, gamma, beta, eps, out):
+def embed_layernorm(ids, segs, cu_seqlens, num_seqs, max_seqlen, word, pos, types, gamma, beta, eps, out, pdl=False):
     """out[t] = LN(word[ids[t]] + types[segs[t]] + pos[position of t in its sequence])."""
     E = out.shape[1]
     block_e = triton.next_power_of_2(E)
     rows = 4
     grid = (triton.cdiv(max_seqlen, rows), num_seqs)
     _embed_layernorm_kernel[grid](ids, segs, cu_seqlens, word, pos, types, gamma, beta, out, E, eps,
-                                  ROWS=rows, BLOCK_E=block_e, num_warps=4 if block_e <= 512 else 8)
+                                  ROWS=rows, BLOCK_E=block_e, PDL=pdl, num_warps=4 if block_e <= 512 else 8,
+                                  **_launch_options(pdl))
 
 
 # ---- residual add + LayerNorm (optionally followed by the SQuAD head) ----------------------------------------------
 
 @triton.jit
 def _add_layernorm_kernel(x_ptr, res_ptr, bias_ptr, gamma_ptr, beta_ptr, out_ptr, head_w_ptr, head_b_ptr, logits_ptr,
-                          T, E, eps, PARTS: tl.constexpr, HEAD: tl.constexpr, ROWS: tl.constexpr,
-                          BLOCK_E: tl.constexpr):
-    """out = LN(x + res). PARTS = 0: x is a finished product (bias included). PARTS > 0: x holds PARTS float32
-    partial products of a split-K GEMM, [PARTS, T, E], summed here with the bias (the GEMM's reduction, fused)."""
+                          T, E, eps, PARTS: tl.constexpr, ADD_BIAS: tl.constexpr, ADD_RES: tl.constexpr,
+                          HEAD: tl.constexpr, ROWS: tl.constexpr, BLOCK_E: tl.constexpr, PDL: tl.constexpr):
+    """out = LN(x [+ bias] [+ res]). PARTS = 0: x is one (T, E) tensor. PARTS > 0: x holds PARTS float32 partial
+    products of a split-K GEMM, [PARTS, T, E], summed here (the GEMM's reduction, fused)."""
+    _pdl_enter(PDL)
     rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
     cols = tl.arange(0, BLOCK_E)
     row_mask = rows < T
@@ -95,11 +132,13 @@ def _add_layernorm_kernel(x_ptr, res_ptr, bias_ptr, gamma_ptr, beta_ptr, out_ptr
     if PARTS == 0:
         v = tl.load(x_ptr + offsets, mask=mask, other=0.0).to(tl.float32)
     else:
-        v = tl.load(bias_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)[None, :] + tl.zeros([ROWS, BLOCK_E],
-                                                                                                   tl.float32)
-        for part in tl.static_range(PARTS):
+        v = tl.load(x_ptr + offsets, mask=mask, other=0.0)
+        for part in tl.static_range(1, PARTS):
             v += tl.load(x_ptr + part * T * E + offsets, mask=mask, other=0.0)
-    v += tl.load(res_ptr + offsets, mask=mask, other=0.0).to(tl.float32)
+    if ADD_BIAS:
+        v += tl.load(bias_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)[None, :]
+    if ADD_RES:
+        v += tl.load(res_ptr + offsets, mask=mask, other=0.0).to(tl.float32)
     gamma = tl.load(gamma_ptr + cols, mask=col_mask, other=0.0)
     beta = tl.load(beta_ptr + cols, mask=col_mask, other=0.0)
     y = _normalize_rows(v, gamma, beta, col_mask, E, eps).to(out_ptr.dtype.element_ty)
@@ -116,38 +155,49 @@ def _add_layernorm_kernel(x_ptr, res_ptr, bias_ptr, gamma_ptr, beta_ptr, out_ptr
         tl.store(out_ptr + offsets, y, mask=mask)
 
 
-def _layernorm_launch(x, res, gamma, beta, eps, out, head_w, head_b, logits, head, partial_bias):
-    T, E = res.shape
-    block_e = triton.next_power_of_2(E)
-    rows = 4 if block_e <= 512 else 2
-    parts = 0 if partial_bias is None else x.shape[0]
+def layernorm_config(E, T):
+    """(rows per program, num_warps) of the LayerNorm kernels, measured on an H200 (PERF_NOTES.md, run 7): 4 rows
+    on 4 warps for many rows (E = 1024, T = 49152: 52 us against 72 for 2 rows on 8 warps), 2 rows on 8 warps for
+    few wide rows (2.4 us at T = 128)."""
+    return (4, 4) if triton.next_power_of_2(E) <= 512 or T > 1024 else (2, 8)
+
+
+def _layernorm_launch(x, res, bias, gamma, beta, eps, out, head_w, head_b, logits, head, pdl, config=None):
+    T, E = logits.shape[0] if head else out.shape[0], gamma.shape[0]
+    rows, warps = config or layernorm_config(E, T)
+    parts = x.shape[0] if x.dim() == 3 else 0
     grid = (triton.cdiv(T, rows),)
-    _add_layernorm_kernel[grid](x, res, gamma if partial_bias is None else partial_bias, gamma, beta, out, head_w,
-                                head_b, logits, T, E, eps, PARTS=parts, HEAD=head, ROWS=rows, BLOCK_E=block_e,
-                                num_warps=4 if block_e <= 512 else 8)
+    _add_layernorm_kernel[grid](x, gamma if res is None else res, gamma if bias is None else bias, gamma, beta, out,
+                                head_w, head_b, logits, T, E, eps, PARTS=parts, ADD_BIAS=bias is not None,
+                                ADD_RES=res is not None, HEAD=head, ROWS=rows, BLOCK_E=triton.next_power_of_2(E),
+                                PDL=pdl, num_warps=warps, **_launch_options(pdl))
 
 
-def add_layernorm(x, res, gamma, beta, eps, out, partial_bias=None):
-    """out = LN(x + res); `out` may be `x` itself (each program reads its rows before writing them).
-    With `partial_bias`, x is [parts, T, E] float32 split-K partials and the bias is added here."""
-    _layernorm_launch(x, res, gamma, beta, eps, out, gamma, beta, out, head=False, partial_bias=partial_bias)
+def add_layernorm(x, res, bias, gamma, beta, eps, out, pdl=False, config=None):
+    """out = LN(x [+ bias] [+ res]); x is (T, E), or [parts, T, E] float32 split-K partials to sum; res and bias
+    may be None. `out` may be `x` or `res` (each program reads its rows before writing them)."""
+    _layernorm_launch(x, res, bias, gamma, beta, eps, out, gamma, beta, out, head=False, pdl=pdl, config=config)
 
 
-def add_layernorm_head(x, res, gamma, beta, eps, head_w, head_b, logits, partial_bias=None):
-    """logits[t] = head_w @ LN(x[t] + res[t]) + head_b, float32 (T, 2); the normalized rows are not stored."""
-    _layernorm_launch(x, res, gamma, beta, eps, res, head_w, head_b, logits, head=True, partial_bias=partial_bias)
+def add_layernorm_head(x, res, bias, gamma, beta, eps, head_w, head_b, logits, pdl=False):
+    """logits[t] = head_w @ LN(x[t] [+ bias] [+ res[t]]) + head_b, float32 (T, 2); the normalized rows are not
+    stored."""
+    like = res if res is not None else x   # out is not written; the head rounds to its dtype, the activations'
+    _layernorm_launch(x, res, bias, gamma, beta, eps, like, head_w, head_b, logits, head=True, pdl=pdl)
 
 
 # ---- variable-length attention (FlashAttention-style, online softmax) ----------------------------------------------
 
 @triton.jit
 def _varlen_attention_kernel(qkv_ptr, out_ptr, cu_ptr, qk_scale, NUM_HEADS, E,
-                             HEAD: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, IEEE: tl.constexpr):
+                             HEAD: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, IEEE: tl.constexpr,
+                             PDL: tl.constexpr):
     """One program: BLOCK_M queries of one head of one sequence, streaming that sequence's keys BLOCK_N at a time.
 
     qkv rows are [Q (E) | K (E) | V (E)], each head-major (head n owns columns n*HEAD .. n*HEAD+HEAD-1).
     qk_scale = log2(e) / sqrt(HEAD): scores are kept in base 2 so that exp2 does the softmax's exponentials.
     """
+    _pdl_enter(PDL)
     block = tl.program_id(0)
     seq = tl.program_id(1) // NUM_HEADS
     head = tl.program_id(1) % NUM_HEADS
@@ -202,7 +252,7 @@ def attention_config(num_seqs, max_seqlen, num_heads, head_size, dtype):
     return 64, 64, 4, 3
 
 
-def varlen_attention(qkv, cu_seqlens, num_seqs, max_seqlen, num_heads, out, config=None):
+def varlen_attention(qkv, cu_seqlens, num_seqs, max_seqlen, num_heads, out, config=None, pdl=False):
     """out (T, E) = softmax(Q K^T / sqrt(H)) V per head of every sequence of up to `max_seqlen` tokens."""
     T, E = out.shape
     head_size = E // num_heads
@@ -213,7 +263,8 @@ def varlen_attention(qkv, cu_seqlens, num_seqs, max_seqlen, num_heads, out, conf
     grid = (triton.cdiv(max_seqlen, block_m), num_seqs * num_heads)
     _varlen_attention_kernel[grid](qkv, out, cu_seqlens, math.log2(math.e) / math.sqrt(head_size), num_heads, E,
                                    HEAD=head_size, BLOCK_M=block_m, BLOCK_N=block_n,
-                                   IEEE=qkv.dtype == torch.float32, num_warps=warps, num_stages=stages)
+                                   IEEE=qkv.dtype == torch.float32, PDL=pdl, num_warps=warps, num_stages=stages,
+                                   **_launch_options(pdl))
 
 
 # ---- bias + GELU (after a cuBLAS product that has no GELU epilogue) ------------------------------------------------
@@ -229,13 +280,14 @@ def _bias_gelu_kernel(x_ptr, bias_ptr, M, N, ACT: tl.constexpr, BLOCK_M: tl.cons
     tl.store(x_ptr + offsets, _gelu(x, ACT).to(x_ptr.dtype.element_ty), mask=mask)
 
 
-def bias_gelu_(x, bias, kind):
-    """x = gelu(x + bias) in place; x (T, N) contiguous. 2-D tiles: the bias is loaded once per tile."""
+def bias_gelu_(x, bias, kind, config=None):
+    """x = gelu(x + bias) in place; x (T, N) contiguous. 2-D tiles: the bias is loaded once per tile.
+    config: (BLOCK_M, BLOCK_N, num_warps)."""
     M, N = x.shape
     block_n = min(1024, triton.next_power_of_2(N))
-    block_m = max(1, 4096 // block_n)
+    block_m, block_n, warps = config or (max(1, 4096 // block_n), block_n, 4)
     grid = (triton.cdiv(M, block_m), triton.cdiv(N, block_n))
-    _bias_gelu_kernel[grid](x, bias, M, N, ACT=_ACT_CODE[kind], BLOCK_M=block_m, BLOCK_N=block_n, num_warps=4)
+    _bias_gelu_kernel[grid](x, bias, M, N, ACT=_ACT_CODE[kind], BLOCK_M=block_m, BLOCK_N=block_n, num_warps=warps)
 
 
 # ---- matrix product with fused bias (+ GELU) epilogue --------------------------------------------------------------
@@ -268,7 +320,8 @@ def _linear_epilogue(acc, bias_ptr, out_ptr, rows, cols, M, N, split, ACT: tl.co
 
 @triton.jit
 def _linear_kernel(a_ptr, w_ptr, bias_ptr, out_ptr, M, N, K, ACT: tl.constexpr, SPLIT_K: tl.constexpr,
-                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr):
+                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
+                   PDL: tl.constexpr):
     """out (M, N) = act(a (M, K) @ w (N, K)^T + bias), float32 accumulation; w is the [out, in] dense kernel.
     With SPLIT_K > 1, program (tile, s) sums the s-th share of K and stores float32 partials instead."""
     block_m, block_n = _grouped_tile(tl.program_id(0), M, N, BLOCK_M, BLOCK_N, GROUP_M)
@@ -278,6 +331,7 @@ def _linear_kernel(a_ptr, w_ptr, bias_ptr, out_ptr, M, N, K, ACT: tl.constexpr, 
     k_hi = tl.minimum(K, k_lo + k_share)
     rows = block_m * BLOCK_M + tl.arange(0, BLOCK_M)
     cols = block_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    _pdl_enter(PDL)
     ks = tl.arange(0, BLOCK_K)
     a_ptrs = a_ptr + rows.to(tl.int64)[:, None] * K + (k_lo + ks)[None, :]
     w_ptrs = w_ptr + cols.to(tl.int64)[None, :] * K + (k_lo + ks)[:, None]
@@ -314,12 +368,34 @@ def split_k_plan(M, N, K):
     return 4, (64, 64, 128, 4, 3)
 
 
-def linear(a, weight, bias, out, gelu=None, config=None, split_k=1):
+# The few-token path: up to this many rows every product is a Triton kernel launched with PDL (when supported).
+# Measured (PERF_NOTES.md, run 5): at 128 rows the PDL chain beats cuBLAS by 15-19%; at 384 rows it loses by 18-25%
+# (the Triton products themselves are slower than cuBLAS's there).
+PDL_MAX_ROWS = 128
+MAX_SPLITS = 8
+
+
+def small_plan(M, N, K, can_split):
+    """(config, splits) of a product on the PDL path. Few rows leave few output tiles, so the weights would stream
+    through a fraction of the SMs; products whose consumer sums partials (can_split) split K until about one wave
+    of programs runs, keeping at least 256 of K per split."""
+    config = (64, 64, 128, 4, 4)
+    tiles = triton.cdiv(M, 64) * triton.cdiv(N, 64)
+    splits = 1
+    if can_split:
+        while splits * 2 <= MAX_SPLITS and tiles * splits * 2 <= 160 and K // (splits * 2) >= 256:
+            splits *= 2
+    return config, splits
+
+
+def linear(a, weight, bias, out, gelu=None, config=None, split_k=1, pdl=False):
     """out = gelu(a @ weight^T + bias), the bias and GELU applied to the float32 accumulator (16-bit inputs).
-    split_k > 1: out is float32 [split_k, M, N] and receives partial products without bias (see add_layernorm)."""
+    split_k > 1: out is float32 [split_k, M, N] and receives partial products without bias (see add_layernorm).
+    pdl: launch with programmatic dependent launch."""
     M, K = a.shape
     N = weight.shape[0]
     block_m, block_n, block_k, warps, stages = config or linear_config(M, N, K)
     grid = (triton.cdiv(M, block_m) * triton.cdiv(N, block_n), split_k)
     _linear_kernel[grid](a, weight, bias, out, M, N, K, ACT=_ACT_CODE[gelu], SPLIT_K=split_k, BLOCK_M=block_m,
-                         BLOCK_N=block_n, BLOCK_K=block_k, GROUP_M=8, num_warps=warps, num_stages=stages)
+                         BLOCK_N=block_n, BLOCK_K=block_k, GROUP_M=8, PDL=pdl,
+                         num_warps=warps, num_stages=stages, **_launch_options(pdl))
