@@ -246,6 +246,16 @@ def convert_examples_to_features(examples, tokenizer, max_seq_length, doc_stride
                                           doc_stride, max_query_length, doc_wordpieces=passages[key][1])
 
 
+def features_by_example(examples, tokenizer, max_seq_length, doc_stride, max_query_length):
+    """convert_examples_to_features whose errors name the question they came from."""
+    per_example = convert_examples_to_features(examples, tokenizer, max_seq_length, doc_stride, max_query_length)
+    for example in examples:
+        try:
+            yield next(per_example)
+        except BertError as exc:
+            raise BertError(f"question {example.id}: {exc}") from None
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Answers
 

@@ -4,7 +4,9 @@ It turns passages and questions into feature windows, runs them through a runner
 (fixed-length engines) or packed launches (variable-length engines), and decodes the n-best answers.
 """
 import collections
+import itertools
 import json
+import os
 import sys
 import time
 
@@ -86,8 +88,10 @@ class QuestionAnswerer:
     """Runs feature windows through a runner and decodes answers; `seconds` and `features_run` accumulate the time
     spent in the engine (host-to-device copies included, decoding excluded), as upstream reports it."""
 
-    def __init__(self, runner, tokenizer, args, batch_size=1):
+    def __init__(self, runner, tokenizer, args, batch_size=1, host_workers=None):
         self.runner, self.tokenizer = runner, tokenizer
+        self.host_workers = default_host_workers(runner) if host_workers is None else host_workers
+        self._workers = None
         info = runner.engine_info
         self.packed = bool(info.variable_seqlen)
         self.max_seq_length = args.sequence_length
@@ -183,38 +187,80 @@ class QuestionAnswerer:
     def answer_squad(self, examples, progress=False):
         """Predictions {id: text} for SQuAD examples, in file order.
 
-        A pipeline over blocks of questions: while the engine runs one block's windows (many per launch) on a
-        worker thread, the main thread tokenizes the next block and decodes the previous one, so host work and
-        engine work overlap (the engines release the GIL while they compute)."""
+        Host work and engine work overlap: with host worker processes (GPU runners on machines with cores to
+        spare; squad_workers.py) the tokenization and decoding run there while this process runs the engine;
+        otherwise blocks of questions are tokenized and decoded on this thread while a worker thread runs the
+        engine on the previous block (the engines release the GIL while they compute)."""
+        from tqdm import tqdm
+        block_size = max(self.batch_size, 1) * 2
+        with tqdm(total=len(examples), unit="q", disable=not (progress and sys.stderr.isatty())) as bar:
+            if self.host_workers and len(examples) >= 2 * block_size:   # fewer: not worth starting processes
+                return self._answer_with_workers(examples, block_size, bar)
+            return self._answer_with_thread(examples, 2 * block_size, bar)
+
+    def _answer_with_workers(self, examples, block_size, bar):
+        from concurrent.futures.process import BrokenProcessPool
+        workers = self._start_workers()
+        blocks = [examples[lo:lo + block_size] for lo in range(0, len(examples), block_size)]
+        try:
+            encoding = [workers.encode(block) for block in blocks]
+            decoding = []
+            for block, encoded in zip(blocks, encoding):
+                features = encoded.result()
+                outputs = iter(self.run_features([f for feats in features for f in feats]))
+                logits = [[(out.start_logits, out.end_logits) for out in itertools.islice(outputs, len(feats))]
+                          for feats in features]
+                decoding.append(workers.decode(block, logits))
+            predictions = collections.OrderedDict()
+            for block, answers in zip(blocks, decoding):
+                predictions.update(zip((example.id for example in block), answers.result()))
+                bar.update(len(block))
+            return predictions
+        except BaseException as exc:
+            self.close()
+            if isinstance(exc, BrokenProcessPool):
+                raise BertError(f"a host worker process died: {exc}") from None
+            raise
+
+    def _start_workers(self):
+        if self._workers is None:
+            from .squad_workers import HostWorkers
+            self._workers = HostWorkers(self.host_workers, dict(
+                tokenizer=self.tokenizer, max_seq_length=self.max_seq_length, doc_stride=self.doc_stride,
+                max_query_length=self.max_query_length, n_best_size=self.n_best_size,
+                max_answer_length=self.max_answer_length, decode_args=self._decode_args()))
+        return self._workers
+
+    def close(self):
+        """Stop the host worker processes, if any were started."""
+        if self._workers is not None:
+            self._workers.close()
+            self._workers = None
+
+    def _answer_with_thread(self, examples, block_size, bar):
+        from concurrent.futures import ThreadPoolExecutor
         switch_interval = sys.getswitchinterval()
         # The engine thread gives the GIL up at every copy and synchronization; with Python's default 5 ms switch
         # interval it then waits up to 5 ms for the tokenizing thread to hand it back, several times per launch.
         sys.setswitchinterval(min(switch_interval, 2e-4))
-        try:
-            return self._answer_squad(examples, progress)
-        finally:
-            sys.setswitchinterval(switch_interval)
-
-    def _answer_squad(self, examples, progress):
-        from concurrent.futures import ThreadPoolExecutor
-        from tqdm import tqdm
-        per_example = dp.convert_examples_to_features(examples, self.tokenizer, self.max_seq_length,
-                                                      self.doc_stride, self.max_query_length)
-        block_size = max(self.batch_size, 1) * 4  # a few launches per block: deep enough a pipeline to overlap
+        per_example = dp.features_by_example(examples, self.tokenizer, self.max_seq_length, self.doc_stride,
+                                             self.max_query_length)
         predictions = collections.OrderedDict()
-        with ThreadPoolExecutor(1) as engine_thread, \
-                tqdm(total=len(examples), unit="q", disable=not (progress and sys.stderr.isatty())) as bar:
-            pending = None
-            for lo in range(0, len(examples), block_size):
-                block = examples[lo:lo + block_size]
-                features = [_next_features(per_example, example) for example in block]
-                flat = [f for feats in features for f in feats]
-                running = (block, features, engine_thread.submit(self.run_features, flat))
+        try:
+            with ThreadPoolExecutor(1) as engine_thread:
+                pending = None
+                for lo in range(0, len(examples), block_size):
+                    block = examples[lo:lo + block_size]
+                    features = list(itertools.islice(per_example, len(block)))
+                    flat = [f for feats in features for f in feats]
+                    running = (block, features, engine_thread.submit(self.run_features, flat))
+                    if pending is not None:
+                        self._decode_block(*pending, predictions, bar)
+                    pending = running
                 if pending is not None:
                     self._decode_block(*pending, predictions, bar)
-                pending = running
-            if pending is not None:
-                self._decode_block(*pending, predictions, bar)
+        finally:
+            sys.setswitchinterval(switch_interval)
         return predictions
 
     def _decode_block(self, block, features, outputs_future, predictions, bar):
@@ -225,11 +271,14 @@ class QuestionAnswerer:
                                                              self.max_answer_length, **self._decode_args())[0]
         bar.update(len(block))
 
-def _next_features(per_example, example):
-    try:
-        return next(per_example)
-    except BertError as exc:
-        raise BertError(f"question {example.id}: {exc}") from None
+
+def default_host_workers(runner):
+    """Worker processes for a SQuAD run's host work: none for CPU engines (they need the cores themselves) or on
+    small machines; otherwise up to 8, leaving two cores to this process."""
+    if getattr(runner, "device", "cpu") != "gpu":
+        return 0
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return min(8, cores - 2) if cores >= 6 else 0
 
 
 def _length(feature):
@@ -258,7 +307,10 @@ def run_app(args, runner, batch_size=1):
         examples = dp.read_squad_json(args.squad_json)
         output = args.output_prediction_file
         check_writable(output)  # fail before the work, not after it
-        predictions = qa.answer_squad(examples, progress=True)
+        try:
+            predictions = qa.answer_squad(examples, progress=True)
+        finally:
+            qa.close()
         write_predictions(output, predictions)
         print(f"Running inference in {qa.sentences_per_second:.3f} Sentences/Sec")
         print(f"\nOutput dump to {output}")

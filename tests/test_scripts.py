@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import MODEL_DIR, ROOT, shared_path
+from helpers.errors import BertError
 
 VOCAB = str(MODEL_DIR / "vocab.txt")
 PASSAGE = ("TensorRT is a high performance deep learning inference platform that delivers low latency and high "
@@ -114,6 +115,30 @@ def test_squad_predictions_match_the_reference(engines, tmp_path, script, engine
     assert predictions == {k: reference[k] for k in predictions}
     proc = run("squad/evaluate-v1.1.py", subset, out, "80")
     assert proc.stdout.startswith("&&&& PASSED TensorRT BERT Squad Accuracy matches reference.")
+
+
+def test_squad_answers_from_host_worker_processes(engines, tmp_path):
+    """The front end's worker-process pipeline (GPU runs on big machines take it) gives the reference's answers,
+    and a bad question in a worker comes back as the one-line error naming it."""
+    import argparse
+    from helpers import data_processing as dp
+    from helpers.qa_app import QuestionAnswerer, default_host_workers, make_tokenizer
+    from helpers.runtime import open_engine
+    runner = open_engine(str(engines["var384"]), "cpu")
+    assert default_host_workers(runner) == 0   # CPU engines keep the cores
+    args = argparse.Namespace(sequence_length=384, doc_stride=128, max_query_length=64, n_best_size=20,
+                              max_answer_length=30, version_2_with_negative=False, null_score_diff_threshold=0.0)
+    qa = QuestionAnswerer(runner, make_tokenizer(VOCAB, runner.engine_info), args, batch_size=4, host_workers=2)
+    examples = dp.read_squad_json(str(squad_subset(tmp_path, 20)))[:20]   # 3 blocks of 8: the workers' path
+    reference = json.loads(shared_path("fixtures", "minilm-l6-squad11", "reference", "predictions_300.json")
+                           .read_text(encoding="utf-8"))
+    try:
+        assert qa.answer_squad(examples) == {e.id: reference[e.id] for e in examples}
+        examples[11] = examples[11]._replace(question_text="  ")
+        with pytest.raises(BertError, match=f"question {examples[11].id}: the question is empty"):
+            qa.answer_squad(examples)
+    finally:
+        qa.close()
 
 
 def test_engines_from_tf_pytorch_and_safetensors_agree(tmp_path, fixture_ckpt):
