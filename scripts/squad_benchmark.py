@@ -33,6 +33,8 @@ def parse_args():
     ap.add_argument("--skip-peer", action="store_true")
     ap.add_argument("--host-workers", type=int, default=None,
                     help="worker processes for our tokenization and decoding (default: the front end's choice)")
+    ap.add_argument("--log-compiles", action="store_true",
+                    help="print each Triton kernel compiled after the warm-up (kernel variants the warm-up missed)")
     ap.add_argument("--profile-engine", action="store_true",
                     help="print a cProfile of the engine calls (the worker thread) of our timed pass")
     return ap.parse_args()
@@ -50,6 +52,10 @@ def run_ours(args, engine_path, examples):
     # block's last launch can be a window or two (the few-token kernels: one question warms them)
     qa.answer_squad(examples[: min(len(examples), 8 * args.max_batch)])
     qa.answer_squad(examples[:1])
+    if args.log_compiles:
+        from triton import knobs
+        knobs.runtime.jit_post_compile_hook = lambda **hook: print(f"compiled after the warm-up: {hook['repr']}",
+                                                                   file=sys.stderr)
     qa.seconds = 0.0
     profiler = None
     if args.profile_engine:   # cProfile sees one thread: wrap the engine calls, whichever thread makes them
