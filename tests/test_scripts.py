@@ -141,6 +141,14 @@ def test_squad_answers_from_host_worker_processes(engines, tmp_path):
         qa.close()
 
 
+@pytest.mark.parametrize("device, cores, expected", [("gpu", 16, 8), ("gpu", 8, 6), ("gpu", 5, 0), ("cpu", 64, 0)])
+def test_host_worker_count_follows_the_engine_and_the_cores(monkeypatch, device, cores, expected):
+    from types import SimpleNamespace
+    from helpers import qa_app
+    monkeypatch.setattr(qa_app.os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
+    assert qa_app.default_host_workers(SimpleNamespace(device=device)) == expected
+
+
 def test_engines_from_tf_pytorch_and_safetensors_agree(tmp_path, fixture_ckpt):
     from helpers.engine_format import EngineFile
     from helpers.runtime import open_engine
