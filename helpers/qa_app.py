@@ -211,10 +211,10 @@ class QuestionAnswerer:
                 logits = [[(out.start_logits, out.end_logits) for out in itertools.islice(outputs, len(feats))]
                           for feats in features]
                 decoding.append(workers.decode(block, logits))
+                decoding[-1].add_done_callback(lambda _, done=len(block): bar.update(done))   # live progress
             predictions = collections.OrderedDict()
             for block, answers in zip(blocks, decoding):
                 predictions.update(zip((example.id for example in block), answers.result()))
-                bar.update(len(block))
             return predictions
         except BaseException as exc:
             self.close()
