@@ -5,6 +5,7 @@ from .atomic import check_writable, write_bytes_atomic
 from .config import load_config
 from .errors import BertError, StrictParser
 from .native_builder import build_native_engine
+from .reference import Numerics
 
 DEFAULT_VOCAB = "./pre-trained_model/uncased_L-24_H-1024_A-16/vocab.txt"
 
@@ -49,6 +50,10 @@ def add_common_args(parser):
     parser.add_argument("--backend", choices=("auto", "native", "tensorrt"), default="auto",
                         help="auto: TensorRT when the tensorrt module is importable, else the native engine\n"
                              "(beyond upstream)")
+    parser.add_argument("--numerics", choices=("model", "demobert"),
+                        help="native engines: the model's own GELU and LayerNorm epsilons (model, the default), or\n"
+                             "TensorRT demoBERT's plugins' (tanh GELU, plugin epsilons); TensorRT engines always\n"
+                             "compute demoBERT's (beyond upstream)")
 
 
 def tensorrt_available():
@@ -72,6 +77,9 @@ def choose_backend(args):
         raise BertError(f"-w/--workspace-size must be >= 0 MiB, got {args.workspace_size}")
     if backend == "native":
         native_precision(args)
+    elif args.numerics == "model":
+        raise BertError("--numerics model: TensorRT engines compute demoBERT's numerics (its plugins' tanh GELU and "
+                        "epsilons); build with --backend native for the model's own")
     return backend
 
 
@@ -104,9 +112,10 @@ def recorded_flags(args):
 def save_native_engine(args, config, weights, profiles, variable_seqlen, script):
     """Build and write the native engine (fp32 or fp16, as the flags ask); `script` is recorded as its builder."""
     precision = native_precision(args)
+    numerics = Numerics.demobert(precision) if args.numerics == "demobert" else None
     save_engine(args, lambda: build_native_engine(
         config, weights, precision=precision, profiles=profiles, variable_seqlen=variable_seqlen,
-        build_info={"builder": script, "flags": recorded_flags(args)}))
+        numerics=numerics, build_info={"builder": script, "flags": recorded_flags(args)}))
 
 
 def save_engine(args, build):

@@ -8,6 +8,7 @@ import numpy as np
 from .config import BertConfig
 from .engine_format import EngineFile, Profile
 from .errors import BertError
+from .reference import Numerics
 
 # Vectors stay float32 in FP16 engines (as TensorRT's plugins keep LayerNorm parameters): they are tiny.
 _KEEP_FP32_SUFFIXES = ("_bias", "_gamma", "_beta")
@@ -40,8 +41,10 @@ def check_shapes(config: BertConfig, batch_sizes, seq_lengths):
                             f"position embeddings")
 
 
-def build_native_engine(config: BertConfig, weights, *, precision, profiles, variable_seqlen, build_info=None):
-    """Cast the weight map to the engine's storage precision and wrap it with its profiles and numerics."""
+def build_native_engine(config: BertConfig, weights, *, precision, profiles, variable_seqlen, numerics=None,
+                        build_info=None):
+    """Cast the weight map to the engine's storage precision and wrap it with its profiles and numerics (a
+    reference.Numerics; default: the model's own)."""
     if precision not in ("fp32", "fp16"):
         raise BertError(f"the native backend builds fp32 and fp16 engines, not {precision} "
                         f"(INT8 needs the TensorRT backend)")
@@ -53,6 +56,7 @@ def build_native_engine(config: BertConfig, weights, *, precision, profiles, var
         if precision == "fp16" and not name.endswith(_KEEP_FP32_SUFFIXES):
             array = array.astype(np.float16)
         stored[name] = array
-    numerics = {"gelu": config.gelu, "emb_eps": config.layer_norm_eps, "layer_norm_eps": config.layer_norm_eps}
+    numerics = numerics or Numerics.of_model(config)
+    numerics = {"gelu": numerics.gelu, "emb_eps": numerics.emb_eps, "layer_norm_eps": numerics.ln_eps}
     return EngineFile(config=config, precision=precision, variable_seqlen=variable_seqlen, profiles=profiles,
                       weights=stored, numerics=numerics, build_info=build_info or {})

@@ -71,8 +71,9 @@ for model in $MODELS; do
             for batch in $BATCHES; do
                 engine=engines/bert_${model}_${prec}_bs${batch}_seqlen${seq}_benchmark.engine
                 if [ ! -f "$engine" ]; then
+                    # --numerics demobert: native engines compute what upstream's TensorRT plugins do (tanh GELU)
                     $PY builder.py -tcf build.tcf -o "$engine" -b "$batch" -s "$seq" -c "$ckpt" \
-                        -m "$ckpt/model.ckpt" -v "$ckpt/vocab.txt" ${flags[@]+"${flags[@]}"}
+                        -m "$ckpt/model.ckpt" -v "$ckpt/vocab.txt" --numerics demobert ${flags[@]+"${flags[@]}"}
                 fi
                 if [ -x build/perf ] && [ $have_trt = 1 ]; then
                     out=$(build/perf -b "$batch" -s "$seq" -e "$engine" -w 100 -i "$ITERATIONS" --enable_graph)

@@ -57,6 +57,28 @@ def test_builder_prints_upstream_lines(tmp_path):
                      r"Done\.\n$", proc.stdout), proc.stdout
 
 
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_builder_numerics_demobert_gives_the_tensorrt_plugins_numerics(tmp_path, fixture_model, precision):
+    """--numerics demobert: the native engine computes what demoBERT's TensorRT plugins do (tanh GELU, no epsilon
+    in the embedding LayerNorm, the precision's epsilon in skip-LayerNorm), checked against the reference."""
+    from conftest import random_inputs
+    from helpers import reference
+    from helpers.runtime import open_engine
+    config, weights = fixture_model
+    path = tmp_path / "demobert.engine"
+    run("builder.py", "-pt", MODEL_DIR, "-c", MODEL_DIR, "-o", path, "-s", "128", "--numerics", "demobert",
+        *(["--fp16"] if precision == "fp16" else []))
+    runner = open_engine(str(path), "cpu")
+    ids, segs, mask = random_inputs(config, 2, 128, seed=41, lengths=[128, 77])
+    out = runner.infer_fixed(ids, segs, mask)
+    demobert = reference.forward(weights, config, ids, segs, mask, reference.Numerics.demobert(precision))
+    own = reference.forward(weights, config, ids, segs, mask)
+    for b, n in enumerate(mask.sum(1)):
+        err = np.abs(out[b, :n] - demobert[b, :n]).max() / np.abs(demobert[b, :n]).max()
+        assert err < (1e-4 if precision == "fp32" else 2e-2), err
+    assert np.abs(demobert - own).max() > 1e-3   # the two numerics differ enough for the check to mean something
+
+
 def test_inference_answers_the_readme_question(engines):
     proc = run("inference.py", "-e", engines["fixed128"], "-s", "128", "-v", VOCAB, "-p", PASSAGE, "-q",
                "What is TensorRT?")

@@ -40,3 +40,14 @@ def test_native_backend_can_still_be_chosen(trt, tmp_path):
     assert builder.main(["--backend", "native", "-pt", str(MODEL_DIR), "-c", str(MODEL_DIR), "-o", str(out),
                          "-s", "16"]) == 0
     assert engine_kind(out) == "native"
+
+
+def test_tensorrt_engines_refuse_the_models_own_numerics(trt, tmp_path):
+    import pytest
+
+    import builder
+    from helpers.errors import BertError
+    with pytest.raises(BertError, match="--numerics model: TensorRT engines compute demoBERT's numerics"):
+        builder.main(["-pt", str(MODEL_DIR), "-c", str(MODEL_DIR), "-o", str(tmp_path / "x.plan"),
+                      "--numerics", "model"])
+    assert not list(tmp_path.iterdir())
