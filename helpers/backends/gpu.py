@@ -1,22 +1,26 @@
 """The native GPU engine: PyTorch for memory and cuBLAS, Triton kernels (gpu_kernels.py) for the rest, CUDA graphs.
 
-One forward function runs every engine, fixed-length or variable-length, on packed tokens (no compute on padding):
+One forward function runs every engine, fixed-length or variable-length, on packed tokens (no compute on padding).
+Many tokens (more than 128 rows):
 
     embedding + LayerNorm                                    1 Triton kernel
     per layer:  QKV product (one [3E, E] GEMM, bias fused)   cuBLAS
-                attention over cu_seqlens (flash-style)      1 Triton kernel
-                attention-output product (bias fused)        cuBLAS
-                residual + LayerNorm                         1 Triton kernel
-                intermediate product + bias + GELU           tanh: cuBLASLt's GELU epilogue; erf: Triton product with
-                                                             the GELU in its epilogue (<= 128 rows), else cuBLAS and
-                                                             a bias + GELU kernel
-                output product                               cuBLAS (bias fused); <= 128 rows: split-K Triton product
-                                                             whose float32 partials the next kernel sums
-                residual + LayerNorm (+ SQuAD head, last)    1 Triton kernel
+                attention over cu_seqlens (flash-style)      1 Triton kernel (perf.py's dense batches: cuDNN's, SDPA)
+                attention-output product                     cuBLAS, accumulated into the residual (beta = 1)
+                bias + LayerNorm                             1 Triton kernel
+                intermediate product + bias + GELU           tanh: cuBLASLt's GELU epilogue; erf: cuBLAS and a
+                                                             bias + GELU kernel
+                output product                               cuBLAS, accumulated into the residual
+                bias + LayerNorm (+ SQuAD head, last)        1 Triton kernel
+
+Few tokens (at most 128 rows, FP16, Hopper): every kernel is a Triton kernel chained by programmatic dependent
+launch; the products carry bias and GELU in their epilogue, and the two that feed a LayerNorm are split-K products
+whose float32 partials the LayerNorm kernel sums with the bias and the residual.
 
 All activations live in buffers allocated once, sized for the engine's largest profile, so a forward allocates
-nothing and can be captured in a CUDA graph; graphs are captured on first use per (token bucket, batch, max length)
-and replayed after that. docs/PERF_NOTES.md has the measurements behind each choice.
+nothing (but SDPA's output, in the graphs' shared pool) and can be captured in a CUDA graph; graphs are captured per
+(token bucket, grid batch, max length, dense) and replayed after that. docs/PERF_NOTES.md has the measurements
+behind each choice.
 """
 import dataclasses
 import os
