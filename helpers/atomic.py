@@ -6,10 +6,18 @@ from contextlib import contextmanager
 from .errors import BertError
 
 
-def check_writable(path):
-    """Raise BertError unless `path` could be written atomically (before long work, not after); touches nothing."""
+def check_writable(path, inputs=()):
+    """Raise BertError unless `path` could be written atomically (before long work, not after); touches nothing.
+
+    `inputs`: (what, path) pairs the run reads: files, TensorFlow checkpoint prefixes, or folders whose files it
+    reads (engines in them excepted: rebuilding one is the point). An output that would replace one is refused."""
+    named = path
     path = os.path.realpath(os.fspath(path))  # through symlinks: replace the file they point to, not the link
     folder = os.path.dirname(path)
+    if os.path.islink(path):
+        raise BertError(f"output path is a symbolic link that never reaches a file (a loop?): {named}")
+    if os.path.isfile(path):
+        _refuse_overwriting_inputs(named, path, inputs)
     if os.path.isdir(path):
         raise BertError(f"output path is a directory: {path}")
     if os.path.exists(path) and not os.path.isfile(path):
@@ -34,7 +42,8 @@ def atomic_open(path, mode="wb"):
             yield f
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
+        # an existing file keeps its permissions (a private file stays private); a new one gets the umask's
+        os.chmod(tmp, os.stat(path).st_mode & 0o7777 if os.path.isfile(path) else 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -52,6 +61,33 @@ def write_bytes_atomic(path, data):
 def write_text_atomic(path, text):
     with atomic_open(path, "w") as f:
         f.write(text)
+
+
+def _refuse_overwriting_inputs(named, target, inputs):
+    for what, source in inputs:
+        if not source:
+            continue
+        source = os.path.realpath(os.fspath(source))
+        if os.path.isdir(source):
+            clash = os.path.dirname(target) == source and not _is_engine(target)
+            what = f"a file of the {what} folder"
+        elif os.path.exists(source):
+            clash = os.path.samefile(target, source)
+        else:   # a TensorFlow checkpoint prefix: its files are prefix.index, prefix.data-*
+            clash = target.startswith(source + ".")
+        if clash:
+            raise BertError(f"output {named} would overwrite {what if what.startswith('a ') else 'the ' + what} "
+                            f"this run reads: choose another output path")
+
+
+def _is_engine(path):
+    from .engine_format import MAGIC, TENSORRT_PLAN_MAGIC
+    try:
+        with open(path, "rb") as f:
+            head = f.read(16)
+    except OSError:
+        return False
+    return head.startswith((MAGIC, TENSORRT_PLAN_MAGIC))
 
 
 def _umask():

@@ -72,7 +72,10 @@ def choose_backend(args):
     backend = args.backend
     if backend == "auto":
         backend = "tensorrt" if tensorrt_available() else "native"
-    check_writable(args.output)
+    check_writable(args.output, inputs=[
+        ("TensorFlow checkpoint", args.ckpt), ("ONNX model", args.onnx), ("PyTorch weights", args.pytorch),
+        ("Megatron pickle", getattr(args, "pickle", None)), ("config folder", args.config_dir),
+        ("vocabulary", args.vocab_file), ("SQuAD json", args.squad_json)])
     if args.workspace_size is not None and args.workspace_size < 0:
         raise BertError(f"-w/--workspace-size must be >= 0 MiB, got {args.workspace_size}")
     if backend == "native":

@@ -35,6 +35,8 @@ class BertConfig:
         if not isinstance(self.layer_norm_eps, (int, float)) or isinstance(self.layer_norm_eps, bool) \
                 or not 0 < self.layer_norm_eps < 1:
             raise BertError(f"model config: layer_norm_eps must be a number in (0, 1), got {self.layer_norm_eps!r}")
+        if not isinstance(self.do_lower_case, bool):
+            raise BertError(f"model config: do_lower_case must be true or false, got {self.do_lower_case!r}")
         if self.hidden_act not in GELU_KINDS:
             raise BertError(f"model config: hidden_act {self.hidden_act!r} is not supported "
                             f"(one of {', '.join(sorted(GELU_KINDS))})")

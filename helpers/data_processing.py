@@ -16,6 +16,7 @@ import itertools
 import json
 import math
 import re
+import sys
 import zlib
 from dataclasses import dataclass
 from operator import itemgetter
@@ -389,7 +390,7 @@ def get_predictions(doc_tokens, features, results, n_best_size, max_answer_lengt
     prelims, null = _prelim_predictions(features, results, n_best_size, max_answer_length,
                                         version_2_with_negative)
     entries = _nbest_entries(doc_tokens, features, prelims, do_lower_case)
-    nbest = list(itertools.islice(entries, n_best_size))
+    nbest = list(itertools.islice(entries, min(n_best_size, sys.maxsize)))   # any larger n: every entry
     if null is not None and all(entry.text for entry in nbest):
         nbest.append(_NbestPrediction("", null.start_logit, null.end_logit))
     if not nbest:  # no valid span (upstream's nonce answer)

@@ -170,6 +170,13 @@ class EngineFile(ProfileSet):
                 raise BertError(f"profile sequence length {p.seq[2]} exceeds the model's "
                                 f"{self.config.max_position_embeddings} positions")
         validate(self.weights, self.config)
+        for key, value in self.numerics.items():
+            if key == "gelu":
+                ok = value in ("erf", "tanh")
+            else:   # the epsilons: demoBERT's embedding LayerNorm has none (0)
+                ok = isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < 1
+            if not ok or key not in ("gelu", "emb_eps", "layer_norm_eps"):
+                raise BertError(f"bad numerics entry {key}: {value!r}")
 
 
 def _tensor(blob, t):

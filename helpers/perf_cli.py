@@ -1,5 +1,7 @@
 """perf.py and perf_varseqlen.py: upstream's flags and report lines, with upstream's averaging bug fixed
 (each batch size's statistics use its own iteration count)."""
+import math
+
 from .errors import BertError, StrictParser
 from .runtime import DEVICES, open_engine
 
@@ -28,8 +30,11 @@ def parse_args(argv):
     args.batch_size = args.batch_size or [1]
     if not args.engine:
         raise BertError("no engine given: pass -e/--engine")
-    if args.iterations < 1 or args.warm_up_runs < 0 or args.duration < 0:
-        raise BertError("iterations must be >= 1, warm-up runs and duration >= 0")
+    if args.iterations < 1 or args.warm_up_runs < 0 or not 0 <= args.duration < math.inf:
+        raise BertError("iterations must be >= 1, warm-up runs >= 0 and duration a finite number of seconds >= 0")
+    if not 0 <= args.random_seed < 2 ** 32:
+        raise BertError(f"-r/--random-seed must be in [0, 2**32), got {args.random_seed}")
+    args.batch_size = sorted(set(args.batch_size))   # upstream reported from a dict keyed by batch size
     return args
 
 
@@ -55,13 +60,13 @@ def run_perf(argv, variable_seqlen):
         other = "perf_varseqlen.py" if info.variable_seqlen else "perf.py"
         raise BertError(f"{args.engine} was built by {'builder_varseqlen.py' if info.variable_seqlen else 'builder.py'}"
                         f": benchmark it with {other}, not {script}")
-    for batch_size in sorted(args.batch_size):
+    for batch_size in args.batch_size:
         if batch_size < 1:
             raise BertError("batch size must be at least 1")
         if info.select_profile(batch_size, args.sequence_length) is None:
             raise BertError(f"None of the dynamic shape profiles meets the requirement batch = {batch_size} and "
                             f"sequence = {args.sequence_length}.")
-    for batch_size in sorted(args.batch_size):
+    for batch_size in args.batch_size:
         times = runner.benchmark(batch_size, args.sequence_length, args.warm_up_runs, args.iterations,
                                  args.duration, args.random_seed)
         report(batch_size, times)

@@ -54,7 +54,7 @@ def read_text_arg(words, file_path, what):
         return " ".join(words)
     if file_path:
         try:
-            with open(file_path, encoding="utf-8") as f:
+            with open(file_path, encoding="utf-8-sig") as f:   # a byte-order mark is no part of the text
                 return f.read()
         except UnicodeDecodeError:
             raise BertError(f"{what} file {file_path} is not UTF-8 text") from None
@@ -67,6 +67,9 @@ def require_text(text, what):
     return text
 
 
+VOCAB_PADDING_LIMIT = 1024
+
+
 def infer_lower_case(vocab):
     """A vocabulary with cased word pieces (e.g. 'The') belongs to a cased model."""
     return not any(any(ch.isupper() for ch in token) for token in vocab if not token.startswith("["))
@@ -77,7 +80,14 @@ def make_tokenizer(vocab_file, engine_info):
         raise BertError("no vocabulary given: pass -v/--vocab-file (the model's vocab.txt)")
     config = getattr(engine_info, "config", None)
     if config is not None:
-        return FullTokenizer(vocab_file, do_lower_case=config.do_lower_case)
+        tokenizer = FullTokenizer(vocab_file, do_lower_case=config.do_lower_case)
+        # The model's embedding table may be padded past its vocabulary (Megatron rounds it up to a multiple of
+        # 128 per tensor-parallel rank), never shorter, and never by a thousand rows: anything else is another
+        # model's vocabulary, whose ids would give answers silently wrong.
+        if not 0 <= config.vocab_size - len(tokenizer.vocab) < VOCAB_PADDING_LIMIT:
+            raise BertError(f"vocabulary {vocab_file} has {len(tokenizer.vocab)} tokens but the engine's model has "
+                            f"{config.vocab_size}: it is not this model's vocabulary")
+        return tokenizer
     tokenizer = FullTokenizer(vocab_file, do_lower_case=True)
     if not infer_lower_case(tokenizer.vocab):
         tokenizer = FullTokenizer(vocab_file, do_lower_case=False)
@@ -306,7 +316,8 @@ def run_app(args, runner, batch_size=1):
     if passage is None and args.squad_json:
         examples = dp.read_squad_json(args.squad_json)
         output = args.output_prediction_file
-        check_writable(output)  # fail before the work, not after it
+        check_writable(output, inputs=[("engine", args.engine), ("vocabulary", args.vocab_file),
+                                       ("SQuAD json", args.squad_json)])  # fail before the work, not after it
         try:
             predictions = qa.answer_squad(examples, progress=True)
         finally:

@@ -460,6 +460,9 @@ def load_weights(config, ckpt=None, onnx=None, pytorch=None, pickle=None, priori
         if sources[kind] is not None:
             weights = loaders[kind](os.fspath(sources[kind]))
             validate(weights, config)
+            not_finite = [name for name, array in weights.items() if not np.isfinite(array).all()]
+            if not_finite:   # an engine built from them would answer every question with NaN
+                raise BertError(f"weights {sources[kind]} hold NaN or infinite values in {_listing(not_finite)}")
             return weights
     flags = {"ckpt": "--ckpt", "onnx": "--onnx", "pytorch": "--pytorch", "pickle": "--pickle"}
     raise BertError("no weights given: use " + " or ".join(flags[k] for k in priority))

@@ -16,7 +16,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from helpers.atomic import write_text_atomic  # noqa: E402
+from helpers.atomic import check_writable, write_text_atomic  # noqa: E402
 from helpers.errors import StrictParser, run_cli  # noqa: E402
 from helpers.squad_metrics import (evaluate_v2, load_dataset, load_na_probs, load_predictions,  # noqa: E402
                                    load_pyplot)
@@ -42,6 +42,9 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.out_image_dir:
         load_pyplot()  # fail before the work, as the official script's import does
+    if args.out_file:   # before the work: a bad output path fails at once, and never replaces an input
+        check_writable(args.out_file, inputs=[("data file", args.data_file), ("predictions", args.pred_file),
+                                              ("no-answer probabilities", args.na_prob_file)])
     dataset = load_dataset(args.data_file)["data"]
     preds = load_predictions(args.pred_file)
     na_probs = load_na_probs(args.na_prob_file) if args.na_prob_file else None

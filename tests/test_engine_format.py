@@ -121,6 +121,10 @@ def rewrite_header(path, edit):
     (lambda h: next(iter(h["tensors"].values())).update(dtype="bogus"), "dtype"),
     (lambda h: next(iter(h["tensors"].values())).update(offset=10 ** 9), "outside the blob"),
     (lambda h: h.pop("tensors"), "tensors"),
+    (lambda h: h["numerics"].update(layer_norm_eps=-1.0), "layer_norm_eps"),
+    (lambda h: h["numerics"].update(gelu="xyz"), "gelu"),
+    (lambda h: h["numerics"].update(emb_eps=float("nan")), "emb_eps"),
+    (lambda h: h["config"].update(do_lower_case=1234), "do_lower_case"),
 ])
 def test_damaged_headers_are_named(tmp_path, edit, message):
     path = tmp_path / "e.engine"

@@ -12,6 +12,7 @@ from conftest import MODEL_DIR, ROOT, shared_path
 from helpers.errors import BertError
 
 VOCAB = str(MODEL_DIR / "vocab.txt")
+VOCAB_LINES = open(VOCAB, encoding="utf-8").readlines()
 PASSAGE = ("TensorRT is a high performance deep learning inference platform that delivers low latency and high "
            "throughput for apps such as recommenders, speech and image/video on NVIDIA GPUs. It includes parsers to "
            "import models, and plugins to support novel ops and layers before applying optimizations for inference. "
@@ -193,7 +194,7 @@ def test_engines_from_tf_pytorch_and_safetensors_agree(tmp_path, fixture_ckpt):
 
 def test_perf_reports_each_batch(engines, tmp_path):
     engine = build(tmp_path, "perf.engine", "-s", "64", "-b", "1", "-b", "2")
-    proc = run("perf.py", "-e", engine, "-b", "2", "-b", "1", "-s", "64", "-i", "3", "-w", "1")
+    proc = run("perf.py", "-e", engine, "-b", "2", "-b", "1", "-b", "2", "-s", "64", "-i", "3", "-w", "1")
     pattern = (r"Running 3 iterations with Batch Size: {}\n\tTotal Time: [\d.e-]+ ms \tAverage Time: [\d.e-]+ ms\t"
                r"95th Percentile Time: [\d.e-]+ ms\t99th Percentile Time: [\d.e-]+\n")
     assert re.fullmatch(pattern.format(1) + pattern.format(2), proc.stdout), proc.stdout
@@ -209,6 +210,12 @@ def bad_files(tmp_path_factory):
     (tmp / "text.engine").write_text("not an engine")
     (tmp / "malformed.json").write_text('{"data": [')
     (tmp / "nodata.json").write_text('{"version": "1.1"}')
+    (tmp / "short_vocab.txt").write_text("".join(VOCAB_LINES[:3000]))
+    data = json.loads(shared_path("data", "squad", "dev-v1.1.json").read_text(encoding="utf-8"))
+    article = dict(data["data"][0], paragraphs=data["data"][0]["paragraphs"][:1])
+    (tmp / "one.json").write_text(json.dumps({"version": "1.1", "data": [article]}))
+    os.symlink(tmp / "loop2", tmp / "loop1")
+    os.symlink(tmp / "loop1", tmp / "loop2")
     return tmp
 
 
@@ -240,11 +247,77 @@ def test_corrupt_engine(engines, tmp_path):
     ("unknown flag", ["-e", "{fixed128}", "--frobnicate"], "unrecognized arguments: --frobnicate"),
     ("abbreviated flag", ["-e", "{fixed128}", "--seq", "128"], "unrecognized arguments"),
     ("bad batch", ["-e", "{fixed128}", "-b", "0", "-v", VOCAB, "-p", "a", "-q", "b"], "batch size"),
+    ("another model's vocabulary", ["-e", "{fixed128}", "-v", "{bad}/short_vocab.txt", "-p", "a", "-q", "b"],
+     "has 3000 tokens but the engine's model has 30522"),
+    ("predictions over the SQuAD json", ["-e", "{var384}", "-s", "384", "-v", VOCAB, "-sq", "{bad}/one.json", "-o",
+                                         "{bad}/one.json"], "would overwrite the SQuAD json"),
+    ("predictions over the engine", ["-e", "{var384}", "-s", "384", "-v", VOCAB, "-sq", "{bad}/one.json", "-o",
+                                     "{var384}"], "would overwrite the engine"),
+    ("output link loop", ["-e", "{var384}", "-s", "384", "-v", VOCAB, "-sq", "{bad}/one.json", "-o",
+                          "{bad}/loop1"], "symbolic link"),
 ])
 def test_inference_bad_input(engines, bad_files, case, args, pattern):
     script = "inference_varseqlen.py" if "{var384}" in args and case not in ("varseqlen engine",) else "inference.py"
     args = [a.format(bad=bad_files, **engines) for a in args]
     assert_one_line_error(run(script, *args, check=False), pattern)
+
+
+def test_inference_input_files_survive_and_outputs_keep_their_mode(engines, tmp_path):
+    """A byte-order mark is no part of a passage; a predictions file written again keeps its permissions."""
+    passage = tmp_path / "bom.txt"
+    passage.write_bytes("\ufeffThe cafe was built in 1900.".encode("utf-8"))
+    proc = run("inference.py", "-e", engines["fixed128"], "-v", VOCAB, "-pf", passage, "-q", "What was built in 1900?")
+    assert "Answer: 'The cafe'" in proc.stdout, proc.stdout
+    out = tmp_path / "private.json"
+    out.write_text("{}")
+    out.chmod(0o600)
+    subset = squad_subset(tmp_path, 3)
+    run("inference_varseqlen.py", "-e", engines["var384"], "-s", "384", "-v", VOCAB, "-sq", subset, "-o", out)
+    assert json.loads(out.read_text(encoding="utf-8")) and (out.stat().st_mode & 0o777) == 0o600
+
+
+def test_builder_never_overwrites_its_inputs(tmp_path):
+    import shutil
+    model = tmp_path / "model"
+    shutil.copytree(MODEL_DIR, model)
+    before = {p.name: p.read_bytes() for p in model.iterdir()}
+    for target in ("model.safetensors", "config.json", "vocab.txt"):
+        proc = run("builder.py", "-pt", model, "-c", model, "-o", model / target, "-s", "64", check=False)
+        assert_one_line_error(proc, "would overwrite a file of the PyTorch weights folder this run reads")
+    proc = run("builder.py", "-pt", model / "model.safetensors", "-c", model, "-o", model / "model.safetensors",
+               check=False)
+    assert_one_line_error(proc, "would overwrite the PyTorch weights this run reads")
+    assert {p.name: p.read_bytes() for p in model.iterdir()} == before
+    run("builder.py", "-pt", model, "-c", model, "-o", model / "qa.engine", "-s", "64")   # a new file beside them
+    run("builder.py", "-pt", model, "-c", model, "-o", model / "qa.engine", "-s", "64")   # and rebuilt in place
+
+
+def test_builder_refuses_non_finite_weights(tmp_path):
+    import shutil
+    from safetensors.numpy import load_file, save_file
+    model = tmp_path / "model"
+    shutil.copytree(MODEL_DIR, model)
+    tensors = load_file(str(model / "model.safetensors"))
+    name = next(k for k in sorted(tensors) if k.endswith("attention.output.LayerNorm.bias"))
+    tensors[name] = tensors[name].copy()
+    tensors[name][3] = np.nan
+    save_file(tensors, str(model / "model.safetensors"))
+    proc = run("builder.py", "-pt", model, "-c", model, "-o", tmp_path / "e.engine", "-s", "64", check=False)
+    assert_one_line_error(proc, "NaN or infinite values in l0_attention_output_layernorm_beta")
+    assert not (tmp_path / "e.engine").exists()
+
+
+@pytest.mark.parametrize("flags, pattern", [(["-r", "-1"], "random-seed"), (["-r", str(2 ** 64)], "random-seed"),
+                                            (["-d", "inf"], "duration"), (["-d", "nan"], "duration")])
+def test_perf_bad_values(engines, flags, pattern):
+    assert_one_line_error(run("perf.py", "-e", engines["fixed128"], "-s", "128", "-i", "1", *flags, check=False),
+                          pattern)
+
+
+def test_single_question_with_a_huge_n_best(engines):
+    proc = run("inference.py", "-e", engines["fixed128"], "-v", VOCAB, "-p", "The cat sat in 1999.", "-q", "When?",
+               "--n-best-size", str(2 ** 64))
+    assert "Answer: '1999'" in proc.stdout, proc.stdout
 
 
 def test_fixed_engine_refused_by_varseqlen_scripts(engines):
