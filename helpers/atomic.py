@@ -1,5 +1,6 @@
 """Atomic file writes: a crash never leaves a half-written engine, cache or predictions file."""
 import os
+import stat
 import tempfile
 from contextlib import contextmanager
 
@@ -9,19 +10,23 @@ from .errors import BertError
 def check_writable(path, inputs=()):
     """Raise BertError unless `path` could be written atomically (before long work, not after); touches nothing.
 
-    `inputs`: (what, path) pairs the run reads: files, TensorFlow checkpoint prefixes, or folders whose files it
-    reads (engines in them excepted: rebuilding one is the point). An output that would replace one is refused."""
+    `inputs`: (what, path) pairs the run reads: files, or folders whose files it reads (engines in them excepted:
+    rebuilding one is the point). An output that would replace one is refused."""
     named = path
+    try:
+        mode = os.stat(named).st_mode   # what the name reaches, through symlinks (/dev/stdout: a pipe, say)
+    except FileNotFoundError:
+        mode = None
+    except OSError as exc:
+        raise BertError(f"output path {named} cannot be reached: {exc.strerror}") from None   # a symlink loop
+    if mode is not None and stat.S_ISDIR(mode):
+        raise BertError(f"output path is a directory: {named}")
+    if mode is not None and not stat.S_ISREG(mode):
+        raise BertError(f"output path is not a regular file (a device or pipe?): {named}")
     path = os.path.realpath(os.fspath(path))  # through symlinks: replace the file they point to, not the link
     folder = os.path.dirname(path)
-    if os.path.islink(path):
-        raise BertError(f"output path is a symbolic link that never reaches a file (a loop?): {named}")
-    if os.path.isfile(path):
+    if mode is not None:
         _refuse_overwriting_inputs(named, path, inputs)
-    if os.path.isdir(path):
-        raise BertError(f"output path is a directory: {path}")
-    if os.path.exists(path) and not os.path.isfile(path):
-        raise BertError(f"output path is not a regular file (a device or pipe?): {path}")
     if not os.path.isdir(folder):
         raise BertError(f"output folder does not exist: {folder}")
     if not os.access(folder, os.W_OK | os.X_OK):
@@ -70,11 +75,9 @@ def _refuse_overwriting_inputs(named, target, inputs):
         source = os.path.realpath(os.fspath(source))
         if os.path.isdir(source):
             clash = os.path.dirname(target) == source and not _is_engine(target)
-            what = f"a file of the {what} folder"
-        elif os.path.exists(source):
-            clash = os.path.samefile(target, source)
-        else:   # a TensorFlow checkpoint prefix: its files are prefix.index, prefix.data-*
-            clash = target.startswith(source + ".")
+            what = f"a file of the {what.removesuffix(' folder')} folder"
+        else:
+            clash = os.path.exists(source) and os.path.samefile(target, source)
         if clash:
             raise BertError(f"output {named} would overwrite {what if what.startswith('a ') else 'the ' + what} "
                             f"this run reads: choose another output path")

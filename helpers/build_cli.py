@@ -6,6 +6,7 @@ from .config import load_config
 from .errors import BertError, StrictParser
 from .native_builder import build_native_engine
 from .reference import Numerics
+from .tf_checkpoint import checkpoint_files
 
 DEFAULT_VOCAB = "./pre-trained_model/uncased_L-24_H-1024_A-16/vocab.txt"
 
@@ -72,8 +73,9 @@ def choose_backend(args):
     backend = args.backend
     if backend == "auto":
         backend = "tensorrt" if tensorrt_available() else "native"
-    check_writable(args.output, inputs=[
-        ("TensorFlow checkpoint", args.ckpt), ("ONNX model", args.onnx), ("PyTorch weights", args.pytorch),
+    checkpoint = [("TensorFlow checkpoint", f) for f in checkpoint_files(args.ckpt)] if args.ckpt else []
+    check_writable(args.output, inputs=checkpoint + [
+        ("ONNX model", args.onnx), ("PyTorch weights", args.pytorch),
         ("Megatron pickle", getattr(args, "pickle", None)), ("config folder", args.config_dir),
         ("vocabulary", args.vocab_file), ("SQuAD json", args.squad_json)])
     if args.workspace_size is not None and args.workspace_size < 0:

@@ -54,7 +54,7 @@ def read_json_file(path, what="json file"):
         except (OSError, EOFError, zlib.error) as exc:
             raise BertError(f"{what} is a damaged gzip file: {path} ({exc})") from None
     try:
-        return json.loads(raw.decode("utf-8"))
+        return json.loads(raw.decode("utf-8-sig"))   # a leading byte-order mark is no part of the json
     except UnicodeDecodeError:
         raise BertError(f"{what} is not UTF-8 text: {path}") from None
     except json.JSONDecodeError as exc:

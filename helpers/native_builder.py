@@ -54,7 +54,10 @@ def build_native_engine(config: BertConfig, weights, *, precision, profiles, var
             continue  # quantization scales mean nothing to a float engine
         array = np.asarray(array, dtype=np.float32)
         if precision == "fp16" and not name.endswith(_KEEP_FP32_SUFFIXES):
-            array = array.astype(np.float16)
+            with np.errstate(over="ignore"):   # overflow is reported below, in one line
+                array = array.astype(np.float16)
+            if not np.isfinite(array).all():
+                raise BertError(f"{name} holds values beyond float16's range (65504): build this model in fp32")
         stored[name] = array
     numerics = numerics or Numerics.of_model(config)
     numerics = {"gelu": numerics.gelu, "emb_eps": numerics.emb_eps, "layer_norm_eps": numerics.ln_eps}

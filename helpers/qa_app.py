@@ -84,8 +84,9 @@ def make_tokenizer(vocab_file, engine_info):
         # The model's embedding table may be padded past its vocabulary (Megatron rounds it up to a multiple of
         # 128 per tensor-parallel rank), never shorter, and never by a thousand rows: anything else is another
         # model's vocabulary, whose ids would give answers silently wrong.
-        if not 0 <= config.vocab_size - len(tokenizer.vocab) < VOCAB_PADDING_LIMIT:
-            raise BertError(f"vocabulary {vocab_file} has {len(tokenizer.vocab)} tokens but the engine's model has "
+        size = 1 + max(index for token, index in tokenizer.vocab.items() if token)   # ids a token can take
+        if not 0 <= config.vocab_size - size < VOCAB_PADDING_LIMIT:
+            raise BertError(f"vocabulary {vocab_file} has {size} tokens but the engine's model has "
                             f"{config.vocab_size}: it is not this model's vocabulary")
         return tokenizer
     tokenizer = FullTokenizer(vocab_file, do_lower_case=True)
@@ -317,7 +318,8 @@ def run_app(args, runner, batch_size=1):
         examples = dp.read_squad_json(args.squad_json)
         output = args.output_prediction_file
         check_writable(output, inputs=[("engine", args.engine), ("vocabulary", args.vocab_file),
-                                       ("SQuAD json", args.squad_json)])  # fail before the work, not after it
+                                       ("SQuAD json", args.squad_json), ("passage file", args.passage_file),
+                                       ("question file", args.question_file)])  # fail before the work
         try:
             predictions = qa.answer_squad(examples, progress=True)
         finally:

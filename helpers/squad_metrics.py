@@ -6,6 +6,7 @@ exact match, or token-level F1 over the bag of normalised tokens; the max over t
 Malformed inputs raise BertError instead of a traceback; scores are unchanged.
 """
 import collections
+import math
 import os
 import re
 import string
@@ -56,8 +57,8 @@ def load_na_probs(path):
     if not isinstance(na_probs, dict):
         raise BertError(f"no-answer probability file {path} must hold a json object {{question id: number}}")
     for qid, p in na_probs.items():
-        if isinstance(p, bool) or not isinstance(p, (int, float)):
-            raise BertError(f"no-answer probability file {path}: the value for {qid} is not a number")
+        if isinstance(p, bool) or not isinstance(p, (int, float)) or not math.isfinite(p):
+            raise BertError(f"no-answer probability file {path}: the value for {qid} is not a finite number")
     return na_probs
 
 

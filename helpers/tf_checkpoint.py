@@ -279,6 +279,15 @@ def _parse_entry(name, value, where):
                        size=last(5), crc32c=fields[6][-1] if 6 in fields else None)
 
 
+def checkpoint_files(path):
+    """The files a checkpoint named as the loader accepts it consists of: PREFIX.index and its data shards."""
+    prefix = resolve_prefix(path)
+    folder, name = os.path.split(prefix)
+    shards = [os.path.join(folder, n) for n in os.listdir(folder or ".") if n.startswith(name + ".data-")] \
+        if os.path.isdir(folder or ".") else []
+    return [prefix + ".index", *shards]
+
+
 def resolve_prefix(path):
     """Accept upstream's checkpoint prefix, the `.index` file itself, or a folder with a `checkpoint` file."""
     path = os.fspath(path)

@@ -11,13 +11,14 @@ Same flags and output as the official script. Differences: the data file may be 
 of a traceback.
 """
 import json
+import math
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from helpers.atomic import check_writable, write_text_atomic  # noqa: E402
-from helpers.errors import StrictParser, run_cli  # noqa: E402
+from helpers.errors import BertError, StrictParser, run_cli  # noqa: E402
 from helpers.squad_metrics import (evaluate_v2, load_dataset, load_na_probs, load_predictions,  # noqa: E402
                                    load_pyplot)
 
@@ -40,6 +41,8 @@ def main(argv=None):
         parser.print_help()
         return 1
     args = parser.parse_args(argv)
+    if not math.isfinite(args.na_prob_thresh):
+        raise BertError(f"--na-prob-thresh must be a finite number, got {args.na_prob_thresh}")
     if args.out_image_dir:
         load_pyplot()  # fail before the work, as the official script's import does
     if args.out_file:   # before the work: a bad output path fails at once, and never replaces an input

@@ -269,8 +269,19 @@ def test_v2_cli_errors(tmp_path, v2_sample):
     assert no_prob.returncode == 2 and "no entry for question" in no_prob.stderr
     bad_flag = run(EVAL_V2, path, complete, "--na-prob", "x.json")  # no prefix abbreviations
     assert bad_flag.returncode == 2 and bad_flag.stderr.startswith("error: ")
-    for result in (missing, no_prob, bad_flag):
+    nan_threshold = run(EVAL_V2, path, complete, "-t", "nan")
+    assert nan_threshold.returncode == 2 and "--na-prob-thresh must be a finite number" in nan_threshold.stderr
+    (tmp_path / "nan.json").write_text(json.dumps({qa["id"]: 0.5 for qa in questions}).replace("0.5", "NaN", 1))
+    nan_prob = run(EVAL_V2, path, complete, "-n", tmp_path / "nan.json")
+    assert nan_prob.returncode == 2 and "is not a finite number" in nan_prob.stderr
+    over_input = run(EVAL_V2, path, complete, "-o", complete)
+    assert over_input.returncode == 2 and "would overwrite the predictions" in over_input.stderr
+    for result in (missing, no_prob, bad_flag, nan_threshold, nan_prob, over_input):
         assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+    # a byte-order mark before the json is no error
+    bom = tmp_path / "bom.json"
+    bom.write_bytes(b"\xef\xbb\xbf" + complete.read_bytes())
+    assert v2_json(run(EVAL_V2, path, bom))["total"] == len(questions)
 
 
 def test_v2_plots_need_matplotlib(tmp_path, v2_sample):

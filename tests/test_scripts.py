@@ -292,6 +292,18 @@ def test_builder_never_overwrites_its_inputs(tmp_path):
     run("builder.py", "-pt", model, "-c", model, "-o", model / "qa.engine", "-s", "64")   # and rebuilt in place
 
 
+def test_builder_never_overwrites_a_tensorflow_checkpoint(tmp_path, fixture_ckpt):
+    """However the checkpoint is named (prefix or .index), its index and data shards are inputs; -c elsewhere."""
+    import glob
+    files = sorted(glob.glob(fixture_ckpt + ".*"))
+    before = [open(f, "rb").read(64) for f in files]
+    for given in (fixture_ckpt, fixture_ckpt + ".index"):
+        for target in files:
+            proc = run("builder.py", "-m", given, "-c", MODEL_DIR, "-o", target, "-s", "64", check=False)
+            assert_one_line_error(proc, "would overwrite the TensorFlow checkpoint this run reads")
+    assert [open(f, "rb").read(64) for f in files] == before
+
+
 def test_builder_refuses_non_finite_weights(tmp_path):
     import shutil
     from safetensors.numpy import load_file, save_file
@@ -305,6 +317,15 @@ def test_builder_refuses_non_finite_weights(tmp_path):
     proc = run("builder.py", "-pt", model, "-c", model, "-o", tmp_path / "e.engine", "-s", "64", check=False)
     assert_one_line_error(proc, "NaN or infinite values in l0_attention_output_layernorm_beta")
     assert not (tmp_path / "e.engine").exists()
+    tensors[name][3] = 0.5
+    kernel = next(k for k in sorted(tensors) if k.endswith("intermediate.dense.weight"))
+    tensors[kernel] = tensors[kernel].astype(np.float32)   # the shipped weights are float16: widen this one
+    tensors[kernel][0, 3] = 1e6   # finite, but beyond float16 (LayerNorm vectors stay float32 in fp16 engines)
+    save_file(tensors, str(model / "model.safetensors"))
+    run("builder.py", "-pt", model, "-c", model, "-o", tmp_path / "e.engine", "-s", "64")   # fp32: fine
+    proc = run("builder.py", "-pt", model, "-c", model, "-o", tmp_path / "e16.engine", "-s", "64", "--fp16",
+               check=False)
+    assert_one_line_error(proc, "beyond float16's range")
 
 
 @pytest.mark.parametrize("flags, pattern", [(["-r", "-1"], "random-seed"), (["-r", str(2 ** 64)], "random-seed"),
