@@ -284,9 +284,11 @@ class QuestionAnswerer:
 
 
 def default_host_workers(runner):
-    """Worker processes for a SQuAD run's host work: none for CPU engines (they need the cores themselves) or on
-    small machines; otherwise up to 8, leaving two cores to this process."""
-    if getattr(runner, "device", "cpu") != "gpu":
+    """Worker processes for a SQuAD run's host work: none for CPU engines (they need the cores themselves), on
+    small machines or where processes cannot be started by a fork server; otherwise up to 8, leaving two cores to
+    this process."""
+    import multiprocessing
+    if getattr(runner, "device", "cpu") != "gpu" or "forkserver" not in multiprocessing.get_all_start_methods():
         return 0
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return min(8, cores - 2) if cores >= 6 else 0
