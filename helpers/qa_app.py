@@ -6,6 +6,7 @@ It turns passages and questions into feature windows, runs them through a runner
 import collections
 import itertools
 import json
+import multiprocessing
 import os
 import sys
 import time
@@ -287,7 +288,6 @@ def default_host_workers(runner):
     """Worker processes for a SQuAD run's host work: none for CPU engines (they need the cores themselves), on
     small machines or where processes cannot be started by a fork server; otherwise up to 8, leaving two cores to
     this process."""
-    import multiprocessing
     if getattr(runner, "device", "cpu") != "gpu" or "forkserver" not in multiprocessing.get_all_start_methods():
         return 0
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
