@@ -24,7 +24,7 @@ from operator import itemgetter
 import numpy as np
 
 from .errors import BertError, read_bytes
-from .tokenization import BasicTokenizer
+from .tokenization import BasicTokenizer, is_punctuation
 
 Example = collections.namedtuple("Example", ["id", "question_text", "doc_tokens"])
 Feature = collections.namedtuple(
@@ -270,22 +270,38 @@ def get_final_text(pred_text, orig_text, do_lower_case):
 
     Google's heuristic: basic-tokenize orig_text, find pred_text in it, and if both agree character
     for character once spaces are removed, return the matching slice of orig_text (so "steve smith"
-    in "Steve Smith's" gives "Steve Smith"). On any failure the whole orig_text is returned.
+    in "Steve Smith's" gives "Steve Smith"). Where they cannot be aligned (pieces unknown to the vocabulary,
+    decomposed accents, zero-width characters) Google returned the whole words of orig_text, punctuation and
+    all ("深圳." for 深圳); here the punctuation the prediction lacks at either end is trimmed off.
     do_lower_case must match the model: a cased prediction is never found in lower-cased text.
     """
     tok_text = " ".join(_basic_tokenizer(bool(do_lower_case)).tokenize(orig_text))
     start = tok_text.find(pred_text)
     end = start + len(pred_text) - 1
     if start == -1 or end < start:
-        return orig_text
+        return _trim_unmatched_punctuation(orig_text, pred_text)
     orig_chars = [i for i, c in enumerate(orig_text) if c != " "]
     if len(orig_chars) != len(tok_text) - tok_text.count(" "):
-        return orig_text
+        return _trim_unmatched_punctuation(orig_text, pred_text)
     if tok_text[start] == " " or tok_text[end] == " ":  # only non-space characters are aligned
-        return orig_text
+        return _trim_unmatched_punctuation(orig_text, pred_text)
     ns_start = start - tok_text.count(" ", 0, start)
     ns_end = end - tok_text.count(" ", 0, end)
     return orig_text[orig_chars[ns_start]:orig_chars[ns_end] + 1]
+
+
+def _trim_unmatched_punctuation(orig_text, pred_text):
+    """orig_text less the punctuation (and spaces) at either end that pred_text does not have there."""
+    punct = lambda ch: is_punctuation(ord(ch))  # noqa: E731
+    pred_text = pred_text.replace("[UNK]", "x")   # an unknown piece stands for word characters, not brackets
+    text = orig_text.strip()
+    if pred_text and not punct(pred_text[-1]):
+        while text and punct(text[-1]):
+            text = text[:-1].rstrip()
+    if pred_text and not punct(pred_text[0]):
+        while text and punct(text[0]):
+            text = text[1:].lstrip()
+    return text or orig_text
 
 
 def _compute_softmax(scores):

@@ -26,7 +26,7 @@ def _is_cjk(cp):
     return any(lo <= cp <= hi for lo, hi in _CJK_RANGES)
 
 
-def _is_punctuation(cp):
+def is_punctuation(cp):
     # Google counts every non-alphanumeric printable ASCII character as punctuation, plus Unicode's P*.
     if 33 <= cp <= 47 or 58 <= cp <= 64 or 91 <= cp <= 96 or 123 <= cp <= 126:
         return True
@@ -62,7 +62,7 @@ def _clean_rule(cp):
 
 def _punctuation_rule(cp):
     """Spaces around punctuation: splitting on whitespace afterwards is Google's _run_split_on_punc."""
-    return f" {chr(cp)} " if _is_punctuation(cp) else cp
+    return f" {chr(cp)} " if is_punctuation(cp) else cp
 
 
 def _nonspacing_mark_rule(cp):

@@ -432,6 +432,12 @@ def test_nan_logits_and_bad_results_raise(tokenizer):
     ("zebra", "Steve Smith's", True, "Steve Smith's"),      # not found: the whole original
     (unicodedata.normalize("NFD", "한국"), "한국 사람", True, "한국 사람"),  # lengths differ after NFD: give up
     ("", "Steve", True, "Steve"),
+    # no alignment: the whole words, less the punctuation the prediction does not have at its ends
+    ("[UNK] [UNK]", "深圳.", True, "深圳"),                  # pieces unknown to the vocabulary
+    ("[UNK] [UNK] .", "深圳.", True, "深圳."),
+    ("rise & shine [UNK]", "\u201cRise & Shine \u2600\ufe0f\u201d.", True, "Rise & Shine \u2600\ufe0f"),
+    ("eric piolle", "E\u0301ric Piolle,", True, "E\u0301ric Piolle"),   # decomposed accent: lengths differ
+    ("anna maria", "(Anna\u200bMaria),", True, "Anna\u200bMaria"),       # zero-width space
 ])
 def test_get_final_text(pred, orig, lower, expected):
     assert dp.get_final_text(pred, orig, lower) == expected
@@ -460,7 +466,7 @@ def _literal_final_text(pred_text, orig_text, do_lower_case):
     tok_text = " ".join(BasicTokenizer(do_lower_case).tokenize(orig_text))
     start = tok_text.find(pred_text)
     if start == -1:
-        return orig_text
+        return _without_unmatched_punctuation(orig_text, pred_text)
     end = start + len(pred_text) - 1
 
     def without_spaces(text):
@@ -473,11 +479,32 @@ def _literal_final_text(pred_text, orig_text, do_lower_case):
     orig_ns, orig_map = without_spaces(orig_text)
     tok_ns, tok_map = without_spaces(tok_text)
     if len(orig_ns) != len(tok_ns):
-        return orig_text
+        return _without_unmatched_punctuation(orig_text, pred_text)
     from_spaced = {spaced: ns for ns, spaced in tok_map.items()}
     if start not in from_spaced or end not in from_spaced:
-        return orig_text
+        return _without_unmatched_punctuation(orig_text, pred_text)
     return orig_text[orig_map[from_spaced[start]]:orig_map[from_spaced[end]] + 1]
+
+
+def _without_unmatched_punctuation(orig_text, pred_text):
+    """Where Google's heuristic gave up (whole words back), this project drops the punctuation at either end that
+    the prediction does not have there (BERT's punctuation: printable non-alphanumeric ASCII and Unicode P*)."""
+    def punct(ch):
+        return (ch.isascii() and ch.isprintable() and not ch.isalnum() and ch != " ") or \
+            unicodedata.category(ch).startswith("P")
+    pred = pred_text.replace("[UNK]", "x")
+    words = orig_text.split()
+    if not pred or not words:
+        return orig_text
+    text = " ".join(words) if orig_text == " ".join(words) else orig_text.strip()
+    lo, hi = 0, len(text)
+    if not punct(pred[-1]):
+        while hi > lo and (punct(text[hi - 1]) or text[hi - 1].isspace()):
+            hi -= 1
+    if not punct(pred[0]):
+        while lo < hi and (punct(text[lo]) or text[lo].isspace()):
+            lo += 1
+    return text[lo:hi] or orig_text
 
 
 def test_get_final_text_equals_literal_heuristic(dev_examples):
