@@ -340,7 +340,7 @@ def phase_tune(args, weights_by_model):
     """Coordinate search of the PDL path's product plans (tile config, split-K) on whole-model b1 latency: each
     product of a layer in turn, the others held at their best so far. Installs the winners for later phases."""
     default_plan = K.small_plan
-    tuned = {}   # (M, N, K, can_split) -> (config, splits)
+    tuned = {}   # (M, N, K, can_split) -> (splits, config)
 
     def plan(M, N, Kd, can_split):
         return tuned.get((M, N, Kd, can_split)) or default_plan(M, N, Kd, can_split)
@@ -367,7 +367,7 @@ def phase_tune(args, weights_by_model):
                 for cfg in TUNE_CONFIGS:
                     for splits in ((1, 2, 4, 8) if key[3] else (1,)):
                         tuned_before = tuned.get(key)
-                        tuned[key] = (cfg, splits)
+                        tuned[key] = (splits, cfg)
                         try:
                             t = measure(S)
                         except Exception as exc:

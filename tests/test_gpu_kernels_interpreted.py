@@ -71,35 +71,27 @@ def test_varlen_attention(dtype, head_size):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
-def test_add_layernorm_and_head(dtype):
+@pytest.mark.parametrize("summands", ["x+res", "x+bias"])
+def test_add_layernorm_and_head(dtype, summands):
+    """LN(x + res), written in place over x, or LN(x + bias) (the large-batch route: cuBLAS has already added the
+    product into the residual), then the SQuAD head over the same sum."""
     gen = torch.Generator().manual_seed(3)
     T, E = 37, 96
     x, res = (torch.randn(T, E, generator=gen).to(dtype) for _ in range(2))
+    bias = torch.randn(E, generator=gen).to(dtype)
+    res, bias = (res, None) if summands == "x+res" else (None, bias)
     gamma, beta = torch.randn(E, generator=gen), torch.randn(E, generator=gen)
-    ref = F.layer_norm(x.float() + res.float(), (E,), gamma, beta, 1e-6)
-    inplace = x.clone()
-    K.add_layernorm(inplace, res, None, gamma, beta, 1e-6, inplace)
-    assert rel_err(inplace, ref) < TOL[dtype]
-    head_w, head_b = torch.randn(2, E, generator=gen), torch.randn(2, generator=gen)
-    logits = torch.full((T, 2), float("nan"))
-    K.add_layernorm_head(x, res, None, gamma, beta, 1e-6, head_w, head_b, logits)
-    assert rel_err(logits, ref.to(dtype).float() @ head_w.T + head_b) < 1e-5
-
-
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
-def test_layernorm_of_a_product_accumulated_into_the_residual(dtype):
-    """The large-batch route: cuBLAS adds the product into the residual, the LayerNorm adds the bias (no res)."""
-    gen = torch.Generator().manual_seed(9)
-    T, E = 29, 80
-    summed, bias = torch.randn(T, E, generator=gen).to(dtype), torch.randn(E, generator=gen).to(dtype)
-    gamma, beta = torch.randn(E, generator=gen), torch.randn(E, generator=gen)
-    ref = F.layer_norm(summed.float() + bias.float(), (E,), gamma, beta, 1e-6)
-    out = torch.full((T, E), float("nan")).to(dtype)
-    K.add_layernorm(summed, None, bias, gamma, beta, 1e-6, out)
+    ref = F.layer_norm(x.float() + (res if res is not None else bias).float(), (E,), gamma, beta, 1e-6)
+    if res is not None:
+        out = x.clone()
+        K.add_layernorm(out, res, None, gamma, beta, 1e-6, out)
+    else:
+        out = torch.full((T, E), float("nan")).to(dtype)
+        K.add_layernorm(x, None, bias, gamma, beta, 1e-6, out)
     assert rel_err(out, ref) < TOL[dtype]
     head_w, head_b = torch.randn(2, E, generator=gen), torch.randn(2, generator=gen)
     logits = torch.full((T, 2), float("nan"))
-    K.add_layernorm_head(summed, None, bias, gamma, beta, 1e-6, head_w, head_b, logits)
+    K.add_layernorm_head(x, res, bias, gamma, beta, 1e-6, head_w, head_b, logits)
     assert rel_err(logits, ref.to(dtype).float() @ head_w.T + head_b) < 1e-5
 
 

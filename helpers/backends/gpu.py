@@ -103,7 +103,7 @@ class Activations:
     -> big[:, :I] (intermediate) -> ctx (output product) -> x (LN2, the next layer's input).
     """
 
-    def __init__(self, tokens, batch, config, dtype, device, split_rows):
+    def __init__(self, tokens, batch, config, dtype, device):
         E, I = config.hidden_size, config.intermediate_size
         self.tokens, self.batch = tokens, batch
         self.ids = torch.zeros(tokens, dtype=torch.int32, device=device)
@@ -115,7 +115,7 @@ class Activations:
         self.big = torch.zeros(tokens * max(3 * E, I), dtype=dtype, device=device)
         self.logits = torch.zeros(tokens, 2, dtype=torch.float32, device=device)
         # float32 partial products of split-K GEMMs (few-token batches only), summed by the next LayerNorm
-        split_rows = min(tokens, split_rows) if dtype == torch.float16 else 0
+        split_rows = min(tokens, K.SPLIT_MAX_ROWS) if dtype == torch.float16 else 0
         self.partials = torch.zeros(K.MAX_SPLITS * split_rows * E, dtype=torch.float32, device=device)
         # page-locked staging for inputs and logits: copies that neither block nor take the GIL twice per call
         pinned = device.type == "cuda"
@@ -170,11 +170,12 @@ class GpuRunner:
         self.pdl = (pdl is not False and not self.interpreted and K.pdl_supported(self.device_index)
                     and self.dtype == torch.float16)
         self.attention = attention
+        # cuDNN's attention, which "auto" takes for perf.py's full batches, was measured on Hopper only
+        self.sdpa_measured = not self.interpreted and torch.cuda.get_device_capability(self.device_index)[0] == 9
         device = torch.device("cpu") if self.interpreted else torch.device("cuda", self.device_index)
         self.weights = DeviceWeights(engine.weights, c, self.dtype, device)
         tokens = max(p.batch[2] * p.seq[2] for p in engine.profiles)
-        self.buffers = Activations(tokens, max(p.batch[2] for p in engine.profiles), c, self.dtype, device,
-                                   split_rows=K.PDL_MAX_ROWS if self.pdl else K.SPLIT_K_MAX_ROWS)
+        self.buffers = Activations(tokens, max(p.batch[2] for p in engine.profiles), c, self.dtype, device)
         self._graphs = OrderedDict()
         # shared by all graphs: they replay one at a time on one stream
         self._graph_pool = None if self.interpreted else torch.cuda.graph_pool_handle()
@@ -341,8 +342,7 @@ class GpuRunner:
         if pdl or dtype != torch.float16 or not uniform:
             return "triton"
         if self.attention == "auto":   # cuDNN's kernel wins on full batches only (1x384: 8.7 us against our 5.9)
-            hopper = not self.interpreted and torch.cuda.get_device_capability(self.device_index)[0] == 9
-            return "sdpa" if hopper and query_blocks >= SDPA_MIN_QUERY_BLOCKS else "triton"
+            return "sdpa" if self.sdpa_measured and query_blocks >= SDPA_MIN_QUERY_BLOCKS else "triton"
         return self.attention
 
     def _dense_before_layernorm(self, a, dense, residual, scratch, pdl):
@@ -352,11 +352,10 @@ class GpuRunner:
         one tensor instead of two, and adds the bias. The residual is overwritten: the layer needs it no more."""
         T, (N, K_) = a.shape[0], dense.weight.shape
         if pdl:
-            config, splits = K.small_plan(T, N, K_, can_split=True)
-            plan = (splits, config) if splits > 1 else None
+            plan = K.small_plan(T, N, K_, can_split=True)
         else:
             plan = K.split_k_plan(T, N, K_) if self.dtype == torch.float16 and self.gemm != "cublas" else None
-        if plan is not None:
+        if plan is not None and plan[0] > 1:
             splits, config = plan
             partials = self.buffers.partials[:splits * T * N].view(splits, T, N)
             K.linear(a, dense.weight, dense.bias, partials, config=config, split_k=splits, pdl=pdl)
@@ -370,7 +369,7 @@ class GpuRunner:
     def _dense(self, a, dense, out, gelu=None, pdl=False):
         """out = [gelu](a @ W^T + b), by the fastest measured route for this precision and GELU (PERF_NOTES.md)."""
         if pdl:
-            config, _ = K.small_plan(a.shape[0], *dense.weight.shape, can_split=False)
+            _, config = K.small_plan(a.shape[0], *dense.weight.shape, can_split=False)
             K.linear(a, dense.weight, dense.bias, out, gelu=gelu, config=config, pdl=True)
             return
         fused_erf = gelu == "erf" and a.shape[0] <= K.FUSED_ERF_MAX_ROWS

@@ -373,10 +373,11 @@ def split_k_plan(M, N, K):
 # (the Triton products themselves are slower than cuBLAS's there).
 PDL_MAX_ROWS = 128
 MAX_SPLITS = 8
+SPLIT_MAX_ROWS = max(PDL_MAX_ROWS, SPLIT_K_MAX_ROWS)   # the most rows any split-K product runs on
 
 
 def small_plan(M, N, K, can_split):
-    """(config, splits) of a product on the PDL path. Few rows leave few output tiles, so the weights would stream
+    """(splits, config) of a product on the PDL path, as split_k_plan gives them. Few rows leave few output tiles, so the weights would stream
     through a fraction of the SMs; products whose consumer sums partials (can_split) split K until about one wave
     of programs runs, keeping at least 256 of K per split."""
     config = (64, 64, 128, 4, 4)
@@ -385,7 +386,7 @@ def small_plan(M, N, K, can_split):
     if can_split:
         while splits * 2 <= MAX_SPLITS and tiles * splits * 2 <= 160 and K // (splits * 2) >= 256:
             splits *= 2
-    return config, splits
+    return splits, config
 
 
 def linear(a, weight, bias, out, gelu=None, config=None, split_k=1, pdl=False):
