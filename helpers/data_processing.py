@@ -427,3 +427,14 @@ def get_best_prediction(doc_tokens, features, results, n_best_size, max_answer_l
                                         version_2_with_negative)
     entries = _nbest_entries(doc_tokens, features, prelims, do_lower_case)
     return _choose(entries, null, null_score_diff_threshold)
+
+
+def best_answers(examples, features_per_example, outputs, n_best_size, max_answer_length, **decode_args):
+    """Each example's best answer text; `outputs` are the NetworkOutputs of all the examples' windows, in order."""
+    outputs = iter(outputs)
+    answers = []
+    for example, features in zip(examples, features_per_example):
+        results = [next(outputs)._replace(feature_index=k) for k in range(len(features))]
+        answers.append(get_best_prediction(example.doc_tokens, features, results, n_best_size, max_answer_length,
+                                           **decode_args)[0])
+    return answers

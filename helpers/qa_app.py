@@ -219,10 +219,7 @@ class QuestionAnswerer:
             decoding = []
             for block, encoded in zip(blocks, encoding):
                 features = encoded.result()
-                outputs = iter(self.run_features([f for feats in features for f in feats]))
-                logits = [[(out.start_logits, out.end_logits) for out in itertools.islice(outputs, len(feats))]
-                          for feats in features]
-                decoding.append(workers.decode(block, logits))
+                decoding.append(workers.decode(block, self.run_features([f for feats in features for f in feats])))
                 decoding[-1].add_done_callback(lambda _, done=len(block): bar.update(done))   # live progress
             predictions = collections.OrderedDict()
             for block, answers in zip(blocks, decoding):
@@ -276,11 +273,9 @@ class QuestionAnswerer:
         return predictions
 
     def _decode_block(self, block, features, outputs_future, predictions, bar):
-        outputs = iter(outputs_future.result())
-        for example, feats in zip(block, features):
-            outs = [next(outputs)._replace(feature_index=k) for k in range(len(feats))]
-            predictions[example.id] = dp.get_best_prediction(example.doc_tokens, feats, outs, self.n_best_size,
-                                                             self.max_answer_length, **self._decode_args())[0]
+        answers = dp.best_answers(block, features, outputs_future.result(), self.n_best_size, self.max_answer_length,
+                                  **self._decode_args())
+        predictions.update(zip((example.id for example in block), answers))
         bar.update(len(block))
 
 

@@ -34,15 +34,11 @@ def encode_block(examples):
             for features in _features(examples)]
 
 
-def decode_block(examples, logits):
-    """Each example's best answer text, from its windows' (start, end) logits."""
+def decode_block(examples, outputs):
+    """Each example's best answer text, from the NetworkOutputs of its windows (all examples' windows, in order)."""
     s = _SETTINGS
-    answers = []
-    for example, features, window_logits in zip(examples, _features(examples), logits):
-        outputs = [dp.NetworkOutput(start, end, k) for k, (start, end) in enumerate(window_logits)]
-        answers.append(dp.get_best_prediction(example.doc_tokens, features, outputs, s["n_best_size"],
-                                              s["max_answer_length"], **s["decode_args"])[0])
-    return answers
+    return dp.best_answers(examples, list(_features(examples)), outputs, s["n_best_size"], s["max_answer_length"],
+                           **s["decode_args"])
 
 
 class HostWorkers:
@@ -57,8 +53,8 @@ class HostWorkers:
     def encode(self, examples):
         return self._pool.submit(encode_block, examples)
 
-    def decode(self, examples, logits):
-        return self._pool.submit(decode_block, examples, logits)
+    def decode(self, examples, outputs):
+        return self._pool.submit(decode_block, examples, outputs)
 
     def close(self):
         self._pool.shutdown(cancel_futures=True)
