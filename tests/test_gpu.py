@@ -225,6 +225,8 @@ def test_engine_matches_reference_forward(small_weights, precision, gelu, emb_ep
     eng = engine(SMALL, small_weights, precision, fixed_profiles([1, 4], [160]),
                  numerics={"gelu": gelu, "emb_eps": emb_eps, "layer_norm_eps": numerics.ln_eps})
     runner = GpuRunner(eng, pdl=pdl)
+    hopper = torch.cuda.get_device_capability()[0] >= 9
+    assert runner.pdl == (pdl is None and precision == "fp16" and hopper)   # the PDL path really runs where it can
     ids, segs, mask = random_inputs(SMALL, 4, 160, seed=12, lengths=lengths)
     out = runner.infer_fixed(ids, segs, mask)
     ref = reference.forward(small_weights, SMALL, ids, segs, mask, numerics)
