@@ -75,12 +75,12 @@ def _refuse_overwriting_inputs(named, target, inputs):
         source = os.path.realpath(os.fspath(source))
         if os.path.isdir(source):
             clash = os.path.dirname(target) == source and not _is_engine(target)
-            what = f"a file of the {what.removesuffix(' folder')} folder"
+            victim = f"a file of the {what.removesuffix(' folder')} folder"
         else:
             clash = os.path.exists(source) and os.path.samefile(target, source)
+            victim = f"the {what}"
         if clash:
-            raise BertError(f"output {named} would overwrite {what if what.startswith('a ') else 'the ' + what} "
-                            f"this run reads: choose another output path")
+            raise BertError(f"output {named} would overwrite {victim} this run reads: choose another output path")
 
 
 def _is_engine(path):
