@@ -59,7 +59,7 @@ def build_native_engine(config: BertConfig, weights, *, precision, profiles, var
             if not np.isfinite(array).all():
                 raise BertError(f"{name} holds values beyond float16's range (65504): build this model in fp32")
         stored[name] = array
-    numerics = numerics or Numerics.of_model(config)
-    numerics = {"gelu": numerics.gelu, "emb_eps": numerics.emb_eps, "layer_norm_eps": numerics.ln_eps}
+    chosen = numerics or Numerics.of_model(config)
+    numerics = {"gelu": chosen.gelu, "emb_eps": chosen.emb_eps, "layer_norm_eps": chosen.ln_eps}
     return EngineFile(config=config, precision=precision, variable_seqlen=variable_seqlen, profiles=profiles,
                       weights=stored, numerics=numerics, build_info=build_info or {})

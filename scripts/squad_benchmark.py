@@ -36,7 +36,7 @@ def parse_args():
     ap.add_argument("--log-compiles", action="store_true",
                     help="print each Triton kernel compiled after the warm-up (kernel variants the warm-up missed)")
     ap.add_argument("--profile-engine", action="store_true",
-                    help="print a cProfile of the engine calls (the worker thread) of our timed pass")
+                    help="print a cProfile of our timed pass's engine calls")
     return ap.parse_args()
 
 
@@ -49,7 +49,7 @@ def run_ours(args, engine_path, examples):
     qa = QuestionAnswerer(runner, make_tokenizer(os.path.join(args.model_dir, "vocab.txt"), runner.engine_info),
                           qa_args, batch_size=args.max_batch, host_workers=args.host_workers)
     # warm-up, excluded like the peer's: Triton compiles each kernel variant on its first use in a process, and a
-    # block's last launch can be a window or two (the few-token kernels: one question warms them)
+    # block's last launch can hold a window or two (the few-token kernels: a single question warms them)
     qa.answer_squad(examples[: min(len(examples), 8 * args.max_batch)])
     qa.answer_squad(examples[:1])
     if args.log_compiles:
