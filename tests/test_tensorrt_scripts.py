@@ -1,9 +1,11 @@
 """builder.py and builder_varseqlen.py themselves, with `tensorrt` importable (the stand-in): the scripts take the
 TensorRT path, write the plan atomically, and the plan computes the reference logits."""
 import numpy as np
+import pytest
 from conftest import MODEL_DIR, load_fixture_model
 from trt_support import StandinEngine, pack, sample_inputs
 
+from helpers.errors import BertError
 from helpers.reference import Numerics, forward
 
 
@@ -43,10 +45,7 @@ def test_native_backend_can_still_be_chosen(trt, tmp_path):
 
 
 def test_tensorrt_engines_refuse_the_models_own_numerics(trt, tmp_path):
-    import pytest
-
     import builder
-    from helpers.errors import BertError
     with pytest.raises(BertError, match="--numerics model: TensorRT engines compute demoBERT's numerics"):
         builder.main(["-pt", str(MODEL_DIR), "-c", str(MODEL_DIR), "-o", str(tmp_path / "x.plan"),
                       "--numerics", "model"])
