@@ -45,7 +45,8 @@ from helpers.weights import tf_to_trt_name  # noqa: E402
 TARGETS = {("large", 1, 128): 0.5, ("large", 1, 384): 0.5, ("large", 128, 384): 0.75,
            ("base", 1, 128): 0.5, ("base", 128, 384): 0.75}
 ATTENTION_CONFIGS = [(64, 64, 4, 3), (64, 64, 4, 2), (64, 64, 4, 4), (128, 64, 8, 3), (128, 64, 4, 3),
-                     (64, 128, 4, 3), (128, 128, 8, 3), (64, 32, 4, 3)]
+                     (64, 128, 4, 3), (128, 128, 8, 3), (64, 32, 4, 3), (32, 64, 2, 3), (32, 64, 4, 3),
+                     (32, 128, 4, 3), (16, 64, 2, 3), (16, 128, 4, 3)]
 LARGE_M_CONFIGS = [(128, 256, 64, 8, 3), (128, 128, 64, 8, 4)]
 SPLIT_CONFIGS = [(128, 64, 128, 4, 3), (64, 64, 128, 4, 3), (128, 32, 128, 4, 3)]
 FUSED_CONFIGS = [(64, 64, 128, 4, 4), (64, 128, 64, 4, 4), (128, 64, 64, 4, 4)]
@@ -287,6 +288,14 @@ def phase_latency(args, weights_by_model):
                 LOG(f"ours {size} {variant:>12} {B:>4}x{S:<4} median {statistics.median(times):.4f} ms  "
                     f"mean {sum(times) / len(times):.4f}  p95 {ordered[int(0.95 * (len(ordered) - 1))]:.4f}  "
                     f"n={len(times)}")
+            for t in runner.product_tuning:
+                if "error" in t:
+                    LOG(f"  tuning {size} {variant} off: {t['error']}")
+                    continue
+                LOG(f"  tuned {size} {variant} {t['role']:>8}{'+LN' if t['with_layernorm'] else '   '} "
+                    f"{t['rows']:>6} rows {t['epilogue']:>9}: PyTorch "
+                    f"{t['torch_us']:8.2f} us, {t['chosen']} {t['chosen_us']:8.2f} us of {t['candidates']} candidates")
+            results[f"tuning {size} {variant}"] = runner.product_tuning
             after = runner.memory_report()
             after["allocated"] -= base_alloc
             mib = lambda v: f"{v / 2**20:.0f} MiB"  # noqa: E731
@@ -319,13 +328,15 @@ def phase_latency(args, weights_by_model):
 
 
 def parse_variant(variant):
-    """'gemm/gelu[/option...]' -> (gemm, gelu, GpuRunner options); options: nopdl, and an attention route
-    (triton, sdpa, fa2)."""
+    """'gemm/gelu[/option...]' -> (gemm, gelu, GpuRunner options); options: nopdl, notune (PyTorch's cuBLAS
+    algorithms, no timing of cuBLASLt's), and an attention route (triton, sdpa)."""
     gemm, gelu, *options = variant.split("/")
     runner_options = {}
     for option in options:
         if option == "nopdl":
             runner_options["pdl"] = False
+        elif option == "notune":
+            runner_options["tune_products"] = False
         else:
             runner_options["attention"] = option
     return gemm, gelu, runner_options
@@ -355,8 +366,7 @@ def phase_tune(args, weights_by_model):
         runner = GpuRunner(eng)
 
         def measure(S):
-            runner._graphs.clear()
-            runner._warmed.clear()
+            runner.reset_graphs()
             return statistics.median(runner.benchmark(1, S, warmup=20, iterations=100, duration=0.0, seed=7))
 
         for S in seqs:
@@ -391,7 +401,7 @@ def phase_profile(args, weights_by_model):
     from torch.profiler import ProfilerActivity, profile
     size = "large" if "large" in args.models else args.models[0]
     config, weights = model_config(size), weights_by_model[size]
-    for B, S in [s for s in args.shapes if s in ((1, 128), (128, 384))] or args.shapes[:1]:
+    for B, S in [s for s in args.shapes if s in ((1, 128), (1, 384), (128, 384))] or args.shapes[:1]:
         eng = build_native_engine(config, weights, precision="fp16", profiles=fixed_profiles([B], [S]),
                                   variable_seqlen=False)
         runner = GpuRunner(eng, use_graphs=False)

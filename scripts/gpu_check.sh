@@ -4,6 +4,7 @@
 # peer with the host worker processes and with the threaded pipeline. About 6 minutes on an H200.
 #   bash scripts/gpu_check.sh            # everything
 #   bash scripts/gpu_check.sh squad      # only the steps named: build tests latency squad
+# Tests that need the shared data (SQuAD files, the fixture) read it from $BERT_SHARED_DATA, else ../shared.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-results/gpu_check}

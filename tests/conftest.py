@@ -1,9 +1,10 @@
 """Shared test fixtures: where the repo and the optional shared data are, and the fixture's TF checkpoint unpacked.
 
-The shared data folder (`../shared` beside the repo: SQuAD files, the minilm-l6-squad11 fixture) is optional;
-tests that need it skip cleanly when it is absent.
+The shared data folder (`../shared` beside the repo, or $BERT_SHARED_DATA: SQuAD files, the minilm-l6-squad11
+fixture) is optional; tests that need it skip cleanly when it is absent.
 """
 import lzma
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -17,8 +18,8 @@ sys.path.insert(0, str(ROOT))
 
 
 def shared_dir():
-    """The shared data folder beside the repo, or None when it is absent."""
-    path = ROOT.parent / "shared"
+    """The shared data folder ($BERT_SHARED_DATA, else `shared` beside the repo), or None when it is absent."""
+    path = Path(os.environ.get("BERT_SHARED_DATA") or ROOT.parent / "shared")
     return path if path.is_dir() else None
 
 
@@ -91,8 +92,9 @@ def fixture_dir():
 @pytest.fixture(scope="session")
 def fixture_ckpt(fixture_dir, tmp_path_factory):
     """The fixture's TensorFlow checkpoint with its data file decompressed; returns the checkpoint prefix (str)."""
+    tf_dir = shared_path("fixtures", "minilm-l6-squad11", "tf")   # a copy of the fixture may leave it out
     folder = tmp_path_factory.mktemp("fixture_tf")
-    for source in (fixture_dir / "tf").iterdir():
+    for source in tf_dir.iterdir():
         if source.suffix == ".xz":
             with lzma.open(source, "rb") as src, open(folder / source.stem, "wb") as dst:
                 shutil.copyfileobj(src, dst, 1 << 20)

@@ -110,6 +110,10 @@ def test_features_equal_fixture_reference(tokenizer, dev_examples):
 
 def _hf_window_tokenizer():
     transformers = pytest.importorskip("transformers")
+    if tuple(int(v) for v in transformers.__version__.split(".")[:2]) < (5, 24):
+        # e.g. 5.17 ends the last overflowing window of dev question 56bf301c3aeaaa14008c954f 30 tokens before the
+        # passage does (its own one-shot encoding of the pair has them); 5.24 does not
+        pytest.skip(f"transformers {transformers.__version__} cuts overflowing windows short: no reference")
     from tokenizers.models import WordPiece
     fixture = shared_path("fixtures", "minilm-l6-squad11")
     hf = transformers.AutoTokenizer.from_pretrained(str(fixture))

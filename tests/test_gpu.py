@@ -192,6 +192,45 @@ def test_cublaslt_gelu_epilogue_is_the_tanh_approximation():
     assert rel_err(out, F.gelu(pre, approximate="tanh")) < REL_TOL[torch.float16]
 
 
+@pytest.mark.parametrize("M", [384, 1000])
+@pytest.mark.parametrize("epilogue,accumulate,splits", [("none", False, 1), ("bias", False, 1),
+                                                        ("gelu_bias", False, 1), ("none", True, 1),
+                                                        ("none", False, 2), ("none", False, 8)])
+def test_every_cublaslt_candidate_computes_the_product(M, epilogue, accumulate, splits):
+    """Each algorithm the tuner may pick (cublaslt.py through ctypes: layouts, transposes, epilogues, beta = 1,
+    split-K as a strided batch of float32 partials) against float32 PyTorch, on a poisoned output (or a random
+    one it accumulates into)."""
+    from helpers.backends.cublaslt import LtProducts
+    gen = torch.Generator().manual_seed(9)
+    K_, N = 1024, 768
+    a = torch.randn(M, K_, generator=gen).to(CUDA, torch.float16)
+    w = (torch.randn(N, K_, generator=gen) / 32).to(CUDA, torch.float16)
+    bias = torch.randn(N, generator=gen).to(CUDA, torch.float16)
+    ref = a.float() @ w.float().T
+    if epilogue != "none":
+        ref += bias.float()
+    if epilogue == "gelu_bias":
+        ref = F.gelu(ref, approximate="tanh")
+    lt = LtProducts(CUDA)
+    plans = lt.candidates(M, N, K_, epilogue, bias, splits=splits)
+    assert plans, "cuBLASLt offered no algorithm"
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    for plan in plans:
+        residual = torch.randn(M, N, generator=gen).to(CUDA, torch.float16)
+        if splits > 1:
+            out = poisoned(splits, M, N, dtype=torch.float32)
+        else:
+            out = residual.clone() if accumulate else poisoned(M, N, dtype=torch.float16)
+        with torch.cuda.stream(stream):
+            lt.run(plan, a, w, bias, out, accumulate=out if accumulate else None)
+        stream.synchronize()
+        if splits > 1:
+            assert rel_err(out.sum(0), ref) < 1e-5   # float32 partials of float32 accumulation
+        else:
+            assert rel_err(out, ref + residual.float() if accumulate else ref) < REL_TOL[torch.float16]
+
+
 def test_token_buckets_bound_padding_and_graph_count():
     buckets = {token_bucket(t, 49152) for t in range(1, 49153)}
     assert len(buckets) < 130
@@ -258,6 +297,32 @@ def test_attention_routes_on_perf_batches_match_reference(small_weights, attenti
         out = runner.buffers.logits[:640].cpu().numpy().reshape(4, 160, 2)
     assert list(runner._graphs) == [(640, 4, 160, True)]
     assert rel_err(out, ref) < 10 * REL_TOL[torch.float16]
+
+
+def test_benchmark_tunes_products_and_inference_uses_them(small_weights):
+    """perf.py's first run of a shape times cuBLASLt's algorithms for each of the four products; later inference
+    on that many rows takes the winners and agrees with an untuned runner, whichever kind of plan won: forced
+    split-K plans (float32 partials the LayerNorm sums) and other algorithms compute the same forward."""
+    eng = engine(SMALL, small_weights, "fp16", fixed_profiles([2], [160]))
+    runner = GpuRunner(eng)
+    runner.benchmark(2, 160, warmup=1, iterations=2, duration=0.0, seed=3)   # 320 rows: past the PDL path
+    tuned = {(t["role"], t["rows"]) for t in runner.product_tuning}
+    assert tuned == {(role, 320) for role in ("qkv", "attn_out", "ffn_in", "ffn_out")}
+    assert all(t["chosen_us"] <= t["torch_us"] for t in runner.product_tuning)
+    ids, segs, mask = random_inputs(SMALL, 2, 160, seed=16, lengths=[160] * 2)
+    untuned = GpuRunner(eng, tune_products=False)
+    expected = untuned.infer_fixed(ids, segs, mask)
+    assert not untuned.product_tuning
+    assert rel_err(runner.infer_fixed(ids, segs, mask), expected) < 5e-3
+    E, I = SMALL.hidden_size, SMALL.intermediate_size
+    for role, (N, K_), epilogue, splits in (("qkv", (3 * E, E), "bias", 1), ("ffn_in", (I, E), "none", 1),
+                                            ("attn_out", (E, E), "none", 4), ("ffn_out", (E, I), "none", 8)):
+        bias = getattr(runner.weights.layers[0], role).bias
+        runner._lt_plans[(role, 320)] = runner._lt.candidates(320, N, K_, epilogue, bias, splits=splits)[-1]
+    runner.reset_graphs()
+    for _ in range(3):   # eager, captured, replayed
+        assert rel_err(runner.infer_fixed(ids, segs, mask), expected) < 5e-3
+    assert len(runner._graphs) == 1
 
 
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])

@@ -8,7 +8,7 @@ import shutil
 import numpy as np
 import pytest
 
-from conftest import MODEL_DIR, ROOT
+from conftest import MODEL_DIR, ROOT, shared_path
 from helpers import tf_checkpoint, weights as W
 from helpers.config import BertConfig, load_config
 from helpers.errors import BertError
@@ -434,6 +434,7 @@ def test_bad_megatron_pickle(tmp_path):
 
 def test_convert_fixture_script(fixture_dir, tmp_path):
     """The shipped folder is what the script makes from the fixture."""
+    shared_path("fixtures", "minilm-l6-squad11", "tf")
     _load_script("convert_fixture").main(["--fixture", str(fixture_dir), "-o", str(tmp_path / "out")])
     for name in ("model.safetensors", "config.json", "bert_config.json", "vocab.txt", "tokenizer_config.json"):
         assert (tmp_path / "out" / name).read_bytes() == (MODEL_DIR / name).read_bytes(), name

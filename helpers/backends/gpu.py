@@ -33,18 +33,27 @@ import torch
 from ..engine_format import EngineFile
 from ..errors import BertError
 from . import gpu_kernels as K
+from .cublaslt import LtProducts
 from .inputs import check_packed_inputs, pack_fixed_inputs, perf_inputs
 
 MAX_GRAPHS = 64   # captured graphs kept per runner (each holds only kernel nodes: its buffers are shared)
 ATTENTION_ROUTES = ("auto", "triton", "sdpa")
 SDPA_MIN_QUERY_BLOCKS = 1024   # (sequences x heads x 64-query blocks) from which "auto" takes SDPA on Hopper
+PRODUCT_CHECK_TOLERANCE = 1e-2   # a tuned algorithm's output signature against PyTorch's (FP16 rounding: ~1e-3)
+TUNING_MARGIN = 0.02             # a cuBLASLt algorithm replaces PyTorch's call only if this much faster
+LT_SPLITS = (2, 4, 8)            # split-K factors tried for products that feed a LayerNorm ...
+MAX_LT_SPLITS = LT_SPLITS[-1]
+LT_SPLIT_MAX_ROWS = 512          # ... up to this many rows (the partials buffer is sized for it)
+SPLIT_CANDIDATES = 3             # cuBLASLt's first picks timed per split factor
 
 
 @dataclasses.dataclass
 class Dense:
-    """One dense layer on the GPU: weight [out, in] (the layout cuBLAS and the Triton product both read), bias."""
+    """One dense layer on the GPU: weight [out, in] (the layout cuBLAS and the Triton product both read), bias;
+    role: which of a layer's four products it is (products of one role share a tuned algorithm)."""
     weight: torch.Tensor
     bias: torch.Tensor
+    role: str
 
     def __post_init__(self):
         self.weight_t = self.weight.t()   # the view cuBLAS takes, made once: eager forwards are Python-bound
@@ -71,8 +80,8 @@ class DeviceWeights:
         def tensor(name, as_dtype=dtype):
             return upload(weights[name], as_dtype)
 
-        def dense(prefix):
-            return Dense(tensor(f"{prefix}_kernel"), tensor(f"{prefix}_bias"))
+        def dense(prefix, role):
+            return Dense(tensor(f"{prefix}_kernel"), tensor(f"{prefix}_bias"), role)
 
         def norm(prefix):
             return tensor(f"{prefix}_gamma", torch.float32), tensor(f"{prefix}_beta", torch.float32)
@@ -86,10 +95,11 @@ class DeviceWeights:
             p = f"l{n}_"
             parts = ("query", "key", "value")
             qkv = Dense(upload(np.concatenate([weights[f"{p}attention_self_{t}_kernel"] for t in parts])),
-                        upload(np.concatenate([weights[f"{p}attention_self_{t}_bias"] for t in parts])))
-            self.layers.append(Layer(qkv=qkv, attn_out=dense(f"{p}attention_output_dense"),
+                        upload(np.concatenate([weights[f"{p}attention_self_{t}_bias"] for t in parts])), "qkv")
+            self.layers.append(Layer(qkv=qkv, attn_out=dense(f"{p}attention_output_dense", "attn_out"),
                                      ln1=norm(f"{p}attention_output_layernorm"),
-                                     ffn_in=dense(f"{p}intermediate_dense"), ffn_out=dense(f"{p}output_dense"),
+                                     ffn_in=dense(f"{p}intermediate_dense", "ffn_in"),
+                                     ffn_out=dense(f"{p}output_dense", "ffn_out"),
                                      ln2=norm(f"{p}output_layernorm")))
         self.head_w = tensor("cls_squad_output_weights", torch.float32)
         self.head_b = tensor("cls_squad_output_bias", torch.float32)
@@ -115,8 +125,9 @@ class Activations:
         self.big = torch.zeros(tokens * max(3 * E, I), dtype=dtype, device=device)
         self.logits = torch.zeros(tokens, 2, dtype=torch.float32, device=device)
         # float32 partial products of split-K GEMMs (few-token batches only), summed by the next LayerNorm
-        split_rows = min(tokens, K.SPLIT_MAX_ROWS) if dtype == torch.float16 else 0
-        self.partials = torch.zeros(K.MAX_SPLITS * split_rows * E, dtype=torch.float32, device=device)
+        split_rows = min(tokens, max(K.SPLIT_MAX_ROWS, LT_SPLIT_MAX_ROWS)) if dtype == torch.float16 else 0
+        self.partials = torch.zeros(max(K.MAX_SPLITS, MAX_LT_SPLITS) * split_rows * E, dtype=torch.float32,
+                                    device=device)
         # page-locked staging for inputs and logits: copies that neither block nor take the GIL twice per call
         pinned = device.type == "cuda"
         self.host_inputs = torch.zeros(2 * tokens + batch + 1, dtype=torch.int32, pin_memory=pinned)
@@ -134,12 +145,59 @@ def token_bucket(T, capacity):
     return min(capacity, -(-T // step) * step)
 
 
+def _torch_product(a, dense, out, epilogue, accumulate=None):
+    """PyTorch's cuBLAS(Lt) call for one of GpuRunner._dense's products (cuBLAS's heuristic picks the algorithm)."""
+    if epilogue == "bias":
+        torch.addmm(dense.bias, a, dense.weight_t, out=out)
+    elif epilogue == "gelu_bias":
+        torch._addmm_activation(dense.bias, a, dense.weight_t, use_gelu=True, out=out)
+    elif accumulate is None:
+        torch.mm(a, dense.weight_t, out=out)
+    elif accumulate is out:
+        out.addmm_(a, dense.weight_t)
+    else:
+        torch.addmm(accumulate, a, dense.weight_t, out=out)
+
+
+def _signature(out):
+    """Float32 column sums and row norms of a (T, N) product: enough to tell a wrong algorithm from rounding
+    without a second copy of a possibly 400 MB output."""
+    return torch.cat([out.sum(dim=0, dtype=torch.float32), torch.linalg.vector_norm(out, dim=1, dtype=torch.float32)])
+
+
+def _rel_err(x, ref):
+    return float(torch.linalg.vector_norm(x - ref) / torch.linalg.vector_norm(ref).clamp_min(1e-30))
+
+
+def _graph_ms(calls, replays=5):
+    """Median GPU ms of a CUDA graph of `calls()` (captured on the current stream, which must not be the default
+    one)."""
+    calls()   # compiles what is not compiled yet outside the capture
+    graph = torch.cuda.CUDAGraph()
+    graph.capture_begin()
+    try:
+        calls()
+    finally:
+        graph.capture_end()
+    graph.replay()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    times = []
+    for _ in range(replays):
+        start.record()
+        graph.replay()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end))
+    return sorted(times)[len(times) // 2]
+
+
 class GpuRunner:
     """Runs a native FP32 or FP16 engine on a CUDA GPU (runner contract: docs/DESIGN.md)."""
 
     device = "gpu"
 
-    def __init__(self, engine: EngineFile, use_graphs=True, gemm="auto", pdl=None, attention="auto"):
+    def __init__(self, engine: EngineFile, use_graphs=True, gemm="auto", pdl=None, attention="auto",
+                 tune_products=True):
         # Under Triton's interpreter (TRITON_INTERPRET=1) the same forward runs on CPU tensors, eagerly: that is how
         # CI checks this module's composition of kernels without a GPU (tests/test_gpu_kernels_interpreted.py).
         self.interpreted = os.environ.get("TRITON_INTERPRET") == "1"
@@ -170,6 +228,13 @@ class GpuRunner:
         self.pdl = (pdl is not False and not self.interpreted and K.pdl_supported(self.device_index)
                     and self.dtype == torch.float16)
         self.attention = attention
+        # benchmark runs time cuBLASLt's candidate algorithms per product and row count (_tune_product); inference
+        # keeps PyTorch's heuristic choice: no tuning cost per new batch shape, and the same answers every run
+        self.tune_products = tune_products and self.dtype == torch.float16 and not self.interpreted
+        self._lt = None           # LtProducts, made on the first tuning
+        self._lt_plans = {}       # (role, rows) -> the LtPlan measured fastest, or None for PyTorch's call
+        self._tuning = False
+        self.product_tuning = []  # what each tuning measured (gpu_bench.py prints it)
         # cuDNN's attention, which "auto" takes for perf.py's full batches, was measured on Hopper only
         self.sdpa_measured = not self.interpreted and torch.cuda.get_device_capability(self.device_index)[0] == 9
         device = torch.device("cpu") if self.interpreted else torch.device("cuda", self.device_index)
@@ -269,19 +334,30 @@ class GpuRunner:
         buf.segs[:T].copy_(buf.host_inputs[T:2 * T], non_blocking=True)
         buf.cu_seqlens[:grid_batch + 1].copy_(buf.host_inputs[2 * T:2 * T + grid_batch + 1], non_blocking=True)
         key = (rows, grid_batch, max_seqlen, uniform)
+        if benchmark and key not in self._warmed:
+            # compiles the Triton kernels, sets up cuBLAS and tunes the products, outside any capture
+            self._warmed.add(key)
+            self._tuning = self.tune_products
+            try:
+                self.forward(*key)
+            finally:
+                self._tuning = False
         if not self.use_graphs:
             return lambda: self.forward(*key)
         graph = self._graphs.get(key)
         if graph is None:
-            first_use = key not in self._warmed
-            self._warmed.add(key)
-            if first_use and not benchmark:
+            if key not in self._warmed:
+                self._warmed.add(key)
                 return lambda: self.forward(*key)
-            if first_use:
-                self.forward(*key)   # compiles the Triton kernels and sets up cuBLAS outside the capture
             graph = self._capture(key)
         self._graphs.move_to_end(key)
         return graph.replay
+
+    def reset_graphs(self):
+        """Forget every captured graph (and the memory pool they shared), e.g. after changing plans by hand."""
+        self._graphs.clear()
+        self._warmed.clear()
+        self._graph_pool = None if self.interpreted else torch.cuda.graph_pool_handle()
 
     def _capture(self, key):
         # capture_begin/end rather than torch.cuda.graph(), whose entry also runs gc.collect() and empties the
@@ -313,11 +389,11 @@ class GpuRunner:
             qkv = buf.wide(T, 3 * E)
             self._dense(x, layer.qkv, qkv, pdl=pdl)
             attended = self._attention(qkv, ctx, num_seqs, max_seqlen, uniform, pdl)
-            summands = self._dense_before_layernorm(attended, layer.attn_out, x, scratch=y, pdl=pdl)
+            summands = self._dense_before_layernorm(attended, layer.attn_out, x, y, pdl, norm=layer.ln1)
             K.add_layernorm(*summands, *layer.ln1, self.ln_eps, out=y, pdl=pdl)
             h = buf.wide(T, I)
             self._dense(y, layer.ffn_in, h, gelu=self.gelu, pdl=pdl)
-            summands = self._dense_before_layernorm(h, layer.ffn_out, y, scratch=ctx, pdl=pdl)
+            summands = self._dense_before_layernorm(h, layer.ffn_out, y, ctx, pdl, norm=layer.ln2)
             if n == last:
                 K.add_layernorm_head(*summands, *layer.ln2, self.ln_eps, w.head_w, w.head_b,
                                      logits=buf.logits[:T], pdl=pdl)
@@ -345,11 +421,13 @@ class GpuRunner:
             return "sdpa" if self.sdpa_measured and query_blocks >= SDPA_MIN_QUERY_BLOCKS else "triton"
         return self.attention
 
-    def _dense_before_layernorm(self, a, dense, residual, scratch, pdl):
+    def _dense_before_layernorm(self, a, dense, residual, scratch, pdl, norm):
         """a @ W^T + b + residual, left as the (x, res, bias) summands that the LayerNorm kernel adds up:
         few tokens: float32 split-K partials (the LayerNorm does the reduction) or a Triton product in `scratch`;
         otherwise cuBLAS accumulates the product into the residual itself (beta = 1), so that the LayerNorm reads
-        one tensor instead of two, and adds the bias. The residual is overwritten: the layer needs it no more."""
+        one tensor instead of two, and adds the bias, unless benchmark tuning found a cuBLASLt split-K faster.
+        The residual may be overwritten: the layer needs it no more. norm: the consuming LayerNorm's (gamma, beta),
+        which tuning times with the product."""
         T, (N, K_) = a.shape[0], dense.weight.shape
         if pdl:
             plan = K.small_plan(T, N, K_, can_split=True)
@@ -363,7 +441,15 @@ class GpuRunner:
         if pdl or self.gemm == "triton":
             self._dense(a, dense, scratch, pdl=pdl)
             return scratch, residual, None
-        residual.addmm_(a, dense.weight_t)
+        choice = self._tuned(a, dense, scratch, "none", accumulate=residual, norm=norm)
+        if choice is not None and choice.splits > 1:
+            partials = self.buffers.partials[:choice.splits * T * N].view(choice.splits, T, N)
+            self._lt.run(choice, a, dense.weight, dense.bias, partials)
+            return partials, residual, dense.bias
+        if choice is not None:
+            self._lt.run(choice, a, dense.weight, dense.bias, residual, accumulate=residual)
+        else:
+            residual.addmm_(a, dense.weight_t)
         return residual, None, dense.bias
 
     def _dense(self, a, dense, out, gelu=None, pdl=False):
@@ -375,13 +461,95 @@ class GpuRunner:
         fused_erf = gelu == "erf" and a.shape[0] <= K.FUSED_ERF_MAX_ROWS
         if self.dtype == torch.float16 and (self.gemm == "triton" or (self.gemm == "auto" and fused_erf)):
             K.linear(a, dense.weight, dense.bias, out, gelu=gelu)   # bias + exact GELU in the GEMM epilogue
-        elif gelu is None:
-            torch.addmm(dense.bias, a, dense.weight_t, out=out)    # bias in the cuBLASLt epilogue
-        elif gelu == "tanh" and self.dtype == torch.float16:
-            torch._addmm_activation(dense.bias, a, dense.weight_t, use_gelu=True, out=out)  # cuBLASLt GELU (tanh)
+            return
+        # bias in the cuBLASLt epilogue; tanh GELU (FP16) too, as cuBLASLt's GELU epilogue is the tanh form
+        epilogue = "bias" if gelu is None else "gelu_bias" if gelu == "tanh" and self.dtype == torch.float16 else "none"
+        choice = self._tuned(a, dense, out, epilogue)
+        if choice is not None:
+            self._lt.run(choice, a, dense.weight, dense.bias, out)
         else:
-            torch.mm(a, dense.weight_t, out=out)
+            _torch_product(a, dense, out, epilogue)
+        if epilogue == "none":
             K.bias_gelu_(out, dense.bias, gelu)
+
+    def _tuned(self, a, dense, out, epilogue, accumulate=None, norm=None):
+        """The cuBLASLt plan measured fastest for this product and row count, or None for PyTorch's call (nothing
+        measured, as in inference, or nothing beat it); measured now if this is a tuning forward."""
+        key = (dense.role, a.shape[0])
+        if key not in self._lt_plans and self._tuning:
+            self._lt_plans[key] = self._tune_product(a, dense, out, epilogue, accumulate, norm)
+        return self._lt_plans.get(key)
+
+    def _tune_product(self, a, dense, out, epilogue, accumulate, norm):
+        """Time PyTorch's call and cuBLASLt's candidate algorithms for this product, each inside a CUDA graph that
+        runs it with every layer's weights in turn (as a forward does: weights come from memory, not L2); keep
+        the fastest whose result agrees with PyTorch's. Returns its plan, or None for PyTorch's call.
+
+        An accumulating product (out is then a scratch buffer: timing runs out of place, so that the residual is
+        not summed into repeatedly) is timed together with its LayerNorm, and split-K plans compete too: float32
+        partials that the LayerNorm sums, which pay for few rows (more output tiles than SMs otherwise idle)."""
+        if self._lt is None:
+            try:
+                self._lt = LtProducts(a.device)
+            except (BertError, OSError) as exc:   # no usable cuBLASLt: PyTorch's calls, as in inference
+                self.tune_products = self._tuning = False
+                self.product_tuning.append({"role": dense.role, "rows": a.shape[0], "error": str(exc)})
+                return None
+        T, (N, K_) = a.shape[0], dense.weight.shape
+        layers = [getattr(layer, dense.role) for layer in self.weights.layers]
+        gamma, beta = norm if norm is not None else (None, None)
+
+        def layernorm(x, res):
+            if norm is not None:
+                K.add_layernorm(x, res, dense.bias, gamma, beta, self.ln_eps, out=out)
+
+        def partials(plan):
+            return self.buffers.partials[:plan.splits * T * N].view(plan.splits, T, N)
+
+        def run(plan, d):   # one layer's product (and LayerNorm) as the forward would run it, out of place
+            if plan is None:   # PyTorch's accumulating call in place on the scratch, as the forward makes it
+                _torch_product(a, d, out, epilogue, None if accumulate is None else out)
+                layernorm(out, None)
+            elif plan.splits > 1:
+                self._lt.run(plan, a, d.weight, d.bias, partials(plan))
+                layernorm(partials(plan), accumulate)
+            else:
+                self._lt.run(plan, a, d.weight, d.bias, out, accumulate)
+                layernorm(out, None)
+
+        def result(plan):   # the product's value (before any LayerNorm), float32
+            if plan is not None and plan.splits > 1:
+                self._lt.run(plan, a, dense.weight, dense.bias, partials(plan))
+                return partials(plan).sum(dim=0) + accumulate.float()
+            if plan is None:
+                _torch_product(a, dense, out, epilogue, accumulate)
+            else:
+                self._lt.run(plan, a, dense.weight, dense.bias, out, accumulate)
+            return out
+
+        plans = self._lt.candidates(T, N, K_, epilogue, dense.bias)
+        if norm is not None and T * N <= self.buffers.partials.numel() // MAX_LT_SPLITS:
+            for splits in LT_SPLITS:
+                if K_ % (8 * splits) == 0:
+                    plans += self._lt.candidates(T, N, K_, "none", dense.bias, splits=splits)[:SPLIT_CANDIDATES]
+        reference = _signature(result(None))
+        timed = {None: _graph_ms(lambda: [run(None, d) for d in layers])}
+        for index, plan in enumerate(plans):
+            try:
+                if _rel_err(_signature(result(plan)), reference) < PRODUCT_CHECK_TOLERANCE:
+                    timed[index] = _graph_ms(lambda: [run(plan, d) for d in layers])
+            except BertError:   # an algorithm cuBLASLt offered but will not run: not a candidate
+                continue
+        best = min(timed, key=timed.get)
+        if best is not None and timed[best] > timed[None] * (1 - TUNING_MARGIN):
+            best = None
+        chosen = "torch" if best is None else f"cublasLt #{best}" + (
+            f" split-K {plans[best].splits}" if plans[best].splits > 1 else "")
+        self.product_tuning.append({"role": dense.role, "rows": T, "epilogue": epilogue,
+                                    "with_layernorm": norm is not None, "candidates": len(plans),
+                                    "torch_us": 1e3 * timed[None] / len(layers), "chosen": chosen,
+                                    "chosen_us": 1e3 * timed[best] / len(layers)})
+        return None if best is None else plans[best]
 
     def memory_report(self):
         """GPU memory held by this process after loading (bytes), and what the engine's tensors account for."""
