@@ -36,7 +36,7 @@ import torch  # noqa: E402
 
 from helpers import reference  # noqa: E402
 from helpers.backends import gpu_kernels as K  # noqa: E402
-from helpers.backends.gpu import GpuRunner  # noqa: E402
+from helpers.backends.gpu import GpuRunner, graph_ms as gpu_graph_ms  # noqa: E402
 from helpers.config import BertConfig  # noqa: E402
 from helpers.native_builder import build_native_engine, fixed_profiles  # noqa: E402
 from helpers.weights import tf_to_trt_name  # noqa: E402
@@ -105,22 +105,7 @@ def graph_ms(calls, replays):
     stream = _STREAM[0]
     stream.wait_stream(torch.cuda.current_stream())   # inputs were made on the default stream
     with torch.cuda.stream(stream):
-        for call in calls:
-            call()
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, stream=stream):
-            for call in calls:
-                call()
-        graph.replay()
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        times = []
-        for _ in range(replays):
-            start.record()
-            graph.replay()
-            end.record()
-            end.synchronize()
-            times.append(start.elapsed_time(end))
-    return statistics.median(times) / len(calls)
+        return gpu_graph_ms(lambda: [call() for call in calls], replays) / len(calls)
 
 
 # ---- check -----------------------------------------------------------------------------------------------------------

@@ -169,9 +169,9 @@ def _rel_err(x, ref):
     return float(torch.linalg.vector_norm(x - ref) / torch.linalg.vector_norm(ref).clamp_min(1e-30))
 
 
-def _graph_ms(calls, replays=5):
+def graph_ms(calls, replays=5):
     """Median GPU ms of a CUDA graph of `calls()` (captured on the current stream, which must not be the default
-    one)."""
+    one; scripts/gpu_bench.py times with it too)."""
     calls()   # compiles what is not compiled yet outside the capture
     graph = torch.cuda.CUDAGraph()
     graph.capture_begin()
@@ -533,11 +533,11 @@ class GpuRunner:
                 if K_ % (8 * splits) == 0:
                     plans += self._lt.candidates(T, N, K_, "none", dense.bias, splits=splits)[:SPLIT_CANDIDATES]
         reference = _signature(result(None))
-        timed = {None: _graph_ms(lambda: [run(None, d) for d in layers])}
+        timed = {None: graph_ms(lambda: [run(None, d) for d in layers])}
         for index, plan in enumerate(plans):
             try:
                 if _rel_err(_signature(result(plan)), reference) < PRODUCT_CHECK_TOLERANCE:
-                    timed[index] = _graph_ms(lambda: [run(plan, d) for d in layers])
+                    timed[index] = graph_ms(lambda: [run(plan, d) for d in layers])
             except BertError:   # an algorithm cuBLASLt offered but will not run: not a candidate
                 continue
         best = min(timed, key=timed.get)
