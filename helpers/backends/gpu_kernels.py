@@ -377,9 +377,9 @@ SPLIT_MAX_ROWS = max(PDL_MAX_ROWS, SPLIT_K_MAX_ROWS)   # the most rows any split
 
 
 def small_plan(M, N, K, can_split):
-    """(splits, config) of a product on the PDL path, as split_k_plan gives them. Few rows leave few output tiles, so the weights would stream
-    through a fraction of the SMs; products whose consumer sums partials (can_split) split K until about one wave
-    of programs runs, keeping at least 256 of K per split."""
+    """(splits, config) of a product on the PDL path, as split_k_plan gives them. Few rows leave few output tiles,
+    so the weights would stream through a fraction of the SMs; products whose consumer sums partials (can_split)
+    split K until about one wave of programs runs, keeping at least 256 of K per split."""
     config = (64, 64, 128, 4, 4)
     tiles = triton.cdiv(M, 64) * triton.cdiv(N, 64)
     splits = 1
