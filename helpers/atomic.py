@@ -13,6 +13,8 @@ def check_writable(path, inputs=()):
     `inputs`: (what, path) pairs the run reads: files, or folders whose files it reads (engines in them excepted:
     rebuilding one is the point). An output that would replace one is refused."""
     named = path
+    if not os.fspath(path):
+        raise BertError("output path is empty")
     try:
         mode = os.stat(named).st_mode   # what the name reaches, through symlinks (/dev/stdout: a pipe, say)
     except FileNotFoundError:

@@ -1,4 +1,5 @@
 """What builder.py and builder_varseqlen.py share: upstream's flags, weight loading, backend choice, engine writing."""
+import os
 import time
 
 from .atomic import check_writable, write_bytes_atomic
@@ -74,7 +75,13 @@ def choose_backend(args):
     if backend == "auto":
         backend = "tensorrt" if tensorrt_available() else "native"
     checkpoint = [("TensorFlow checkpoint", f) for f in checkpoint_files(args.ckpt)] if args.ckpt else []
-    check_writable(args.output, inputs=checkpoint + [
+    # the caches are read when they exist and written after a TensorRT build: never the engine's own path
+    caches = [("timing cache (-tcf)", args.timing_cache_file),
+              ("calibration cache (-p)", getattr(args, "calib_path", None))]
+    for what, cache in caches:
+        if cache and os.path.realpath(cache) == os.path.realpath(args.output or "."):
+            raise BertError(f"-o and the {what} name the same file: {args.output}")
+    check_writable(args.output, inputs=checkpoint + caches + [
         ("ONNX model", args.onnx), ("PyTorch weights", args.pytorch),
         ("Megatron pickle", getattr(args, "pickle", None)), ("config folder", args.config_dir),
         ("vocabulary", args.vocab_file), ("SQuAD json", args.squad_json)])

@@ -24,7 +24,7 @@ from operator import itemgetter
 import numpy as np
 
 from .errors import BertError, read_bytes
-from .tokenization import BasicTokenizer, is_punctuation
+from .tokenization import BasicTokenizer, is_blank, is_punctuation
 
 Example = collections.namedtuple("Example", ["id", "question_text", "doc_tokens"])
 Feature = collections.namedtuple(
@@ -291,17 +291,19 @@ def get_final_text(pred_text, orig_text, do_lower_case):
 
 
 def _trim_unmatched_punctuation(orig_text, pred_text):
-    """orig_text less the punctuation (and spaces) at either end that pred_text does not have there."""
+    """orig_text less, at either end, what no token holds (spaces, zero-width and control characters) and the
+    punctuation that pred_text does not have there."""
     punct = lambda ch: is_punctuation(ord(ch))  # noqa: E731
     pred_text = pred_text.replace("[UNK]", "x")   # an unknown piece stands for word characters, not brackets
-    text = orig_text.strip()
-    if pred_text and not punct(pred_text[-1]):
-        while text and punct(text[-1]):
-            text = text[:-1].rstrip()
-    if pred_text and not punct(pred_text[0]):
-        while text and punct(text[0]):
-            text = text[1:].lstrip()
-    return text or orig_text
+    blank = lambda ch: is_blank(ch) or ch.isspace()  # noqa: E731
+    trim_end = lambda ch: blank(ch) or (pred_text and not punct(pred_text[-1]) and punct(ch))  # noqa: E731
+    trim_start = lambda ch: blank(ch) or (pred_text and not punct(pred_text[0]) and punct(ch))  # noqa: E731
+    start, end = 0, len(orig_text)
+    while end > start and trim_end(orig_text[end - 1]):
+        end -= 1
+    while start < end and trim_start(orig_text[start]):
+        start += 1
+    return orig_text[start:end] or orig_text
 
 
 def _compute_softmax(scores):

@@ -6,7 +6,9 @@ OSErrors (missing or unwritable files, a full disk) are reported the same way.
 """
 import argparse
 import os
+import signal
 import sys
+import threading
 
 
 class BertError(Exception):
@@ -37,8 +39,19 @@ def read_bytes(path, what):
         raise BertError(f"cannot read {what} {path}: {exc.strerror}") from None
 
 
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread like Ctrl-C's KeyboardInterrupt, so that cleanups run (temporary files of
+    atomic writes are removed) instead of the process dying where it stands."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated()
+
+
 def run_cli(main, argv=None):
     """Run `main(argv)`; turn expected failures into `error: ...` on stderr and exit status 2."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         code = main(argv)
     except BertError as exc:
@@ -50,6 +63,8 @@ def run_cli(main, argv=None):
         _fail(f"{exc.strerror or exc}: {name}".rstrip(": "))
     except KeyboardInterrupt:
         _fail("interrupted")
+    except Terminated:
+        _fail("terminated")
     except MemoryError:
         _fail("out of memory")
     sys.exit(code or 0)

@@ -60,6 +60,12 @@ def _clean_rule(cp):
     return cp
 
 
+def is_blank(char):
+    """What the tokenizer drops (control and format characters such as zero-width spaces, U+FFFD) or reads as a
+    space: never part of a token."""
+    return _CLEAN[ord(char)] in (None, " ")
+
+
 def _punctuation_rule(cp):
     """Spaces around punctuation: splitting on whitespace afterwards is Google's _run_split_on_punc."""
     return f" {chr(cp)} " if is_punctuation(cp) else cp

@@ -442,6 +442,12 @@ def test_nan_logits_and_bad_results_raise(tokenizer):
     ("rise & shine [UNK]", "\u201cRise & Shine \u2600\ufe0f\u201d.", True, "Rise & Shine \u2600\ufe0f"),
     ("eric piolle", "E\u0301ric Piolle,", True, "E\u0301ric Piolle"),   # decomposed accent: lengths differ
     ("anna maria", "(Anna\u200bMaria),", True, "Anna\u200bMaria"),       # zero-width space
+    # characters no token holds (zero-width, control) at the ends go too, and let the punctuation behind them go
+    ("virginia woolf", "Virginia Woolf.\u200b", True, "Virginia Woolf"),
+    ("virginia woolf", "Virginia Woolf\u200b.", True, "Virginia Woolf"),
+    ("virginia woolf", "(Virginia Woolf\x7f).", True, "Virginia Woolf"),
+    ("virginia woolf", "\u2060Virginia Woolf.\x7f", True, "Virginia Woolf"),
+    ("woolf .", "Woolf.\u200b", True, "Woolf."),
 ])
 def test_get_final_text(pred, orig, lower, expected):
     assert dp.get_final_text(pred, orig, lower) == expected

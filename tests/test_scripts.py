@@ -292,6 +292,55 @@ def test_builder_never_overwrites_its_inputs(tmp_path):
     run("builder.py", "-pt", model, "-c", model, "-o", model / "qa.engine", "-s", "64")   # and rebuilt in place
 
 
+def test_builder_refuses_an_empty_output_and_its_own_caches_as_output(tmp_path):
+    """-o "" is refused before any work; the timing cache (-tcf) and calibration cache (-p) are inputs a TensorRT
+    build reads and writes back, existing or not, so the engine may not take their path."""
+    proc = run("builder.py", "-pt", MODEL_DIR, "-c", MODEL_DIR, "-o", "", "-s", "64", check=False)
+    assert_one_line_error(proc, "output path is empty")
+    assert "Saving Engine" not in proc.stdout
+    cache = tmp_path / "timing.cache"
+    for flag, what in (("-tcf", "timing cache"), ("-p", "calibration cache")):
+        proc = run("builder.py", "-pt", MODEL_DIR, "-c", MODEL_DIR, flag, cache, "-o", cache, "-s", "64", check=False)
+        assert_one_line_error(proc, "name the same file")
+        cache.write_bytes(b"cache")
+        link = tmp_path / "link.engine"
+        link.hardlink_to(cache)
+        proc = run("builder.py", "-pt", MODEL_DIR, "-c", MODEL_DIR, flag, cache, "-o", link, "-s", "64", check=False)
+        assert_one_line_error(proc, f"would overwrite the {what}")
+        assert cache.read_bytes() == b"cache"
+        cache.unlink()
+        link.unlink()
+    proc = run("builder_varseqlen.py", "-pt", MODEL_DIR, "-c", MODEL_DIR, "-tcf", cache, "-o", cache, check=False)
+    assert_one_line_error(proc, "name the same file")
+
+
+def test_sigterm_during_an_atomic_write_leaves_no_temporary_file(tmp_path, capsys):
+    """SIGTERM is handled like Ctrl-C: one line, exit status 2, the half-written temporary file removed and the
+    old file intact."""
+    import os
+    import signal
+    from helpers.atomic import atomic_open
+    from helpers.errors import run_cli
+    target = tmp_path / "out.engine"
+    target.write_bytes(b"old")
+
+    def main(argv):
+        with atomic_open(target) as f:
+            f.write(b"partial")
+            os.kill(os.getpid(), signal.SIGTERM)
+            f.write(b"never")
+
+    saved = signal.getsignal(signal.SIGTERM)
+    try:
+        with pytest.raises(SystemExit) as exit_info:
+            run_cli(main, [])
+    finally:
+        signal.signal(signal.SIGTERM, saved)
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err == "error: terminated\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.engine"] and target.read_bytes() == b"old"
+
+
 def test_builder_never_overwrites_a_tensorflow_checkpoint(tmp_path, fixture_ckpt):
     """However the checkpoint is named (prefix or .index), its index and data shards are inputs; -c elsewhere."""
     import glob
