@@ -9,6 +9,7 @@ from .native_builder import build_native_engine
 from .reference import Numerics
 from .tf_checkpoint import checkpoint_files
 
+SOURCE_FLAGS = {"ckpt": "-m/--ckpt", "onnx": "-x/--onnx", "pytorch": "-pt/--pytorch", "pickle": "--pickle"}
 DEFAULT_VOCAB = "./pre-trained_model/uncased_L-24_H-1024_A-16/vocab.txt"
 
 
@@ -105,6 +106,9 @@ def load_model(args, priority):
         raise BertError("You need either specify TF checkpoint using option --ckpt, ONNX using option --onnx, "
                         "or PyTorch using option --pytorch" + (", or a Megatron pickle using option --pickle"
                                                               if "pickle" in priority else ""))
+    for name, path in sources.items():   # a named source that is not there is a mistake, even if another is used
+        if path and not os.path.exists(checkpoint_files(path)[0] if name == "ckpt" else path):
+            raise BertError(f"{SOURCE_FLAGS[name]} {path}: not found")
     weights = load_weights(config=config, priority=priority, **sources)
     return config, weights
 

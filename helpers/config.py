@@ -10,6 +10,12 @@ GELU_KINDS = {"gelu": "erf", "gelu_python": "erf", "gelu_new": "tanh", "gelu_fas
               "gelu_pytorch_tanh": "tanh", "gelu_tanh": "tanh"}
 
 
+# Far beyond any BERT (BERT-Large: 24 layers, hidden 1024, 16 heads, FFN 4096, 30522 tokens, 512 positions).
+_SIZE_LIMITS = {"num_hidden_layers": 1024, "hidden_size": 65536, "num_attention_heads": 4096,
+                "intermediate_size": 262144, "vocab_size": 1 << 24, "max_position_embeddings": 65536,
+                "type_vocab_size": 1024}
+
+
 @dataclass(frozen=True)
 class BertConfig:
     num_hidden_layers: int
@@ -24,11 +30,12 @@ class BertConfig:
     do_lower_case: bool = True
 
     def __post_init__(self):
-        for name in ("num_hidden_layers", "hidden_size", "num_attention_heads", "intermediate_size",
-                     "vocab_size", "max_position_embeddings", "type_vocab_size"):
+        for name, limit in _SIZE_LIMITS.items():
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise BertError(f"model config: {name} must be a positive integer, got {value!r}")
+            if value > limit:   # before anything is sized by it: a typo must not exhaust memory
+                raise BertError(f"model config: {name} {value} is beyond the supported maximum of {limit}")
         if self.hidden_size % self.num_attention_heads:
             raise BertError(f"model config: hidden_size {self.hidden_size} is not a multiple of "
                             f"num_attention_heads {self.num_attention_heads}")

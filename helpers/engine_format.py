@@ -6,7 +6,8 @@ Layout (little-endian):
     N bytes   JSON header (utf-8): format version, which builder made it, precision, model config,
               optimization profiles, numerics and, per tensor, dtype/shape/offset/nbytes
     padding   to a multiple of 64 bytes
-    blob      the tensors, each starting on a 64-byte boundary; the header holds the blob's CRC-32
+    blob      the tensors, each starting on a 64-byte boundary; the header holds the blob's CRC-32 and its own
+              (header_crc32: of the header serialised without that key, sorted keys, as written)
 
 The scripts recognise an engine by its content, not its name: `engine_kind()` says whether a file is a native engine,
 a TensorRT plan, or neither.
@@ -27,7 +28,7 @@ TENSORRT_PLAN_MAGIC = b"ftrt"  # TensorRT's serialized-plan tag (kPLAN_MAGIC_TAG
 FORMAT_VERSION = 1
 ALIGN = 64
 _DTYPES = {"float32", "float16", "int8", "int32"}
-PRECISIONS = ("fp32", "fp16", "int8")
+PRECISIONS = ("fp32", "fp16")   # native engines (INT8 needs TensorRT)
 
 
 @dataclass
@@ -48,7 +49,14 @@ class Profile:
 
     @classmethod
     def from_dict(cls, d):
-        return cls(tuple(int(v) for v in d["batch"]), tuple(int(v) for v in d["seq"]))
+        values = (d["batch"], d["seq"])
+        if not all(isinstance(v, list) and len(v) == 3 and all(_is_int(x) for x in v) for v in values):
+            raise ValueError(f"profile {d} is not (min, opt, max) integers")
+        return cls(*(tuple(v) for v in values))
+
+
+def _is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 class ProfileSet:
@@ -107,6 +115,7 @@ class EngineFile(ProfileSet):
             "numerics": self.numerics, "build_info": self.build_info,
             "tensors": tensors, "blob_bytes": len(blob), "blob_crc32": zlib.crc32(blob),
         }
+        header["header_crc32"] = _header_crc(header)
         head = json.dumps(header, sort_keys=True).encode("utf-8")
         prefix = MAGIC + struct.pack("<Q", len(head)) + head
         prefix += b"\0" * ((-len(prefix)) % ALIGN)
@@ -136,17 +145,23 @@ class EngineFile(ProfileSet):
                 raise ValueError("header is not an object")
         except (struct.error, ValueError, UnicodeDecodeError):
             raise BertError(f"engine {path} is corrupt (unreadable header)") from None
-        if header.get("format_version") != FORMAT_VERSION:
-            raise BertError(f"engine {path} has format version {header.get('format_version')}; "
+        version = header.get("format_version")
+        if not _is_int(version) or version != FORMAT_VERSION:
+            raise BertError(f"engine {path} has format version {version!r}; "
                             f"this runtime reads version {FORMAT_VERSION}: rebuild the engine")
+        # engines written before the header checksum existed have none; any other header must match its own
+        if "header_crc32" in header and header["header_crc32"] != _header_crc(header):
+            raise BertError(f"engine {path} is corrupt (its header does not match its checksum): rebuild it")
         blob = memoryview(data)[blob_start:]
         if len(blob) != header.get("blob_bytes") or zlib.crc32(blob) != header.get("blob_crc32"):
             raise BertError(f"engine {path} is corrupt or truncated (checksum mismatch): rebuild it")
         try:
+            if not isinstance(header["variable_seqlen"], bool):
+                raise ValueError(f"variable_seqlen is {header['variable_seqlen']!r}, not true or false")
             engine = cls(config=BertConfig.from_dict(header["config"]), precision=header["precision"],
-                         variable_seqlen=bool(header["variable_seqlen"]),
+                         variable_seqlen=header["variable_seqlen"],
                          profiles=[Profile.from_dict(p) for p in header["profiles"]],
-                         weights={name: _tensor(blob, t) for name, t in header["tensors"].items()},
+                         weights=_tensors(blob, header["tensors"]),
                          numerics=dict(header.get("numerics", {})), build_info=header.get("build_info", {}))
             engine.check()
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
@@ -179,17 +194,28 @@ class EngineFile(ProfileSet):
                 raise BertError(f"bad numerics entry {key}: {value!r}")
 
 
-def _tensor(blob, t):
-    """One tensor of the blob, checked against the blob's size (a header can be damaged too)."""
-    dtype = np.dtype(t["dtype"]) if t["dtype"] in _DTYPES else None
-    if dtype is None:
-        raise ValueError(f"unknown dtype {t['dtype']!r}")
-    shape = [int(v) for v in t["shape"]]
-    count = int(np.prod(shape, dtype=np.int64))
-    offset = int(t["offset"])
-    if min(shape, default=1) < 0 or offset < 0 or offset + count * dtype.itemsize > len(blob):
-        raise ValueError("tensor lies outside the blob")
-    return np.frombuffer(blob, dtype=dtype, count=count, offset=offset).reshape(shape)
+def _header_crc(header):
+    return zlib.crc32(json.dumps({k: v for k, v in header.items() if k != "header_crc32"}, sort_keys=True).encode())
+
+
+def _tensors(blob, entries):
+    """The blob's tensors as the header places them: each inside the blob, 64-byte aligned, none overlapping
+    another (a damaged header could otherwise read any bytes as any tensor)."""
+    tensors, end = {}, 0
+    for name, t in sorted(entries.items(), key=lambda item: item[1]["offset"]):
+        dtype = np.dtype(t["dtype"]) if t["dtype"] in _DTYPES else None
+        if dtype is None:
+            raise ValueError(f"unknown dtype {t['dtype']!r} of {name}")
+        shape, offset = t["shape"], t["offset"]
+        if not (isinstance(shape, list) and all(_is_int(v) and v >= 0 for v in shape) and _is_int(offset)):
+            raise ValueError(f"bad shape or offset of {name}")
+        count = int(np.prod(shape, dtype=np.int64))
+        if offset % ALIGN or offset < end or offset + count * dtype.itemsize > len(blob) or \
+                t.get("nbytes", count * dtype.itemsize) != count * dtype.itemsize:
+            raise ValueError(f"tensor {name} is misplaced in the blob")
+        end = offset + count * dtype.itemsize
+        tensors[name] = np.frombuffer(blob, dtype=dtype, count=count, offset=offset).reshape(shape)
+    return tensors
 
 def engine_kind_of_bytes(head):
     """'native', 'tensorrt' or 'unknown' from the first bytes of a file."""

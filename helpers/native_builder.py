@@ -29,10 +29,13 @@ def varseqlen_profiles(max_batch_sizes, max_seq_length):
     return [Profile((1, b, b), (1, max_seq_length, max_seq_length)) for b in max_batch_sizes]
 
 
+MAX_BATCH = 65536   # TensorRT's dimensions are int32, and batch x sequence x hidden activations must fit memory
+
+
 def check_shapes(config: BertConfig, batch_sizes, seq_lengths):
     for b in batch_sizes:
-        if b < 1:
-            raise BertError(f"batch size must be at least 1, got {b}")
+        if not 1 <= b <= MAX_BATCH:
+            raise BertError(f"batch size must be between 1 and {MAX_BATCH}, got {b}")
     for s in seq_lengths:
         if s < 1:
             raise BertError(f"sequence length must be at least 1, got {s}")

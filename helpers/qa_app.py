@@ -45,8 +45,8 @@ def add_inference_args(parser, *, batch=True, doc_stride=True):
                             help="When splitting up a long document into chunks, what stride to take between chunks")
     parser.add_argument("--version-2-with-negative", action="store_true",
                         help="SQuAD v2: predict no answer when the null score wins (beyond upstream)")
-    parser.add_argument("--null-score-diff-threshold", default=0.0, type=float,
-                        help="SQuAD v2: predict no answer when null score - best score exceeds this")
+    parser.add_argument("--null-score-diff-threshold", default=None, type=float,
+                        help="SQuAD v2: predict no answer when null score - best score exceeds this (default 0)")
 
 
 def read_text_arg(words, file_path, what):
@@ -111,7 +111,9 @@ class QuestionAnswerer:
         self.max_query_length = args.max_query_length
         self.n_best_size, self.max_answer_length = args.n_best_size, args.max_answer_length
         self.version_2 = args.version_2_with_negative
-        self.null_threshold = args.null_score_diff_threshold
+        if args.null_score_diff_threshold is not None and not self.version_2:
+            raise BertError("--null-score-diff-threshold applies only with --version-2-with-negative")
+        self.null_threshold = args.null_score_diff_threshold or 0.0
         if not np.isfinite(self.null_threshold):
             raise BertError("--null-score-diff-threshold must be a finite number")
         for name in ("n_best_size", "max_answer_length", "max_query_length"):
@@ -298,7 +300,10 @@ def print_answer(prediction, nbest, qa):
     print(f"Running inference in {qa.sentences_per_second:.3f} Sentences/Sec")
     print("------------------------")
     print(f"Answer: '{prediction}'")
-    print(f"With probability: {100 * nbest[0]['probability']:.3f}")
+    # the printed answer's own n-best probability: with SQuAD v2's threshold it need not be the first entry (and
+    # a non-null answer chosen past a null-filled n-best has none)
+    probability = next((entry["probability"] for entry in nbest if entry["text"] == prediction), None)
+    print(f"With probability: {'n/a' if probability is None else f'{100 * probability:.3f}'}")
 
 
 def write_predictions(path, predictions):

@@ -15,6 +15,7 @@ import os
 import pickle
 import re
 import struct
+import warnings
 
 import numpy as np
 
@@ -28,6 +29,9 @@ VARSEQLEN_PRIORITY = ("onnx", "pytorch", "ckpt", "pickle")  # builder_varseqlen.
 # TF variables upstream drops (case-sensitively, so we also drop TF's own `Adam`/`beta1_power` optimizer slots,
 # which upstream would carry along unused).
 _TF_SKIPPED = re.compile(r"adam|global_step|pooler|beta[12]_power|_CHECKPOINTABLE_OBJECT_GRAPH", re.IGNORECASE)
+# what a PyTorch state dict may hold beside the QA model: the pooler (DeepLearningExamples' SQuAD checkpoints keep
+# it) and position-id buffers (older Hugging Face checkpoints)
+_STATE_SKIPPED = re.compile(r"(^|\.)pooler\.|(^|\.)position_ids$")
 
 _LAYER_TENSORS = {  # canonical suffix -> (Hugging Face module path, parameter)
     "attention_self_query_kernel": ("attention.self.query", "weight"),
@@ -222,14 +226,18 @@ def _rename_encoder_tokens(tokens):
 
 def _canonical_value(name, array):
     """float32 for weights and scales; sparsity masks (`_mask`) stay int8 as upstream reads them."""
-    array = np.asarray(array)
-    return array.astype(np.int8 if name.endswith("_mask") else np.float32)
+    try:
+        return np.asarray(array).astype(np.int8 if name.endswith("_mask") else np.float32)
+    except (TypeError, ValueError):
+        raise BertError(f"weight {name} holds no numbers ({type(array).__name__})") from None
 
 
 def from_state_dict(state, source="state dict"):
     """A PyTorch-style {name: array} (Hugging Face or DeepLearningExamples names) -> canonical map."""
     weights = {}
     for name, value in state.items():
+        if _STATE_SKIPPED.search(name):
+            continue
         key = onnx_to_trt_name(name)
         if key in weights:
             raise BertError(f"{source}: two tensors map to the weight {key} (one is {name})")
@@ -276,11 +284,13 @@ def load_pytorch_checkpoint(path):
     """`torch.save({"model": state_dict})` (DeepLearningExamples names) or a bare state dict -> canonical map."""
     torch = _import_torch()
     try:
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError:
-            # Holds objects beyond tensors and containers: unpickle fully, as upstream always does.
-            obj = torch.load(path, map_location="cpu", weights_only=False)
+        with warnings.catch_warnings():   # torch's warnings about the file would precede the one-line error
+            warnings.simplefilter("ignore")
+            try:
+                obj = torch.load(path, map_location="cpu", weights_only=True)
+            except pickle.UnpicklingError:
+                # Holds objects beyond tensors and containers: unpickle fully, as upstream always does.
+                obj = torch.load(path, map_location="cpu", weights_only=False)
     except (OSError, RuntimeError, EOFError, pickle.UnpicklingError, ValueError, AttributeError, ImportError) as exc:
         if isinstance(exc, OSError) and not os.path.exists(path):
             raise BertError(f"PyTorch checkpoint not found: {path}") from None
@@ -349,12 +359,35 @@ def load_safetensors(path):
 
 
 def load_hf_folder(folder):
-    """A Hugging Face model folder: `model.safetensors`, else `pytorch_model.bin`."""
+    """A Hugging Face model folder: `model.safetensors`, else `pytorch_model.bin`, either whole or sharded (an
+    `.index.json` whose weight_map names the shard of each tensor)."""
     for name, loader in (("model.safetensors", load_safetensors), ("pytorch_model.bin", load_pytorch_checkpoint)):
         candidate = os.path.join(folder, name)
         if os.path.isfile(candidate):
             return loader(candidate)
-    raise BertError(f"no model.safetensors or pytorch_model.bin in folder {folder}")
+        index = candidate + ".index.json"
+        if os.path.isfile(index):
+            weights = {}
+            for shard in sorted(set(_shard_map(index).values())):
+                part = loader(os.path.join(folder, shard))
+                repeated = sorted(set(part) & set(weights))
+                if repeated:
+                    raise BertError(f"{index}: weight {repeated[0]} is in more than one shard")
+                weights.update(part)
+            return weights
+    raise BertError(f"no model.safetensors or pytorch_model.bin (or their .index.json) in folder {folder}")
+
+
+def _shard_map(index):
+    try:
+        with open(index, encoding="utf-8") as f:
+            weight_map = json.load(f)["weight_map"]
+        if not isinstance(weight_map, dict) or not weight_map or not all(
+                isinstance(v, str) and v and os.path.basename(v) == v for v in weight_map.values()):
+            raise ValueError("weight_map must map tensor names to shard file names in the folder")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise BertError(f"{index} is not a valid shard index: {exc}") from None
+    return weight_map
 
 
 def load_onnx(path):

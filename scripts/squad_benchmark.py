@@ -45,7 +45,7 @@ def run_ours(args, engine_path, examples):
     from helpers.runtime import open_engine
     runner = open_engine(engine_path, args.device)
     qa_args = argparse.Namespace(sequence_length=384, doc_stride=128, max_query_length=64, n_best_size=20,
-                                 max_answer_length=30, version_2_with_negative=False, null_score_diff_threshold=0.0)
+                                 max_answer_length=30, version_2_with_negative=False, null_score_diff_threshold=None)
     qa = QuestionAnswerer(runner, make_tokenizer(os.path.join(args.model_dir, "vocab.txt"), runner.engine_info),
                           qa_args, batch_size=args.max_batch, host_workers=args.host_workers)
     # warm-up, excluded like the peer's: Triton compiles each kernel variant on its first use in a process, and a

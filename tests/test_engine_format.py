@@ -97,14 +97,19 @@ def test_crash_during_write_keeps_the_old_engine(tmp_path, monkeypatch):
     assert path.read_bytes() == before and os.listdir(tmp_path) == ["e.engine"]
 
 
-def rewrite_header(path, edit):
-    """Apply `edit` to the engine's JSON header, keeping the blob (so only header checks can catch it)."""
+def rewrite_header(path, edit, checksum=True):
+    """Apply `edit` to the engine's JSON header, keeping the blob (so only header checks can catch it); with
+    checksum, the header's own CRC is made to match (a deliberate edit, which the content checks must catch)."""
     import json
     import struct
+    import zlib
     data = path.read_bytes()
     (length,) = struct.unpack_from("<Q", data, len(MAGIC))
     header = json.loads(data[len(MAGIC) + 8:len(MAGIC) + 8 + length])
     edit(header)
+    if checksum:
+        header.pop("header_crc32", None)
+        header["header_crc32"] = zlib.crc32(json.dumps(header, sort_keys=True).encode())
     start = len(MAGIC) + 8 + length
     blob = data[start + (-start) % 64:]
     head = json.dumps(header).encode()
@@ -119,7 +124,15 @@ def rewrite_header(path, edit):
     (lambda h: h["profiles"].append({"batch": [1, 1, 1], "seq": [1, 9999, 9999]}), "9999"),
     (lambda h: h["tensors"].pop("cls_squad_output_bias"), "cls_squad_output_bias"),
     (lambda h: next(iter(h["tensors"].values())).update(dtype="bogus"), "dtype"),
-    (lambda h: next(iter(h["tensors"].values())).update(offset=10 ** 9), "outside the blob"),
+    (lambda h: next(iter(h["tensors"].values())).update(offset=10 ** 9), "misplaced in the blob"),
+    (lambda h: h["tensors"]["l0_output_dense_kernel"].update(offset=h["tensors"]["l0_output_dense_kernel"]["offset"]
+                                                              + 64), "misplaced in the blob"),   # overlaps the next
+    (lambda h: h["tensors"]["l0_output_dense_kernel"].update(offset=h["tensors"]["l0_output_dense_kernel"]["offset"]
+                                                              - 700), "misplaced in the blob"),  # unaligned
+    (lambda h: h.update(precision="int8"), "precision"),
+    (lambda h: h.update(variable_seqlen="false"), "variable_seqlen"),
+    (lambda h: h["profiles"][0].update(batch=["1", 1, 1]), "profile"),
+    (lambda h: h["profiles"][0].update(seq=[1, 1.7, 2]), "profile"),
     (lambda h: h.pop("tensors"), "tensors"),
     (lambda h: h["numerics"].update(layer_norm_eps=-1.0), "layer_norm_eps"),
     (lambda h: h["numerics"].update(gelu="xyz"), "gelu"),
@@ -131,4 +144,27 @@ def test_damaged_headers_are_named(tmp_path, edit, message):
     small_engine().save(path)
     rewrite_header(path, edit)
     with pytest.raises(BertError, match=f"corrupt.*{message}"):
+        EngineFile.load(path)
+
+
+def test_header_checksum_catches_any_edit_and_older_engines_still_load(tmp_path):
+    """One changed digit of a tensor's offset (aligned, inside the blob: a different tensor's bytes) would load
+    and answer wrongly; the header's own CRC refuses it. Engines written before that CRC existed load as before,
+    and format_version must be the integer 1 (JSON true equals 1 in Python)."""
+    path = tmp_path / "e.engine"
+    small_engine().save(path)
+    tensors = EngineFile.load(path).weights
+    first, second = sorted(tensors)[:2]
+
+    def swap(h):
+        h["tensors"][first]["offset"], h["tensors"][second]["offset"] = (h["tensors"][second]["offset"],
+                                                                          h["tensors"][first]["offset"])
+    rewrite_header(path, swap, checksum=False)
+    with pytest.raises(BertError, match="does not match its checksum"):
+        EngineFile.load(path)
+    small_engine().save(path)
+    rewrite_header(path, lambda h: h.pop("header_crc32"), checksum=False)
+    assert sorted(EngineFile.load(path).weights) == sorted(tensors)
+    rewrite_header(path, lambda h: h.update(format_version=True))
+    with pytest.raises(BertError, match="format version True"):
         EngineFile.load(path)

@@ -150,7 +150,7 @@ def test_squad_answers_from_host_worker_processes(engines, tmp_path):
     runner = open_engine(str(engines["var384"]), "cpu")
     assert default_host_workers(runner) == 0   # CPU engines keep the cores
     args = argparse.Namespace(sequence_length=384, doc_stride=128, max_query_length=64, n_best_size=20,
-                              max_answer_length=30, version_2_with_negative=False, null_score_diff_threshold=0.0)
+                              max_answer_length=30, version_2_with_negative=False, null_score_diff_threshold=None)
     qa = QuestionAnswerer(runner, make_tokenizer(VOCAB, runner.engine_info), args, batch_size=4, host_workers=2)
     examples = dp.read_squad_json(str(squad_subset(tmp_path, 20)))[:20]   # 3 blocks of 8: the workers' path
     reference = json.loads(shared_path("fixtures", "minilm-l6-squad11", "reference", "predictions_300.json")
@@ -314,6 +314,16 @@ def test_builder_refuses_an_empty_output_and_its_own_caches_as_output(tmp_path):
     assert_one_line_error(proc, "name the same file")
 
 
+def test_builder_given_a_plain_pickle_as_pytorch_weights_prints_one_line(tmp_path):
+    """torch.load's warnings about such a file stay out of the one-line error."""
+    import pickle
+    with open(tmp_path / "plain.pkl", "wb") as f:
+        pickle.dump({"a": 1}, f, protocol=4)
+    proc = run("builder.py", "-pt", tmp_path / "plain.pkl", "-c", MODEL_DIR, "-o", tmp_path / "e.engine", "-s", "64",
+               check=False)
+    assert_one_line_error(proc, "cannot read PyTorch checkpoint")
+
+
 def test_sigterm_during_an_atomic_write_leaves_no_temporary_file(tmp_path, capsys):
     """SIGTERM is handled like Ctrl-C: one line, exit status 2, the half-written temporary file removed and the
     old file intact."""
@@ -452,6 +462,29 @@ def test_squad_v2_null_answers_follow_the_threshold(engines, tmp_path):
     assert scores["HasAns_f1"] == 0.0 and scores["NoAns_f1"] == 100.0
 
 
+def test_single_question_prints_the_probability_of_the_answer_it_prints(engines):
+    """With SQuAD v2's threshold the printed answer may be the null answer or a lower n-best entry: the printed
+    probability is that answer's own (as in the n-best list), not the first entry's."""
+    passage = "TensorRT is a high performance deep learning inference platform by NVIDIA."
+
+    def ask(*extra):
+        proc = run("inference.py", "-e", engines["fixed128"], "-v", VOCAB, "-p", passage, "-q", "What is TensorRT?",
+                   *extra)
+        answer = re.search(r"Answer: '(.*)'", proc.stdout).group(1)
+        return answer, float(re.search(r"With probability: ([0-9.]+)", proc.stdout).group(1))
+
+    plain = ask()
+    null = ask("--version-2-with-negative", "--null-score-diff-threshold=-1e9")
+    assert plain[0] and null[0] == ""
+    assert 0 <= null[1] < plain[1]   # the null answer scores far below the span here; it used to print the span's
+
+
+def test_null_threshold_without_squad_v2_is_an_error(engines):
+    proc = run("inference.py", "-e", engines["fixed128"], "-v", VOCAB, "-p", "Paris is in France.", "-q",
+               "Where is Paris?", "--null-score-diff-threshold", "1", check=False)
+    assert_one_line_error(proc, "applies only with --version-2-with-negative")
+
+
 def test_failed_squad_run_keeps_the_previous_predictions(engines, tmp_path):
     out = tmp_path / "predictions.json"
     out.write_text('{"previous": "run"}', encoding="utf-8")
@@ -507,10 +540,23 @@ def test_outputs_go_through_symlinks_and_never_replace_devices(engines, tmp_path
 
 
 @pytest.mark.parametrize("change, pattern", [(dict(num_hidden_layers=4), "the weights have 6 layers"),
-                                             (dict(layer_norm_eps=-1), "layer_norm_eps")])
+                                             (dict(layer_norm_eps=-1), "layer_norm_eps"),
+                                             (dict(num_hidden_layers=10 ** 12), "beyond the supported maximum"),
+                                             (dict(vocab_size=10 ** 10), "beyond the supported maximum")])
 def test_builder_refuses_configs_that_do_not_fit(tmp_path, change, pattern):
+    """Sizes no BERT has are refused before anything is sized by them (10^12 layers used to exhaust memory)."""
     config = json.loads((MODEL_DIR / "config.json").read_text(encoding="utf-8"))
     (tmp_path / "config.json").write_text(json.dumps(dict(config, **change)), encoding="utf-8")
     proc = run("builder.py", "-pt", MODEL_DIR, "-c", tmp_path, "-o", tmp_path / "e.engine", check=False)
     assert_one_line_error(proc, pattern)
+    assert not (tmp_path / "e.engine").exists()
+
+
+def test_builder_refuses_a_named_weight_source_that_is_missing_and_absurd_batches(tmp_path):
+    proc = run("builder.py", "-m", tmp_path / "none" / "model.ckpt", "-pt", MODEL_DIR, "-c", MODEL_DIR,
+               "-o", tmp_path / "e.engine", "-s", "64", check=False)
+    assert_one_line_error(proc, "-m/--ckpt .*none/model.ckpt: not found")
+    proc = run("builder.py", "-pt", MODEL_DIR, "-c", MODEL_DIR, "-o", tmp_path / "e.engine", "-s", "64",
+               "-b", "2147483648", check=False)
+    assert_one_line_error(proc, "batch size must be between 1 and 65536")
     assert not (tmp_path / "e.engine").exists()

@@ -432,6 +432,50 @@ def test_bad_megatron_pickle(tmp_path):
         W.load_megatron_pickle(str(tmp_path / "none.pkl"), TINY)
 
 
+def test_megatron_pickle_of_non_numbers_is_one_error(tmp_path):
+    with open(tmp_path / "strings.pkl", "wb") as f:
+        pickle.dump({"bert.embedding.word_embeddings.weight": "x"}, f)
+    with pytest.raises(BertError, match="holds no numbers"):
+        W.load_megatron_pickle(str(tmp_path / "strings.pkl"), TINY)
+
+
+def test_pytorch_checkpoint_with_pooler_and_position_ids_loads_the_qa_model(tmp_path):
+    """DeepLearningExamples' SQuAD checkpoints keep the pooler, older Hugging Face ones a position-id buffer: both
+    are ignored, as the TF loader ignores the pooler."""
+    torch = pytest.importorskip("torch")
+    state = {k: torch.from_numpy(np.array(v, dtype=np.float32)) for k, v in W.read_safetensors(
+        str(MODEL_DIR / "model.safetensors")).items()}
+    hidden = state["bert.embeddings.word_embeddings.weight"].shape[1]
+    state["bert.pooler.dense.weight"] = torch.ones(hidden, hidden)
+    state["bert.pooler.dense.bias"] = torch.ones(hidden)
+    state["bert.embeddings.position_ids"] = torch.arange(512)[None]
+    torch.save({"model": state}, tmp_path / "dle.pt")
+    loaded = W.load_pytorch_checkpoint(str(tmp_path / "dle.pt"))
+    expected = W.load_hf_folder(MODEL_DIR)
+    assert sorted(loaded) == sorted(expected)
+    for name in expected:
+        np.testing.assert_array_equal(loaded[name], expected[name], err_msg=name)
+
+
+def test_sharded_hugging_face_folder_equals_the_whole_one(tmp_path):
+    import json
+    tensors = W.read_safetensors(str(MODEL_DIR / "model.safetensors"))
+    names = sorted(tensors)
+    shards = {"model-00001-of-00002.safetensors": names[::2], "model-00002-of-00002.safetensors": names[1::2]}
+    for shard, members in shards.items():
+        W.write_safetensors(str(tmp_path / shard), {n: np.array(tensors[n]) for n in members})
+    index = {"metadata": {}, "weight_map": {n: shard for shard, members in shards.items() for n in members}}
+    (tmp_path / "model.safetensors.index.json").write_text(json.dumps(index))
+    loaded, expected = W.load_hf_folder(str(tmp_path)), W.load_hf_folder(MODEL_DIR)
+    assert sorted(loaded) == sorted(expected)
+    for name in expected:
+        np.testing.assert_array_equal(loaded[name], expected[name], err_msg=name)
+    index["weight_map"][names[0]] = "../elsewhere.safetensors"
+    (tmp_path / "model.safetensors.index.json").write_text(json.dumps(index))
+    with pytest.raises(BertError, match="not a valid shard index"):
+        W.load_hf_folder(str(tmp_path))
+
+
 def test_convert_fixture_script(fixture_dir, tmp_path):
     """The shipped folder is what the script makes from the fixture."""
     shared_path("fixtures", "minilm-l6-squad11", "tf")
