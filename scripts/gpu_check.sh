@@ -4,7 +4,8 @@
 # peer with the host worker processes and with the threaded pipeline. About 6 minutes on an H200.
 #   bash scripts/gpu_check.sh            # everything
 #   bash scripts/gpu_check.sh squad      # only the steps named: build tests latency squad
-# Tests that need the shared data (SQuAD files, the fixture) read it from $BERT_SHARED_DATA, else ../shared.
+# Tests that need data the repo does not ship (the fixture's TF checkpoint and reference outputs, SQuAD v2 dev)
+# skip unless $BERT_SHARED_DATA names a folder that holds it.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-results/gpu_check}

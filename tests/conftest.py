@@ -1,7 +1,8 @@
 """Shared test fixtures: where the repo and the optional shared data are, and the fixture's TF checkpoint unpacked.
 
 The shared data folder (`../shared` beside the repo, or $BERT_SHARED_DATA: SQuAD files, the minilm-l6-squad11
-fixture) is optional; tests that need it skip cleanly when it is absent.
+fixture) is optional: the repo ships copies of the SQuAD v1.1 dev set and the uncased vocabulary, and tests that
+need anything else from it skip cleanly when it is absent.
 """
 import lzma
 import os
@@ -23,13 +24,21 @@ def shared_dir():
     return path if path.is_dir() else None
 
 
+# Shared files the repo ships byte-identical copies of (test_shipped_copies_equal_the_shared_files checks it):
+# tests that need only these run on any clone.
+SHIPPED_COPIES = {("data", "squad", "dev-v1.1.json"): ROOT / "squad" / "dev-v1.1.json",
+                  ("data", "vocab", "bert-base-uncased-vocab.txt"): MODEL_DIR / "vocab.txt"}
+
+
 def shared_path(*parts):
-    """A path inside the shared folder; skips the calling test when it does not exist."""
+    """A path inside the shared folder, else the repo's copy of it; skips the calling test when neither exists."""
     base = shared_dir()
     path = base.joinpath(*parts) if base is not None else None
-    if path is None or not path.exists():
-        pytest.skip(f"shared data not available: {'/'.join(parts)}")
-    return path
+    if path is not None and path.exists():
+        return path
+    if parts in SHIPPED_COPIES and SHIPPED_COPIES[parts].exists():
+        return SHIPPED_COPIES[parts]
+    pytest.skip(f"shared data not available: {'/'.join(parts)}")
 
 
 def load_fixture_model():

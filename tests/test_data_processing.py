@@ -532,3 +532,15 @@ def test_get_final_text_equals_literal_heuristic(dev_examples):
             for pred_text in (" ".join(tokens[i:i + rng.randint(1, 4)]), tok_text[a:b], tok_text.upper()[a:b]):
                 assert dp.get_final_text(pred_text, orig_text, lower) == \
                     _literal_final_text(pred_text, orig_text, lower), (pred_text, orig_text, lower)
+
+
+def test_shipped_copies_equal_the_shared_files():
+    """The repo's SQuAD v1.1 dev set and vocabulary stand in for the shared folder's: they must be the same bytes."""
+    from conftest import SHIPPED_COPIES, shared_dir
+    base = shared_dir()
+    if base is None:
+        pytest.skip("shared data not available")
+    for parts, copy in SHIPPED_COPIES.items():
+        original = base.joinpath(*parts)
+        if original.exists():
+            assert original.read_bytes() == copy.read_bytes(), copy
