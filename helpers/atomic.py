@@ -27,8 +27,7 @@ def check_writable(path, inputs=()):
         raise BertError(f"output path is not a regular file (a device or pipe?): {named}")
     path = os.path.realpath(os.fspath(path))  # through symlinks: replace the file they point to, not the link
     folder = os.path.dirname(path)
-    if mode is not None:
-        _refuse_overwriting_inputs(named, path, inputs)
+    _refuse_overwriting_inputs(named, path, mode is not None, inputs)
     if not os.path.isdir(folder):
         raise BertError(f"output folder does not exist: {folder}")
     if not os.access(folder, os.W_OK | os.X_OK):
@@ -70,16 +69,18 @@ def write_text_atomic(path, text):
         f.write(text)
 
 
-def _refuse_overwriting_inputs(named, target, inputs):
+def _refuse_overwriting_inputs(named, target, exists, inputs):
+    """An input file is refused as output whether or not it exists yet (a cache is read if present, and a build
+    may write it back); a new file inside an input folder is fine, an existing non-engine one is not."""
     for what, source in inputs:
         if not source:
             continue
         source = os.path.realpath(os.fspath(source))
         if os.path.isdir(source):
-            clash = os.path.dirname(target) == source and not _is_engine(target)
+            clash = exists and os.path.dirname(target) == source and not _is_engine(target)
             victim = f"a file of the {what.removesuffix(' folder')} folder"
         else:
-            clash = os.path.exists(source) and os.path.samefile(target, source)
+            clash = target == source or (exists and os.path.exists(source) and os.path.samefile(target, source))
             victim = f"the {what}"
         if clash:
             raise BertError(f"output {named} would overwrite {victim} this run reads: choose another output path")

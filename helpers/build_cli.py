@@ -79,9 +79,6 @@ def choose_backend(args):
     # the caches are read when they exist and written after a TensorRT build: never the engine's own path
     caches = [("timing cache (-tcf)", args.timing_cache_file),
               ("calibration cache (-p)", getattr(args, "calib_path", None))]
-    for what, cache in caches:
-        if cache and os.path.realpath(cache) == os.path.realpath(args.output or "."):
-            raise BertError(f"-o and the {what} name the same file: {args.output}")
     check_writable(args.output, inputs=checkpoint + caches + [
         ("ONNX model", args.onnx), ("PyTorch weights", args.pytorch),
         ("Megatron pickle", getattr(args, "pickle", None)), ("config folder", args.config_dir),

@@ -301,7 +301,7 @@ def test_builder_refuses_an_empty_output_and_its_own_caches_as_output(tmp_path):
     cache = tmp_path / "timing.cache"
     for flag, what in (("-tcf", "timing cache"), ("-p", "calibration cache")):
         proc = run("builder.py", "-pt", MODEL_DIR, "-c", MODEL_DIR, flag, cache, "-o", cache, "-s", "64", check=False)
-        assert_one_line_error(proc, "name the same file")
+        assert_one_line_error(proc, f"would overwrite the {what}")   # the cache does not exist yet
         cache.write_bytes(b"cache")
         link = tmp_path / "link.engine"
         link.hardlink_to(cache)
@@ -311,7 +311,8 @@ def test_builder_refuses_an_empty_output_and_its_own_caches_as_output(tmp_path):
         cache.unlink()
         link.unlink()
     proc = run("builder_varseqlen.py", "-pt", MODEL_DIR, "-c", MODEL_DIR, "-tcf", cache, "-o", cache, check=False)
-    assert_one_line_error(proc, "name the same file")
+    assert_one_line_error(proc, "would overwrite the timing cache")
+    assert not cache.exists()
 
 
 def test_builder_given_a_plain_pickle_as_pytorch_weights_prints_one_line(tmp_path):
