@@ -308,7 +308,8 @@ def test_benchmark_tunes_products_and_inference_uses_them(small_weights):
     runner.benchmark(2, 160, warmup=1, iterations=2, duration=0.0, seed=3)   # 320 rows: past the PDL path
     tuned = {(t["role"], t["rows"]) for t in runner.product_tuning}
     assert tuned == {(role, 320) for role in ("qkv", "attn_out", "ffn_in", "ffn_out")}
-    assert all(t["chosen_us"] <= t["torch_us"] for t in runner.product_tuning)
+    assert all(t["candidates"] > 0 for t in runner.product_tuning)   # cuBLASLt's heuristic answered (ctypes)
+    assert {t["role"] for t in runner.product_tuning if t["with_layernorm"]} == {"attn_out", "ffn_out"}
     ids, segs, mask = random_inputs(SMALL, 2, 160, seed=16, lengths=[160] * 2)
     untuned = GpuRunner(eng, tune_products=False)
     expected = untuned.infer_fixed(ids, segs, mask)

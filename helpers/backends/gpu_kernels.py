@@ -28,7 +28,6 @@ GELU_KINDS = ("erf", "tanh")
 _ACT_CODE = {None: 0, "erf": 1, "tanh": 2}
 
 
-
 @functools.lru_cache(maxsize=None)
 def pdl_supported(device_index=0):
     """PDL needs a Hopper-class GPU and a Triton that launches with it; BERT_GPU_PDL=0 turns it off."""
