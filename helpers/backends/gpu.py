@@ -113,7 +113,7 @@ class Activations:
     -> big[:, :I] (intermediate) -> ctx (output product) -> x (LN2, the next layer's input).
     """
 
-    def __init__(self, tokens, batch, config, dtype, device):
+    def __init__(self, tokens, batch, config, dtype, device, split_rows):
         E, I = config.hidden_size, config.intermediate_size
         self.tokens, self.batch = tokens, batch
         self.ids = torch.zeros(tokens, dtype=torch.int32, device=device)
@@ -124,8 +124,8 @@ class Activations:
         self.y = torch.zeros(tokens, E, dtype=dtype, device=device)
         self.big = torch.zeros(tokens * max(3 * E, I), dtype=dtype, device=device)
         self.logits = torch.zeros(tokens, 2, dtype=torch.float32, device=device)
-        # float32 partial products of split-K GEMMs (few-token batches only), summed by the next LayerNorm
-        split_rows = min(tokens, max(K.SPLIT_MAX_ROWS, LT_SPLIT_MAX_ROWS)) if dtype == torch.float16 else 0
+        # float32 partial products of split-K GEMMs (up to split_rows rows), summed by the next LayerNorm
+        split_rows = min(tokens, split_rows) if dtype == torch.float16 else 0
         self.partials = torch.zeros(max(K.MAX_SPLITS, MAX_LT_SPLITS) * split_rows * E, dtype=torch.float32,
                                     device=device)
         # page-locked staging for inputs and logits: copies that neither block nor take the GIL twice per call
@@ -240,7 +240,9 @@ class GpuRunner:
         device = torch.device("cpu") if self.interpreted else torch.device("cuda", self.device_index)
         self.weights = DeviceWeights(engine.weights, c, self.dtype, device)
         tokens = max(p.batch[2] * p.seq[2] for p in engine.profiles)
-        self.buffers = Activations(tokens, max(p.batch[2] for p in engine.profiles), c, self.dtype, device)
+        # cuBLASLt's split-K plans (up to LT_SPLIT_MAX_ROWS rows) come only from tuning: size their partials only then
+        split_rows = max(K.SPLIT_MAX_ROWS, LT_SPLIT_MAX_ROWS if self.tune_products else 0)
+        self.buffers = Activations(tokens, max(p.batch[2] for p in engine.profiles), c, self.dtype, device, split_rows)
         self._graphs = OrderedDict()
         # shared by all graphs: they replay one at a time on one stream
         self._graph_pool = None if self.interpreted else torch.cuda.graph_pool_handle()
