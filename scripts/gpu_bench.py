@@ -314,8 +314,7 @@ def phase_latency(args, weights_by_model):
 
 def parse_variant(variant):
     """'gemm/gelu[/option...]' -> (gemm, gelu, GpuRunner options); options: nopdl, notune (PyTorch's cuBLAS
-    algorithms, no timing of cuBLASLt's), nosm90 (the PDL chain only up to 128 rows, without our Hopper product),
-    and an attention route (triton, sdpa)."""
+    algorithms, no timing of cuBLASLt's), and an attention route (triton, sdpa)."""
     gemm, gelu, *options = variant.split("/")
     runner_options = {}
     for option in options:
@@ -323,8 +322,6 @@ def parse_variant(variant):
             runner_options["pdl"] = False
         elif option == "notune":
             runner_options["tune_products"] = False
-        elif option == "nosm90":
-            runner_options["sm90"] = False
         else:
             runner_options["attention"] = option
     return gemm, gelu, runner_options

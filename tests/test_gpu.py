@@ -231,53 +231,6 @@ def test_every_cublaslt_candidate_computes_the_product(M, epilogue, accumulate, 
             assert rel_err(out, ref + residual.float() if accumulate else ref) < REL_TOL[torch.float16]
 
 
-@pytest.mark.parametrize("M", [77, 384, 1000])
-@pytest.mark.parametrize("epilogue", ["bias", "gelu_erf", "gelu_tanh", "partials"])
-def test_sm90_product_computes_every_epilogue(M, epilogue):
-    """Our Hopper kernel (sm90_gemm.cu: TMA, wgmma, the epilogue through shared memory) against float32 PyTorch
-    for both tile widths, rows not a multiple of the tile, and K slices up to the chain's most; eagerly, then
-    captured and replayed with programmatic dependent launch."""
-    from helpers.backends import sm90_gemm
-    if not sm90_gemm.supported(CUDA):
-        pytest.skip("needs an sm_90 GPU and NVRTC")
-    gen = torch.Generator().manual_seed(11)
-    K_, N = 1024, 768
-    a = torch.randn(M, K_, generator=gen).to(CUDA, torch.float16)
-    w = (torch.randn(N, K_, generator=gen) / 32).to(CUDA, torch.float16)
-    bias = torch.randn(N, generator=gen).to(CUDA, torch.float16)
-    ref = a.float() @ w.float().T
-    if epilogue != "partials":
-        ref += bias.float()
-    if epilogue == "gelu_erf":
-        ref = F.gelu(ref)
-    elif epilogue == "gelu_tanh":
-        ref = F.gelu(ref, approximate="tanh")
-    products = sm90_gemm.Sm90Products(CUDA)
-    splits = (1, 3, 8) if epilogue == "partials" else (1,)
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    for plan in [sm90_gemm.Sm90Plan(block_n, s) for block_n in (128, 256) for s in splits]:
-        if epilogue == "partials":
-            out = poisoned(plan.splits, M, N, dtype=torch.float32)
-        else:
-            out = poisoned(M, N, dtype=torch.float16)
-        with torch.cuda.stream(stream):
-            products.run(plan, a, w, bias, out, epilogue)
-            stream.synchronize()
-            results = [out.sum(0) if epilogue == "partials" else out.clone()]
-            out.fill_(float("nan"))
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph, stream=stream):
-                products.run(plan, a, w, bias, out, epilogue, pdl=True)
-            graph.replay()
-            stream.synchronize()
-            results.append(out.sum(0) if epilogue == "partials" else out.clone())
-        for result in results:
-            assert rel_err(result, ref) < (1e-5 if epilogue == "partials" else REL_TOL[torch.float16]), plan
-    with pytest.raises(BertError, match="cannot run"):
-        products.run(sm90_gemm.Sm90Plan(128, 2), a, w, bias, out, "bias")   # K slices need the partials epilogue
-
-
 def test_token_buckets_bound_padding_and_graph_count():
     buckets = {token_bucket(t, 49152) for t in range(1, 49153)}
     assert len(buckets) < 130
@@ -305,16 +258,14 @@ def small_weights():
 @pytest.mark.parametrize("lengths", [[60, 1, 37, 20], [160, 1, 77, 129]], ids=["few-tokens", "many-tokens"])
 @pytest.mark.parametrize("pdl", [None, False], ids=["pdl-auto", "no-pdl"])
 def test_engine_matches_reference_forward(small_weights, precision, gelu, emb_eps, lengths, pdl):
-    """FP16 with PDL (Hopper): every kernel is PDL-chained, the products Triton kernels for 118 tokens and our
-    sm90 kernel for 367 (384 rows). Without: 118 tokens take the split-K output product and the fused erf product,
-    367 the cuBLAS ones."""
+    """FP16 with PDL (Hopper): every product is a PDL-chained Triton kernel. Without: 118 tokens take the split-K
+    output product and the fused erf product, 367 the cuBLAS ones."""
     numerics = reference.Numerics(gelu=gelu, emb_eps=emb_eps, ln_eps=1e-3 if precision == "fp16" else 1e-7)
     eng = engine(SMALL, small_weights, precision, fixed_profiles([1, 4], [160]),
                  numerics={"gelu": gelu, "emb_eps": emb_eps, "layer_norm_eps": numerics.ln_eps})
     runner = GpuRunner(eng, pdl=pdl)
     hopper = torch.cuda.get_device_capability()[0] >= 9
     assert runner.pdl == (pdl is None and precision == "fp16" and hopper)   # the PDL path really runs where it can
-    assert runner.sm90_chain == (runner.pdl and torch.cuda.get_device_capability() == (9, 0))
     ids, segs, mask = random_inputs(SMALL, 4, 160, seed=12, lengths=lengths)
     out = runner.infer_fixed(ids, segs, mask)
     ref = reference.forward(small_weights, SMALL, ids, segs, mask, numerics)

@@ -13,9 +13,8 @@ Many tokens (more than 128 rows):
                 output product                               cuBLAS, accumulated into the residual
                 bias + LayerNorm (+ SQuAD head, last)        1 Triton kernel
 
-Few tokens (at most 512 rows, FP16, Hopper): every kernel is chained by programmatic dependent launch (each starts
-while its predecessor finishes); the products are Triton kernels up to 128 rows and our own wgmma kernel
-(sm90_gemm.cu) above, carrying bias and GELU in their epilogue; the two that feed a LayerNorm are split-K products
+Few tokens (at most 128 rows, FP16, Hopper): every kernel is a Triton kernel chained by programmatic dependent
+launch; the products carry bias and GELU in their epilogue, and the two that feed a LayerNorm are split-K products
 whose float32 partials the LayerNorm kernel sums with the bias and the residual.
 
 All activations live in buffers allocated once, sized for the engine's largest profile, so a forward allocates
@@ -36,8 +35,6 @@ from ..errors import BertError
 from . import gpu_kernels as K
 from .cublaslt import LtProducts
 from .inputs import check_packed_inputs, pack_fixed_inputs, perf_inputs
-from .sm90_gemm import Sm90Products, chain_plan
-from .sm90_gemm import supported as sm90_supported
 
 MAX_GRAPHS = 64   # captured graphs kept per runner (each holds only kernel nodes: its buffers are shared)
 ATTENTION_ROUTES = ("auto", "triton", "sdpa")
@@ -48,8 +45,6 @@ LT_SPLITS = (2, 4, 8)            # split-K factors tried for products that feed 
 MAX_LT_SPLITS = LT_SPLITS[-1]
 LT_SPLIT_MAX_ROWS = 512          # ... up to this many rows (the partials buffer is sized for it)
 SPLIT_CANDIDATES = 3             # cuBLASLt's first picks timed per split factor
-SM90_CHAIN_MAX_ROWS = 512        # the PDL chain's products are sm90_gemm.cu's above K.PDL_MAX_ROWS rows, up to this
-SM90_EPILOGUES = {None: "bias", "tanh": "gelu_tanh", "erf": "gelu_erf"}   # sm90_gemm.cu's epilogue, by GELU
 
 
 @dataclasses.dataclass
@@ -202,7 +197,7 @@ class GpuRunner:
     device = "gpu"
 
     def __init__(self, engine: EngineFile, use_graphs=True, gemm="auto", pdl=None, attention="auto",
-                 tune_products=True, sm90=None):
+                 tune_products=True):
         # Under Triton's interpreter (TRITON_INTERPRET=1) the same forward runs on CPU tensors, eagerly: that is how
         # CI checks this module's composition of kernels without a GPU (tests/test_gpu_kernels_interpreted.py).
         self.interpreted = os.environ.get("TRITON_INTERPRET") == "1"
@@ -233,9 +228,6 @@ class GpuRunner:
         self.pdl = (pdl is not False and not self.interpreted and K.pdl_supported(self.device_index)
                     and self.dtype == torch.float16)
         self.attention = attention
-        # the PDL chain reaches SM90_CHAIN_MAX_ROWS rows with our Hopper product (sm90_gemm.py), else K.PDL_MAX_ROWS
-        self.sm90_chain = (self.pdl and sm90 is not False and c.hidden_size % 128 == 0
-                           and c.intermediate_size % 128 == 0 and sm90_supported(self.device_index))
         # benchmark runs time cuBLASLt's candidate algorithms per product and row count (_tune_product); inference
         # keeps PyTorch's heuristic choice: no tuning cost per new batch shape, and the same answers every run
         self.tune_products = tune_products and self.dtype == torch.float16 and not self.interpreted
@@ -249,10 +241,8 @@ class GpuRunner:
         self.weights = DeviceWeights(engine.weights, c, self.dtype, device)
         tokens = max(p.batch[2] * p.seq[2] for p in engine.profiles)
         # cuBLASLt's split-K plans (up to LT_SPLIT_MAX_ROWS rows) come only from tuning: size their partials only then
-        split_rows = max(K.SPLIT_MAX_ROWS, LT_SPLIT_MAX_ROWS if self.tune_products else 0,
-                         SM90_CHAIN_MAX_ROWS if self.sm90_chain else 0)
+        split_rows = max(K.SPLIT_MAX_ROWS, LT_SPLIT_MAX_ROWS if self.tune_products else 0)
         self.buffers = Activations(tokens, max(p.batch[2] for p in engine.profiles), c, self.dtype, device, split_rows)
-        self._sm90 = Sm90Products(device) if self.sm90_chain else None   # compiles its kernels on first use
         self._graphs = OrderedDict()
         # shared by all graphs: they replay one at a time on one stream
         self._graph_pool = None if self.interpreted else torch.cuda.graph_pool_handle()
@@ -392,7 +382,7 @@ class GpuRunner:
         uniform: all num_seqs sequences are max_seqlen long and T = num_seqs * max_seqlen (a dense batch)."""
         c, w, buf = self.config, self.weights, self.buffers
         E, I = c.hidden_size, c.intermediate_size
-        pdl = self.pdl and self.gemm == "auto" and T <= (SM90_CHAIN_MAX_ROWS if self.sm90_chain else K.PDL_MAX_ROWS)
+        pdl = self.pdl and self.gemm == "auto" and T <= K.PDL_MAX_ROWS
         x, ctx, y = buf.x[:T], buf.ctx[:T], buf.y[:T]
         K.embed_layernorm(buf.ids, buf.segs, buf.cu_seqlens, num_seqs, max_seqlen, w.word, w.position,
                           w.token_type, *w.emb_ln, self.emb_eps, out=x, pdl=pdl)
@@ -441,11 +431,6 @@ class GpuRunner:
         The residual may be overwritten: the layer needs it no more. norm: the consuming LayerNorm's (gamma, beta),
         which tuning times with the product."""
         T, (N, K_) = a.shape[0], dense.weight.shape
-        if pdl and T > K.PDL_MAX_ROWS:
-            plan = chain_plan(T, N, K_, partials=True, sms=self._sm90.sms)
-            partials = self.buffers.partials[:plan.splits * T * N].view(plan.splits, T, N)
-            self._sm90.run(plan, a, dense.weight, dense.bias, partials, "partials", pdl=True)
-            return partials, residual, dense.bias
         if pdl:
             plan = K.small_plan(T, N, K_, can_split=True)
         else:
@@ -471,10 +456,6 @@ class GpuRunner:
 
     def _dense(self, a, dense, out, gelu=None, pdl=False):
         """out = [gelu](a @ W^T + b), by the fastest measured route for this precision and GELU (PERF_NOTES.md)."""
-        if pdl and a.shape[0] > K.PDL_MAX_ROWS:
-            plan = chain_plan(a.shape[0], *dense.weight.shape, partials=False, sms=self._sm90.sms)
-            self._sm90.run(plan, a, dense.weight, dense.bias, out, SM90_EPILOGUES[gelu], pdl=True)
-            return
         if pdl:
             _, config = K.small_plan(a.shape[0], *dense.weight.shape, can_split=False)
             K.linear(a, dense.weight, dense.bias, out, gelu=gelu, config=config, pdl=True)
