@@ -258,8 +258,9 @@ def small_weights():
 @pytest.mark.parametrize("lengths", [[60, 1, 37, 20], [160, 1, 77, 129]], ids=["few-tokens", "many-tokens"])
 @pytest.mark.parametrize("pdl", [None, False], ids=["pdl-auto", "no-pdl"])
 def test_engine_matches_reference_forward(small_weights, precision, gelu, emb_eps, lengths, pdl):
-    """FP16 with PDL (Hopper): every product is a PDL-chained Triton kernel. Without: 118 tokens take the split-K
-    output product and the fused erf product, 367 the cuBLAS ones."""
+    """FP16 with PDL (Hopper): for 118 tokens every kernel is PDL-chained, the products Triton's; for 367 (384
+    rows) the products are cuBLAS's and the Triton kernels between them PDL-launched. Without: 118 tokens take the
+    split-K output product and the fused erf product, 367 the cuBLAS ones."""
     numerics = reference.Numerics(gelu=gelu, emb_eps=emb_eps, ln_eps=1e-3 if precision == "fp16" else 1e-7)
     eng = engine(SMALL, small_weights, precision, fixed_profiles([1, 4], [160]),
                  numerics={"gelu": gelu, "emb_eps": emb_eps, "layer_norm_eps": numerics.ln_eps})

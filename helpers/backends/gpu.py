@@ -14,8 +14,10 @@ Many tokens (more than 128 rows):
                 bias + LayerNorm (+ SQuAD head, last)        1 Triton kernel
 
 Few tokens (at most 128 rows, FP16, Hopper): every kernel is a Triton kernel chained by programmatic dependent
-launch; the products carry bias and GELU in their epilogue, and the two that feed a LayerNorm are split-K products
-whose float32 partials the LayerNorm kernel sums with the bias and the residual.
+launch (PDL: each starts while its predecessor drains); the products carry bias and GELU in their epilogue, and the
+two that feed a LayerNorm are split-K products whose float32 partials the LayerNorm kernel sums with the bias and
+the residual. Up to 512 rows the products are cuBLAS's, which cannot be PDL-launched, but the Triton kernels between
+them still are.
 
 All activations live in buffers allocated once, sized for the engine's largest profile, so a forward allocates
 nothing (but SDPA's output, in the graphs' shared pool) and can be captured in a CUDA graph; graphs are captured per
@@ -45,6 +47,7 @@ LT_SPLITS = (2, 4, 8)            # split-K factors tried for products that feed 
 MAX_LT_SPLITS = LT_SPLITS[-1]
 LT_SPLIT_MAX_ROWS = 512          # ... up to this many rows (the partials buffer is sized for it)
 SPLIT_CANDIDATES = 3             # cuBLASLt's first picks timed per split factor
+PDL_KERNELS_MAX_ROWS = 512       # our kernels are PDL-launched up to this many rows (products too up to 128)
 
 
 @dataclasses.dataclass
@@ -382,25 +385,28 @@ class GpuRunner:
         uniform: all num_seqs sequences are max_seqlen long and T = num_seqs * max_seqlen (a dense batch)."""
         c, w, buf = self.config, self.weights, self.buffers
         E, I = c.hidden_size, c.intermediate_size
-        pdl = self.pdl and self.gemm == "auto" and T <= K.PDL_MAX_ROWS
+        pdl = self.pdl and self.gemm == "auto" and T <= K.PDL_MAX_ROWS   # the whole chain, products included
+        # up to a few hundred rows our own kernels (embedding, attention, LayerNorms) are PDL-launched between
+        # cuBLAS's products too: they are set up while the product before them drains
+        early = self.pdl and T <= PDL_KERNELS_MAX_ROWS
         x, ctx, y = buf.x[:T], buf.ctx[:T], buf.y[:T]
         K.embed_layernorm(buf.ids, buf.segs, buf.cu_seqlens, num_seqs, max_seqlen, w.word, w.position,
-                          w.token_type, *w.emb_ln, self.emb_eps, out=x, pdl=pdl)
+                          w.token_type, *w.emb_ln, self.emb_eps, out=x, pdl=early)
         last = len(w.layers) - 1
         for n, layer in enumerate(w.layers):
             qkv = buf.wide(T, 3 * E)
             self._dense(x, layer.qkv, qkv, pdl=pdl)
-            attended = self._attention(qkv, ctx, num_seqs, max_seqlen, uniform, pdl)
+            attended = self._attention(qkv, ctx, num_seqs, max_seqlen, uniform, early)
             summands = self._dense_before_layernorm(attended, layer.attn_out, x, y, pdl, norm=layer.ln1)
-            K.add_layernorm(*summands, *layer.ln1, self.ln_eps, out=y, pdl=pdl)
+            K.add_layernorm(*summands, *layer.ln1, self.ln_eps, out=y, pdl=early)
             h = buf.wide(T, I)
             self._dense(y, layer.ffn_in, h, gelu=self.gelu, pdl=pdl)
             summands = self._dense_before_layernorm(h, layer.ffn_out, y, ctx, pdl, norm=layer.ln2)
             if n == last:
                 K.add_layernorm_head(*summands, *layer.ln2, self.ln_eps, w.head_w, w.head_b,
-                                     logits=buf.logits[:T], pdl=pdl)
+                                     logits=buf.logits[:T], pdl=early)
             else:
-                K.add_layernorm(*summands, *layer.ln2, self.ln_eps, out=x, pdl=pdl)
+                K.add_layernorm(*summands, *layer.ln2, self.ln_eps, out=x, pdl=early)
 
     def _attention(self, qkv, ctx, num_seqs, max_seqlen, uniform, pdl):
         """The attention context (T, E): our Triton kernel, or, for perf.py's dense FP16 batches off the PDL path,
