@@ -8,15 +8,18 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from helpers.errors import BertError, StrictParser, run_cli  # noqa: E402
-from helpers.qa_app import add_inference_args, run_app  # noqa: E402
+from helpers.errors import BertError, StrictParser, quiet_interrupts, run_cli  # noqa: E402
+
+quiet_interrupts()   # a Ctrl-C while the modules below load ends with one line, not a traceback
+
+from helpers.qa_app import add_inference_args, parse_inference_args, run_app  # noqa: E402
 
 
 def main(argv=None):
     parser = StrictParser(description=__doc__)
     add_inference_args(parser, batch=False, doc_stride=False)
     parser.add_argument("--enable-graph", action="store_true", help="Enable CUDA Graph support")
-    args = parser.parse_args(argv)
+    args = parse_inference_args(parser, argv)
     if not args.engine:
         raise BertError("no engine given: pass -e/--engine")
     from helpers.backends.infer_c_runner import InferCRunner

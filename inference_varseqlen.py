@@ -9,8 +9,11 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from helpers.errors import BertError, StrictParser, run_cli  # noqa: E402
-from helpers.qa_app import add_inference_args, run_app  # noqa: E402
+from helpers.errors import BertError, StrictParser, quiet_interrupts, run_cli  # noqa: E402
+
+quiet_interrupts()   # a Ctrl-C while the modules below load ends with one line, not a traceback
+
+from helpers.qa_app import add_inference_args, parse_inference_args, run_app  # noqa: E402
 from helpers.runtime import DEVICES, open_engine  # noqa: E402
 
 
@@ -19,7 +22,7 @@ def main(argv=None):
     add_inference_args(parser, batch=False)
     parser.add_argument("--device", choices=DEVICES, default="auto",
                         help="where a native engine runs (beyond upstream): auto = GPU if usable, else CPU")
-    args = parser.parse_args(argv)
+    args = parse_inference_args(parser, argv)
     if not args.engine:
         raise BertError("no engine given: pass -e/--engine")
     runner = open_engine(args.engine, args.device)

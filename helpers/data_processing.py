@@ -24,7 +24,7 @@ from operator import itemgetter
 import numpy as np
 
 from .errors import BertError, read_bytes
-from .tokenization import BasicTokenizer, is_blank, is_punctuation
+from .tokenization import BasicTokenizer, is_blank, is_punctuation, separates_words
 
 Example = collections.namedtuple("Example", ["id", "question_text", "doc_tokens"])
 Feature = collections.namedtuple(
@@ -33,12 +33,15 @@ NetworkOutput = collections.namedtuple("NetworkOutput", ["start_logits", "end_lo
 _NbestPrediction = collections.namedtuple("NbestPrediction", ["text", "start_logit", "end_logit"])
 _NullAnswer = collections.namedtuple("NullAnswer", ["score", "start_logit", "end_logit"])
 
-# demoBERT's passage whitespace: space, tab, CR, LF and U+202F (not the other Unicode spaces).
-_DOC_WHITESPACE = re.compile("[ \t\r\n\u202f]+")
+# The passage's word boundaries: wherever the tokenizer ends a word at whitespace (every such character is below
+# U+3001). demoBERT split only at space, tab, CR, LF and U+202F, so that words joined by a no-break space were one
+# passage word and came back whole as the answer ('31 March 1889' for '1889').
+_DOC_WHITESPACE = re.compile("[" + "".join(re.escape(chr(cp)) for cp in range(0x3001) if separates_words(chr(cp)))
+                             + "]+")
 
 
 def convert_doc_tokens(paragraph_text):
-    """The passage split on demoBERT's whitespace; answers are reported in these tokens."""
+    """The passage split into words at whitespace; answers are reported in these words."""
     return [token for token in _DOC_WHITESPACE.split(paragraph_text) if token]
 
 

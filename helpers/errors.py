@@ -7,6 +7,7 @@ OSErrors (missing or unwritable files, a full disk) are reported the same way.
 import argparse
 import os
 import signal
+import stat
 import sys
 import threading
 
@@ -25,11 +26,21 @@ class StrictParser(argparse.ArgumentParser):
     def error(self, message):
         raise BertError(f"{self.prog}: {message}")
 
+    def _get_option_tuples(self, option_string):
+        # allow_abbrev=False leaves single-dash options abbreviable (Python 3.11: '-t' reached '-tcf'); keep only
+        # exact names and a one-letter option glued to its value ('-b8')
+        return [match for match in super()._get_option_tuples(option_string)
+                if match[1] == option_string or (len(match[1]) == 2 and option_string.startswith(match[1]))]
+
 
 def read_bytes(path, what):
-    """The content of a file the user named; a missing, unreadable or directory path is a BertError naming `what`."""
+    """The content of a file the user named; a missing, unreadable or directory path, or a device (/dev/zero would
+    be read until memory runs out), is a BertError naming `what`. Pipes are read (process substitution)."""
     try:
         with open(path, "rb") as f:
+            mode = os.fstat(f.fileno()).st_mode
+            if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+                raise BertError(f"{what} is a device, not a file: {path}")
             return f.read()
     except FileNotFoundError:
         raise BertError(f"{what} not found: {path}") from None
@@ -48,29 +59,49 @@ def _raise_terminated(signum, frame):
     raise Terminated()
 
 
+def quiet_interrupts():
+    """For a script to call before its heavy imports: Ctrl-C or SIGTERM while they load ends the process with the
+    one line run_cli would print, not a traceback from inside an import. run_cli takes over from there."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, lambda signum, frame: _fail("interrupted", _ignore_signals))
+        signal.signal(signal.SIGTERM, lambda signum, frame: _fail("terminated", _ignore_signals))
+
+
 def run_cli(main, argv=None):
     """Run `main(argv)`; turn expected failures into `error: ...` on stderr and exit status 2."""
-    if threading.current_thread() is threading.main_thread():
+    main_thread = threading.current_thread() is threading.main_thread()
+    if main_thread:
+        signal.signal(signal.SIGINT, signal.default_int_handler)   # KeyboardInterrupt again: cleanups run
         signal.signal(signal.SIGTERM, _raise_terminated)
+    # Once a script's work is done (or has failed) a signal could only interrupt the interpreter's shutdown (thread
+    # pools' finalizers, say) with a traceback: from then on it is ignored. Not for callers inside a larger program.
+    finished = _ignore_signals if main_thread and main.__module__ == "__main__" else (lambda: None)
     try:
         code = main(argv)
+        finished()
     except BertError as exc:
-        _fail(str(exc))
+        _fail(str(exc), finished)
     except BrokenPipeError:
         os._exit(1)
     except OSError as exc:  # missing, unreadable or unwritable files, full disks
         name = exc.filename if exc.filename is not None else ""
-        _fail(f"{exc.strerror or exc}: {name}".rstrip(": "))
+        _fail(f"{exc.strerror or exc}: {name}".rstrip(": "), finished)
     except KeyboardInterrupt:
-        _fail("interrupted")
+        _fail("interrupted", finished)
     except Terminated:
-        _fail("terminated")
+        _fail("terminated", finished)
     except MemoryError:
-        _fail("out of memory")
+        _fail("out of memory", finished)
     sys.exit(code or 0)
 
 
-def _fail(message):
+def _ignore_signals():
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def _fail(message, finished=lambda: None):
+    finished()
     message = " ".join(str(message).split())  # one line, whatever the cause carried
     print(f"error: {message}", file=sys.stderr, flush=True)
     sys.exit(2)

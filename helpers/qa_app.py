@@ -15,8 +15,11 @@ import numpy as np
 
 from . import data_processing as dp
 from .atomic import atomic_open, check_writable
-from .errors import BertError
+from .errors import BertError, read_bytes
 from .tokenization import FullTokenizer
+
+
+DEFAULT_PREDICTIONS = "./predictions.json"
 
 
 def add_inference_args(parser, *, batch=True, doc_stride=True):
@@ -30,8 +33,8 @@ def add_inference_args(parser, *, batch=True, doc_stride=True):
     parser.add_argument("-q", "--question", nargs="*", default="", help="Text for query/question for BERT QA")
     parser.add_argument("-qf", "--question-file", default="", help="File containing input question")
     parser.add_argument("-sq", "--squad-json", default="", help="SQuAD json file")
-    parser.add_argument("-o", "--output-prediction-file", default="./predictions.json",
-                        help="Output prediction file for SQuAD evaluation")
+    parser.add_argument("-o", "--output-prediction-file", default=None,
+                        help="Output prediction file for SQuAD evaluation (with -sq; default ./predictions.json)")
     parser.add_argument("-v", "--vocab-file", help="Path to file containing entire understandable vocab")
     parser.add_argument("-s", "--sequence-length", default=128, type=int, help="The sequence length to use")
     parser.add_argument("--max-query-length", default=64, type=int,
@@ -49,16 +52,35 @@ def add_inference_args(parser, *, batch=True, doc_stride=True):
                         help="SQuAD v2: predict no answer when null score - best score exceeds this (default 0)")
 
 
+def parse_inference_args(parser, argv):
+    """parse_args, refusing flag combinations that would leave a flag unused (upstream's if/elif silently used the
+    first of -p, -pf, -sq and ignored the rest, and ignored -o outside SQuAD runs)."""
+    args = parser.parse_args(argv)
+    for words, path, flag in ((args.passage, args.passage_file, "-p"), (args.question, args.question_file, "-q")):
+        if words and path:
+            raise BertError(f"{flag} and {flag}f both give the {'passage' if flag == '-p' else 'question'}: pass one")
+    if args.squad_json:
+        others = [flag for flag, value in (("-p", args.passage), ("-pf", args.passage_file), ("-q", args.question),
+                                           ("-qf", args.question_file)) if value]
+        if others:
+            raise BertError(f"-sq answers every question of the SQuAD file: {', '.join(others)} cannot go with it")
+        if args.output_prediction_file is None:
+            args.output_prediction_file = DEFAULT_PREDICTIONS
+    elif args.output_prediction_file is not None:
+        raise BertError("-o names the predictions file of a SQuAD run: it needs -sq")
+    return args
+
+
 def read_text_arg(words, file_path, what):
     """Text from `-p/-q` words or a `-pf/-qf` file; None if neither was given."""
     if words:
         return " ".join(words)
     if file_path:
         try:
-            with open(file_path, encoding="utf-8-sig") as f:   # a byte-order mark is no part of the text
-                return f.read()
+            text = read_bytes(file_path, f"{what} file").decode("utf-8-sig")   # a byte-order mark is no text
         except UnicodeDecodeError:
             raise BertError(f"{what} file {file_path} is not UTF-8 text") from None
+        return text.replace("\r\n", "\n").replace("\r", "\n")   # newlines as a text-mode read gives them
     return None
 
 

@@ -60,6 +60,14 @@ def _clean_rule(cp):
     return cp
 
 
+def separates_words(char):
+    """Whether the tokenizer ends a word at this character: the ones it reads as a space (ASCII whitespace and every
+    Unicode space separator), and the line and paragraph separators it keeps, at which its final split() ends the
+    word. Control characters such as vertical tab are deleted instead: they join what surrounds them."""
+    mapped = _CLEAN[ord(char)]
+    return mapped == " " or (mapped == ord(char) and char.isspace())
+
+
 def is_blank(char):
     """What the tokenizer drops (control and format characters such as zero-width spaces, U+FFFD) or reads as a
     space: never part of a token."""

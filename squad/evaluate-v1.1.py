@@ -18,7 +18,10 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from helpers.errors import BertError, StrictParser, run_cli  # noqa: E402
+from helpers.errors import BertError, StrictParser, quiet_interrupts, run_cli  # noqa: E402
+
+quiet_interrupts()   # a Ctrl-C while the modules below load ends with one line, not a traceback
+
 from helpers.squad_metrics import (accuracy_line, accuracy_passes, evaluate, load_dataset,  # noqa: E402
                                    load_predictions)
 

@@ -17,8 +17,11 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from helpers.errors import BertError, StrictParser, quiet_interrupts, run_cli  # noqa: E402
+
+quiet_interrupts()   # a Ctrl-C while the modules below load ends with one line, not a traceback
+
 from helpers.atomic import check_writable, write_text_atomic  # noqa: E402
-from helpers.errors import BertError, StrictParser, run_cli  # noqa: E402
 from helpers.squad_metrics import (evaluate_v2, load_dataset, load_na_probs, load_predictions,  # noqa: E402
                                    load_pyplot)
 

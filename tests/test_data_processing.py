@@ -39,11 +39,12 @@ def test_read_squad_json_examples_share_paragraph_tokens(dev_examples):
     assert len({id(e.doc_tokens) for e in dev_examples}) == 2067
 
 
-def test_convert_doc_tokens_uses_demobert_whitespace():
-    text = " The\tquick\r\nbrown\u202ffox\u00a0jumps  "
-    # U+202F splits (demoBERT lists it); U+00A0 does not (the tokenizer splits it later).
-    assert dp.convert_doc_tokens(text) == ["The", "quick", "brown", "fox\u00a0jumps"]
-    assert dp.convert_doc_tokens(" \t ") == []
+def test_convert_doc_tokens_splits_at_every_space_the_tokenizer_sees():
+    text = " The\tquick\r\nbrown\u202ffox\u00a0jumps\u3000over\u2028the\u2009lazy\x0bdog  "
+    # demoBERT split only at space, tab, CR, LF and U+202F; the tokenizer deletes the vertical tab (a control
+    # character), which therefore joins its neighbours
+    assert dp.convert_doc_tokens(text) == ["The", "quick", "brown", "fox", "jumps", "over", "the", "lazy\x0bdog"]
+    assert dp.convert_doc_tokens(" \t\u00a0\u2003 ") == []
 
 
 def test_read_squad_v2_gzip():

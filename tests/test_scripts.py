@@ -88,6 +88,16 @@ def test_inference_answers_the_readme_question(engines):
                      r"platform'\nWith probability: \d+\.\d{3}\n$", proc.stdout), proc.stdout
 
 
+@pytest.mark.parametrize("space", ["\u00a0", "\u2003", "\u3000", "\u2028"])
+def test_unicode_spaces_in_the_passage_separate_words(engines, space):
+    """Words joined by a no-break (or other Unicode) space are separate words of the answer: upstream returned the
+    whole run of them ('31 March 1889' for '1889')."""
+    passage = PASSAGE.replace(" ", space)
+    proc = run("inference.py", "-e", engines["fixed128"], "-s", "128", "-v", VOCAB, "-p", passage, "-q",
+               "What is TensorRT?")
+    assert "\nAnswer: 'high performance deep learning inference platform'\n" in proc.stdout, proc.stdout
+
+
 def test_files_and_interactive_questions(engines, tmp_path):
     (tmp_path / "p.txt").write_text(PASSAGE, encoding="utf-8")
     (tmp_path / "q.txt").write_text("What does TensorRT include?", encoding="utf-8")
@@ -246,6 +256,21 @@ def test_corrupt_engine(engines, tmp_path):
                            "{bad}/missing/predictions.json"], "does not exist"),
     ("unknown flag", ["-e", "{fixed128}", "--frobnicate"], "unrecognized arguments: --frobnicate"),
     ("abbreviated flag", ["-e", "{fixed128}", "--seq", "128"], "unrecognized arguments"),
+    ("passage twice", ["-e", "{fixed128}", "-v", VOCAB, "-p", "a b", "-pf", "nowhere.txt", "-q", "c"],
+     "-p and -pf both give the passage"),
+    ("question twice", ["-e", "{fixed128}", "-v", VOCAB, "-p", "a b", "-q", "c", "-qf", "nowhere.txt"],
+     "-q and -qf both give the question"),
+    ("passage and SQuAD file", ["-e", "{fixed128}", "-v", VOCAB, "-p", "a b", "-sq", "{bad}/one.json"],
+     "-sq answers every question of the SQuAD file: -p cannot go with it"),
+    ("question and SQuAD file", ["-e", "{fixed128}", "-v", VOCAB, "-sq", "{bad}/one.json", "-qf", "q.txt"],
+     "-qf cannot go with it"),
+    ("predictions file without SQuAD", ["-e", "{fixed128}", "-v", VOCAB, "-p", "a b", "-q", "c", "-o", "x.json"],
+     "-o names the predictions file of a SQuAD run: it needs -sq"),
+    ("device as vocabulary", ["-e", "{fixed128}", "-v", "/dev/zero", "-p", "a", "-q", "b"],
+     "vocabulary file is a device, not a file: /dev/zero"),
+    ("device as passage file", ["-e", "{fixed128}", "-v", VOCAB, "-pf", "/dev/zero", "-q", "b"],
+     "passage file is a device"),
+    ("device as SQuAD file", ["-e", "{fixed128}", "-v", VOCAB, "-sq", "/dev/zero"], "is a device"),
     ("bad batch", ["-e", "{fixed128}", "-b", "0", "-v", VOCAB, "-p", "a", "-q", "b"], "batch size"),
     ("another model's vocabulary", ["-e", "{fixed128}", "-v", "{bad}/short_vocab.txt", "-p", "a", "-q", "b"],
      "has 3000 tokens but the engine's model has 30522"),
@@ -323,6 +348,28 @@ def test_builder_given_a_plain_pickle_as_pytorch_weights_prints_one_line(tmp_pat
     proc = run("builder.py", "-pt", tmp_path / "plain.pkl", "-c", MODEL_DIR, "-o", tmp_path / "e.engine", "-s", "64",
                check=False)
     assert_one_line_error(proc, "cannot read PyTorch checkpoint")
+
+
+CLI_SCRIPTS = ["builder.py", "builder_varseqlen.py", "inference.py", "inference_c.py", "inference_varseqlen.py",
+               "perf.py", "perf_varseqlen.py", "squad/evaluate-v1.1.py", "squad/evaluate-v2.0.py"]
+
+
+@pytest.mark.parametrize("script", CLI_SCRIPTS)
+def test_interrupts_while_a_script_starts_give_one_line(script):
+    """Each script hands Ctrl-C and SIGTERM to quiet_interrupts before its heavy imports (numpy, torch, ...), so
+    that an interrupt during them ends in run_cli's one line (here the signal comes just before numpy's import)."""
+    source = (ROOT / script).read_text(encoding="utf-8")
+    lines = source.splitlines()
+    call = lines.index("quiet_interrupts()   # a Ctrl-C while the modules below load ends with one line, not a "
+                       "traceback")
+    imports = [n for n, line in enumerate(lines) if line.startswith(("from helpers", "import numpy", "import torch"))]
+    assert all(n < call for n in imports if "helpers.errors import" in lines[n])
+    assert all(n > call for n in imports if "helpers.errors import" not in lines[n])
+    for signum, message in (("SIGINT", "error: interrupted"), ("SIGTERM", "error: terminated")):
+        code = ("import os, signal, sys; sys.path.insert(0, '.'); from helpers.errors import quiet_interrupts; "
+                f"quiet_interrupts(); os.kill(os.getpid(), signal.{signum}); import numpy; print('survived')")
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+        assert (proc.returncode, proc.stdout, proc.stderr) == (2, "", message + "\n")
 
 
 def test_sigterm_during_an_atomic_write_leaves_no_temporary_file(tmp_path, capsys):
@@ -420,6 +467,11 @@ def test_fixed_engine_refused_by_varseqlen_scripts(engines):
     ("builder_varseqlen.py", ["-pt", MODEL_DIR, "-c", MODEL_DIR, "-o", "{tmp}/e.engine", "--megatron"], "megatron"),
     ("builder_varseqlen.py", ["-pt", MODEL_DIR, "-c", MODEL_DIR, "-o", "{tmp}/e.engine", "--strict"],
      "unrecognized"),
+    # single-dash names are never abbreviated: -t and -tc are not -tcf
+    ("builder_varseqlen.py", ["-pt", MODEL_DIR, "-c", MODEL_DIR, "-o", "{tmp}/e.engine", "-t", "{tmp}/cache"],
+     "unrecognized arguments: -t"),
+    ("builder_varseqlen.py", ["-pt", MODEL_DIR, "-c", MODEL_DIR, "-o", "{tmp}/e.engine", "-tc", "{tmp}/cache"],
+     "unrecognized arguments: -tc"),
 ])
 def test_builder_bad_input(tmp_path, script, args, pattern):
     args = [str(a).format(tmp=tmp_path) for a in args]

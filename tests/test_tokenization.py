@@ -66,7 +66,10 @@ def test_doc_token_path_equals_whole_text(uncased_vocab):
     """Features tokenize a passage word by word (demoBERT's doc tokens); that must equal the whole-text result."""
     tokenizer = FullTokenizer(uncased_vocab)
     contexts = [text for text in squad_texts() if len(text) > 300][:300]
-    contexts.append("a\u202fb\u00a0c\x0bd \tе\u2028f 北京")  # splits demoBERT makes and the tokenizer makes
+    contexts.append("a\u202fb\u00a0c\x0bd \tе\u2028f 北京")
+    # every character Python calls whitespace, between two words: the passage's words must end where the
+    # tokenizer's do, whether it reads the character as a space or deletes it
+    contexts.append("w".join(chr(cp) for cp in range(0x3001) if chr(cp).isspace()) + "w")
     for context in contexts:
         doc_tokens = convert_doc_tokens(context)
         tokens, word_index = tokenizer.tokenize_words(doc_tokens)

@@ -8,6 +8,7 @@ Same math as helpers/reference.py, arranged for speed on a few cores:
 - element-wise work runs on row blocks that stay in cache, in place; the exact GELU uses a float32 erf polynomial
   (Abramowitz-Stegun 7.1.26, |error| < 1e-6) because scipy's erf is five times slower.
 """
+import functools
 import math
 import os
 import time
@@ -99,6 +100,13 @@ def usable_cores():
         return os.cpu_count() or 1
 
 
+@functools.lru_cache(maxsize=None)
+def _shared_pool(threads):
+    """One thread pool per size for the whole process (runners share it): a pool collected with its runner would
+    run its weakref callback wherever that happens, and a Ctrl-C landing in it prints "Exception ignored"."""
+    return ThreadPoolExecutor(threads)
+
+
 class CpuRunner:
     """Runs a native engine on the CPU. Inputs are validated; logits come back as float32."""
 
@@ -121,7 +129,7 @@ class CpuRunner:
         self.squad_w = np.ascontiguousarray(f32("cls_squad_output_weights").T)
         self.squad_b = f32("cls_squad_output_bias")
         self.threads = threads or usable_cores()
-        self.pool = ThreadPoolExecutor(self.threads) if self.threads > 1 else None
+        self.pool = _shared_pool(self.threads) if self.threads > 1 else None
 
     # ---- public runner contract ---------------------------------------------------------------------------------
     def infer_fixed(self, input_ids, segment_ids, input_mask):
