@@ -44,7 +44,7 @@ class BertConfig:
             raise BertError(f"model config: layer_norm_eps must be a number in (0, 1), got {self.layer_norm_eps!r}")
         if not isinstance(self.do_lower_case, bool):
             raise BertError(f"model config: do_lower_case must be true or false, got {self.do_lower_case!r}")
-        if self.hidden_act not in GELU_KINDS:
+        if not isinstance(self.hidden_act, str) or self.hidden_act not in GELU_KINDS:
             raise BertError(f"model config: hidden_act {self.hidden_act!r} is not supported "
                             f"(one of {', '.join(sorted(GELU_KINDS))})")
 
@@ -93,6 +93,9 @@ def load_config(path):
                if k not in data]
     if missing:
         raise BertError(f"config {config_file} lacks {', '.join(missing)}")
+    position = data.get("position_embedding_type", "absolute")
+    if position != "absolute":   # relative_key(_query) models add distance embeddings inside attention
+        raise BertError(f"config {config_file}: position_embedding_type {position!r} is not supported (absolute only)")
     data = dict(data)
     tokenizer_config = os.path.join(os.path.dirname(config_file), "tokenizer_config.json")
     if "do_lower_case" not in data and os.path.isfile(tokenizer_config):

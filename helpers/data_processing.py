@@ -17,6 +17,7 @@ import json
 import math
 import re
 import sys
+import unicodedata
 import zlib
 from dataclasses import dataclass
 from operator import itemgetter
@@ -282,30 +283,54 @@ def get_final_text(pred_text, orig_text, do_lower_case):
     start = tok_text.find(pred_text)
     end = start + len(pred_text) - 1
     if start == -1 or end < start:
-        return _trim_unmatched_punctuation(orig_text, pred_text)
+        return _trim_unmatched_punctuation(orig_text, pred_text, do_lower_case)
     orig_chars = [i for i, c in enumerate(orig_text) if c != " "]
     if len(orig_chars) != len(tok_text) - tok_text.count(" "):
-        return _trim_unmatched_punctuation(orig_text, pred_text)
+        return _trim_unmatched_punctuation(orig_text, pred_text, do_lower_case)
     if tok_text[start] == " " or tok_text[end] == " ":  # only non-space characters are aligned
-        return _trim_unmatched_punctuation(orig_text, pred_text)
+        return _trim_unmatched_punctuation(orig_text, pred_text, do_lower_case)
     ns_start = start - tok_text.count(" ", 0, start)
     ns_end = end - tok_text.count(" ", 0, end)
     return orig_text[orig_chars[ns_start]:orig_chars[ns_end] + 1]
 
 
-def _trim_unmatched_punctuation(orig_text, pred_text):
-    """orig_text less, at either end, what no token holds (spaces, zero-width and control characters) and the
-    punctuation that pred_text does not have there."""
+def _trim_unmatched_punctuation(orig_text, pred_text, do_lower_case):
+    """orig_text less, at either end, what no token holds (spaces, zero-width and control characters; leading
+    combining marks, which accent stripping drops) and the punctuation beyond what pred_text has there: every
+    punctuation character is a token of its own, so a prediction ending in ')' keeps the ')' of '(深圳).', not '.'."""
     punct = lambda ch: is_punctuation(ord(ch))  # noqa: E731
-    pred_text = pred_text.replace("[UNK]", "x")   # an unknown piece stands for word characters, not brackets
     blank = lambda ch: is_blank(ch) or ch.isspace()  # noqa: E731
-    trim_end = lambda ch: blank(ch) or (pred_text and not punct(pred_text[-1]) and punct(ch))  # noqa: E731
-    trim_start = lambda ch: blank(ch) or (pred_text and not punct(pred_text[0]) and punct(ch))  # noqa: E731
+    dropped = lambda ch: blank(ch) or (do_lower_case and unicodedata.category(ch) == "Mn")  # noqa: E731
+    pred = pred_text.replace("[UNK]", "x").replace(" ", "")   # an unknown piece stands for word characters
     start, end = 0, len(orig_text)
-    while end > start and trim_end(orig_text[end - 1]):
-        end -= 1
-    while start < end and trim_start(orig_text[start]):
-        start += 1
+
+    def strip_ends():
+        nonlocal start, end
+        while end > start and blank(orig_text[end - 1]):
+            end -= 1
+        while start < end and dropped(orig_text[start]):
+            start += 1
+
+    def punctuation_run(positions):   # the punctuation characters met from one end, blanks skipped
+        run = []
+        for i in positions:
+            if not blank(orig_text[i]):
+                if not punct(orig_text[i]):
+                    break
+                run.append(i)
+        return run
+
+    strip_ends()
+    if pred:
+        keep_end = len(pred) - len(pred.rstrip("".join(c for c in set(pred) if punct(c))))
+        keep_start = len(pred) - len(pred.lstrip("".join(c for c in set(pred) if punct(c))))
+        trailing = punctuation_run(range(end - 1, start - 1, -1))
+        if len(trailing) > keep_end:
+            end = trailing[len(trailing) - keep_end - 1]
+        leading = punctuation_run(range(start, end))
+        if len(leading) > keep_start:
+            start = leading[len(leading) - keep_start - 1] + 1
+        strip_ends()
     return orig_text[start:end] or orig_text
 
 

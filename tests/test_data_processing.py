@@ -449,6 +449,14 @@ def test_nan_logits_and_bad_results_raise(tokenizer):
     ("virginia woolf", "(Virginia Woolf\x7f).", True, "Virginia Woolf"),
     ("virginia woolf", "\u2060Virginia Woolf.\x7f", True, "Virginia Woolf"),
     ("woolf .", "Woolf.\u200b", True, "Woolf."),
+    # each punctuation character is a token: the span keeps as many at an end as the prediction has there
+    ("( [UNK] [UNK] )", "(\u6df1\u5733).", True, "(\u6df1\u5733)"),
+    ("town of ( [UNK] [UNK] )", "town of (\u5733\u53e3),", True, "town of (\u5733\u53e3)"),
+    ('" ( [UNK] ) "', '"(\u9c7b)",', True, '"(\u9c7b)"'),
+    ("( [UNK] )", "((\u6df1)).", True, "(\u6df1)"),
+    # a combining mark that begins a word has nothing to combine with: accent stripping drops it, cased keeps it
+    ("zoe adams", "\u0301Zo\u00eb Adams,", True, "Zo\u00eb Adams"),
+    ("Zo\u00eb [UNK]", "\u0301Zo\u00eb \u0300\u0301Adams", False, "\u0301Zo\u00eb \u0300\u0301Adams"),
 ])
 def test_get_final_text(pred, orig, lower, expected):
     assert dp.get_final_text(pred, orig, lower) == expected
@@ -498,24 +506,28 @@ def _literal_final_text(pred_text, orig_text, do_lower_case):
 
 
 def _without_unmatched_punctuation(orig_text, pred_text):
-    """Where Google's heuristic gave up (whole words back), this project drops the punctuation at either end that
-    the prediction does not have there (BERT's punctuation: printable non-alphanumeric ASCII and Unicode P*)."""
+    """Where Google's heuristic gave up (whole words back), this project keeps at either end only as much
+    punctuation as the prediction has there (BERT's punctuation: printable non-alphanumeric ASCII and Unicode P*;
+    each character is a token of its own)."""
     def punct(ch):
         return (ch.isascii() and ch.isprintable() and not ch.isalnum() and ch != " ") or \
             unicodedata.category(ch).startswith("P")
-    pred = pred_text.replace("[UNK]", "x")
+    pred = pred_text.replace("[UNK]", "x").replace(" ", "")
     words = orig_text.split()
     if not pred or not words:
         return orig_text
     text = " ".join(words) if orig_text == " ".join(words) else orig_text.strip()
-    lo, hi = 0, len(text)
-    if not punct(pred[-1]):
-        while hi > lo and (punct(text[hi - 1]) or text[hi - 1].isspace()):
-            hi -= 1
-    if not punct(pred[0]):
-        while lo < hi and (punct(text[lo]) or text[lo].isspace()):
-            lo += 1
-    return text[lo:hi] or orig_text
+    keep_front = next((n for n, ch in enumerate(pred) if not punct(ch)), len(pred))
+    keep_back = next((n for n, ch in enumerate(reversed(pred)) if not punct(ch)), len(pred))
+    back = [i for i in range(len(text) - 1, -1, -1) if not text[i].isspace()]   # from the back, spaces skipped
+    back = back[:next((n for n, i in enumerate(back) if not punct(text[i])), len(back))]
+    if len(back) > keep_back:   # keep the keep_back punctuation characters nearest the words
+        text = text[:back[len(back) - keep_back - 1]].rstrip()
+    front = [i for i, ch in enumerate(text) if not ch.isspace()]
+    front = front[:next((n for n, i in enumerate(front) if not punct(text[i])), len(front))]
+    if len(front) > keep_front:
+        text = text[front[len(front) - keep_front - 1] + 1:].lstrip()
+    return text or orig_text
 
 
 def test_get_final_text_equals_literal_heuristic(dev_examples):

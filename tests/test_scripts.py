@@ -595,7 +595,10 @@ def test_outputs_go_through_symlinks_and_never_replace_devices(engines, tmp_path
 @pytest.mark.parametrize("change, pattern", [(dict(num_hidden_layers=4), "the weights have 6 layers"),
                                              (dict(layer_norm_eps=-1), "layer_norm_eps"),
                                              (dict(num_hidden_layers=10 ** 12), "beyond the supported maximum"),
-                                             (dict(vocab_size=10 ** 10), "beyond the supported maximum")])
+                                             (dict(vocab_size=10 ** 10), "beyond the supported maximum"),
+                                             (dict(hidden_act=["gelu"]), "hidden_act \\['gelu'\\] is not supported"),
+                                             (dict(position_embedding_type="relative_key"),
+                                              "position_embedding_type 'relative_key' is not supported")])
 def test_builder_refuses_configs_that_do_not_fit(tmp_path, change, pattern):
     """Sizes no BERT has are refused before anything is sized by them (10^12 layers used to exhaust memory)."""
     config = json.loads((MODEL_DIR / "config.json").read_text(encoding="utf-8"))
