@@ -280,12 +280,14 @@ def _parse_entry(name, value, where):
 
 
 def checkpoint_files(path):
-    """The files a checkpoint named as the loader accepts it consists of: PREFIX.index and its data shards."""
+    """The files a checkpoint named as the loader accepts it consists of: PREFIX.index and its data shards, and
+    for a folder the `checkpoint` state file that named the prefix."""
     prefix = resolve_prefix(path)
     folder, name = os.path.split(prefix)
     shards = [os.path.join(folder, n) for n in os.listdir(folder or ".") if n.startswith(name + ".data-")] \
         if os.path.isdir(folder or ".") else []
-    return [prefix + ".index", *shards]
+    state = [os.path.join(path, "checkpoint")] if os.path.isdir(path) else []
+    return [prefix + ".index", *shards, *state]
 
 
 def resolve_prefix(path):

@@ -227,9 +227,20 @@ def _rename_encoder_tokens(tokens):
 def _canonical_value(name, array):
     """float32 for weights and scales; sparsity masks (`_mask`) stay int8 as upstream reads them."""
     try:
-        return np.asarray(array).astype(np.int8 if name.endswith("_mask") else np.float32)
+        array = np.asarray(array)
+        if np.iscomplexobj(array):   # the cast would drop the imaginary part with only a warning
+            raise BertError(f"weight {name} holds complex numbers")
+        with np.errstate(all="ignore"):   # values beyond float32 become inf, which validation names
+            return array.astype(np.int8 if name.endswith("_mask") else np.float32)
     except (TypeError, ValueError):
         raise BertError(f"weight {name} holds no numbers ({type(array).__name__})") from None
+
+
+def _add_weight(weights, key, array, source, name):
+    """weights[key] = array, refusing a second tensor for the same weight (the last one would silently win)."""
+    if key in weights:
+        raise BertError(f"{source}: two tensors map to the weight {key} (one is {name})")
+    weights[key] = array
 
 
 def from_state_dict(state, source="state dict"):
@@ -239,9 +250,7 @@ def from_state_dict(state, source="state dict"):
         if _STATE_SKIPPED.search(name):
             continue
         key = onnx_to_trt_name(name)
-        if key in weights:
-            raise BertError(f"{source}: two tensors map to the weight {key} (one is {name})")
-        weights[key] = _canonical_value(key, value)
+        _add_weight(weights, key, _canonical_value(key, value), source, name)
     return weights
 
 
@@ -253,10 +262,10 @@ def load_tf_checkpoint(path):
     for name in sorted(checkpoint.names()):
         if _TF_SKIPPED.search(name):
             continue
-        array = checkpoint.read(name).astype(np.float32)
+        array = _canonical_value(name, checkpoint.read(name))
         if "kernel" in name:  # TF dense kernels are [in, out]
             array = np.ascontiguousarray(array.T)
-        weights[tf_to_trt_name(name)] = array
+        _add_weight(weights, tf_to_trt_name(name), array, f"TensorFlow checkpoint {path}", name)
     return weights
 
 
@@ -275,9 +284,14 @@ def _torch_to_numpy(value, name, source):
     if not isinstance(value, torch.Tensor):
         raise BertError(f"{source}: entry {name} is a {type(value).__name__}, not a tensor")
     value = value.detach().cpu()
-    if value.dtype == torch.bfloat16:
-        value = value.float()
-    return value.numpy()
+    if value.is_quantized or value.is_complex():
+        raise BertError(f"{source}: {name} is a {value.dtype} tensor, not real numbers")
+    if value.is_floating_point() and value.dtype not in (torch.float16, torch.float32, torch.float64):
+        value = value.float()   # bfloat16, float8: numpy has no such type; widening loses nothing
+    try:
+        return value.numpy()
+    except (TypeError, RuntimeError):
+        raise BertError(f"{source}: {name} is a {value.dtype} tensor, which cannot be read as numbers") from None
 
 
 def load_pytorch_checkpoint(path):
@@ -441,7 +455,9 @@ def load_megatron_pickle(path, config):
         key = onnx_to_trt_name(name)
         for old, new in _MEGATRON_REPLACEMENTS:
             key = key.replace(old, new)
-        array = _canonical_value(key, np.asarray(value))
+        if type(value).__module__.startswith("torch"):   # torch tensors (bfloat16 ones too) as -pt reads them
+            value = _torch_to_numpy(value, name, f"Megatron pickle {path}")
+        array = _canonical_value(key, value)
         if key == f"l{config.num_hidden_layers - 1}_output_layernorm_output_quantizer_amax":
             key = "bert_encoder_final_input_quantizer_amax"
         if key.endswith("self_qkv_kernel") or key.endswith("self_qkv_bias"):
@@ -451,12 +467,13 @@ def load_megatron_pickle(path, config):
                                 f"{[3 * e, e] if kind == 'kernel' else [3 * e]}")
             parts = array.reshape(3, e, e) if kind == "kernel" else array.reshape(3, e)
             for part, qkv in zip(parts, ("query", "key", "value"), strict=True):
-                weights[key.replace("qkv_" + kind, f"{qkv}_{kind}")] = np.ascontiguousarray(part)
+                _add_weight(weights, key.replace("qkv_" + kind, f"{qkv}_{kind}"), np.ascontiguousarray(part),
+                            f"Megatron pickle {path}", name)
             continue
-        weights[key] = array
+        _add_weight(weights, key, array, f"Megatron pickle {path}", name)
         if key.endswith("_qkv_input_amax"):
             for qkv in ("query", "key", "value"):
-                weights[key.replace("_qkv_", f"_{qkv}_")] = array
+                _add_weight(weights, key.replace("_qkv_", f"_{qkv}_"), array, f"Megatron pickle {path}", name)
     return weights
 
 

@@ -317,6 +317,24 @@ def test_builder_never_overwrites_its_inputs(tmp_path):
     run("builder.py", "-pt", model, "-c", model, "-o", model / "qa.engine", "-s", "64")   # and rebuilt in place
 
 
+def test_builder_never_overwrites_the_checkpoint_state_file_it_read(tmp_path):
+    """-m FOLDER reads FOLDER/checkpoint to find the prefix: that file is an input too."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("make_random_checkpoint", ROOT / "scripts/make_random_checkpoint.py")
+    maker = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(maker)
+    from helpers import tf_checkpoint
+    config = json.loads((MODEL_DIR / "config.json").read_text(encoding="utf-8"))
+    folder = tmp_path / "tf"
+    folder.mkdir()
+    tf_checkpoint.write_checkpoint(str(folder / "plain"), maker.random_tf_variables(config, seed=1))
+    (folder / "checkpoint").write_text('model_checkpoint_path: "plain"\n', encoding="utf-8")
+    proc = run("builder.py", "-m", folder, "-c", MODEL_DIR, "-o", folder / "checkpoint", "-s", "64", check=False)
+    assert_one_line_error(proc, "would overwrite the TensorFlow checkpoint this run reads")
+    assert (folder / "checkpoint").read_text(encoding="utf-8") == 'model_checkpoint_path: "plain"\n'
+    run("builder.py", "-m", folder, "-c", MODEL_DIR, "-o", folder / "qa.engine", "-s", "64")
+
+
 def test_builder_refuses_an_empty_output_and_its_own_caches_as_output(tmp_path):
     """-o "" is refused before any work; the timing cache (-tcf) and calibration cache (-p) are inputs a TensorRT
     build reads and writes back, existing or not, so the engine may not take their path."""

@@ -4,6 +4,7 @@ import importlib.util
 import os
 import pickle
 import shutil
+import warnings
 
 import numpy as np
 import pytest
@@ -483,3 +484,64 @@ def test_convert_fixture_script(fixture_dir, tmp_path):
     for name in ("model.safetensors", "config.json", "bert_config.json", "vocab.txt", "tokenizer_config.json"):
         assert (tmp_path / "out" / name).read_bytes() == (MODEL_DIR / name).read_bytes(), name
     shutil.rmtree(tmp_path / "out")
+
+
+# ---------------------------------------------------------------------------------------------------- tensor kinds
+def test_torch_tensors_of_any_real_dtype_load_widened_and_others_are_refused(tmp_path):
+    """bfloat16 and float8 widen losslessly to float32 (in -pt checkpoints and Megatron pickles alike, tensors that
+    need gradients too); complex and quantized tensors, and float64 values beyond float32, are one-line errors."""
+    torch = pytest.importorskip("torch")
+    weights = _tiny_weights(tmp_path)
+    state = {k: torch.from_numpy(v) for k, v in W.to_hf_state_dict(weights).items()}
+    name = "bert.encoder.layer.0.attention.self.query.weight"
+    for dtype in (torch.bfloat16, torch.float8_e4m3fn):
+        narrow = dict(state, **{name: state[name].to(dtype)})
+        torch.save(narrow, tmp_path / "narrow.pt")
+        loaded = W.load_weights(TINY, pytorch=str(tmp_path / "narrow.pt"))
+        np.testing.assert_array_equal(loaded["l0_attention_self_query_kernel"], narrow[name].float().numpy())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")   # torch: quantized tensors are deprecated
+        quantized = torch.quantize_per_tensor(state[name], 0.01, 0, torch.qint8)
+    for bad, pattern in ((state[name].to(torch.complex64), "complex"), (quantized, "qint8")):
+        torch.save(dict(state, **{name: bad}), tmp_path / "bad.pt")
+        with pytest.raises(BertError, match=pattern):
+            W.load_weights(TINY, pytorch=str(tmp_path / "bad.pt"))
+    huge = dict(state, **{name: state[name].double().fill_(1e300)})
+    torch.save(huge, tmp_path / "huge.pt")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")   # no overflow warning may precede the one-line error
+        with pytest.raises(BertError, match="infinit|NaN|finite"):
+            W.validate(W.load_weights(TINY, pytorch=str(tmp_path / "huge.pt")), TINY)
+    megatron = tmp_path / "megatron.pkl"
+    W.save_megatron_pickle(weights, TINY, megatron)
+    with open(megatron, "rb") as f:
+        arrays = pickle.load(f)
+    for convert in (lambda a: torch.from_numpy(a).to(torch.bfloat16),
+                    lambda a: torch.nn.Parameter(torch.from_numpy(np.ascontiguousarray(a)))):
+        with open(tmp_path / "torch.pkl", "wb") as f:
+            pickle.dump({k: convert(v) for k, v in arrays.items()}, f)
+        loaded = W.load_megatron_pickle(str(tmp_path / "torch.pkl"), TINY)
+        expected = {k: convert(v).detach().float().numpy() for k, v in arrays.items()}
+        W.save_megatron_pickle(loaded, TINY, tmp_path / "again.pkl")
+        with open(tmp_path / "again.pkl", "rb") as f:
+            again = pickle.load(f)
+        for key, value in expected.items():
+            np.testing.assert_array_equal(again[key], value, err_msg=key)
+
+
+def test_two_tensors_for_one_weight_are_refused_by_every_loader(tmp_path):
+    """TF checkpoints and Megatron pickles, like state dicts: the last of two tensors would silently win."""
+    variables = tiny_tf_variables()
+    twin = {"bert/embeddings/layernorm/gamma": np.zeros_like(variables["bert/embeddings/LayerNorm/gamma"])}
+    tf_checkpoint.write_checkpoint(str(tmp_path / "twin"), {**variables, **twin})
+    with pytest.raises(BertError, match="two tensors map to the weight bert_embeddings_layernorm_gamma"):
+        W.load_tf_checkpoint(str(tmp_path / "twin"))
+    tf_checkpoint.write_checkpoint(str(tmp_path / "plain"), variables)
+    W.save_megatron_pickle(W.load_tf_checkpoint(str(tmp_path / "plain")), TINY, tmp_path / "m.pkl")
+    with open(tmp_path / "m.pkl", "rb") as f:
+        state = pickle.load(f)
+    state["bert.embeddings.LayerNorm.weight"] = np.zeros(TINY.hidden_size, np.float32)
+    with open(tmp_path / "m.pkl", "wb") as f:
+        pickle.dump(state, f)
+    with pytest.raises(BertError, match="two tensors map to the weight bert_embeddings_layernorm_gamma"):
+        W.load_megatron_pickle(str(tmp_path / "m.pkl"), TINY)
