@@ -3,7 +3,7 @@ import os
 import time
 
 from .atomic import check_writable, write_bytes_atomic
-from .config import load_config
+from .config import find_config_file, load_config
 from .errors import BertError, StrictParser
 from .native_builder import build_native_engine
 from .reference import Numerics
@@ -97,7 +97,7 @@ def load_model(args, priority):
     """Config and canonical weight map from whichever weight source the flags name, in upstream's priority."""
     from .weights import load_weights
     config = load_config(args.config_dir)
-    print(f"Using configuration file: {args.config_dir}")
+    print(f"Using configuration file: {find_config_file(args.config_dir)}")   # the file, as upstream names it
     sources = {name: getattr(args, name, None) for name in priority}
     if not any(sources.values()):
         raise BertError("You need either specify TF checkpoint using option --ckpt, ONNX using option --onnx, "

@@ -45,14 +45,16 @@ $PY -c "import tensorrt" 2>/dev/null && have_trt=1
 for model in $MODELS; do
     for prec in $PRECISIONS; do
         for seq in $SEQS; do
-            echo "==== Benchmarking BERT ${model} ${prec} SEQLEN ${seq} on ${arch} ===="
+            header="==== Benchmarking BERT ${model} ${prec} SEQLEN ${seq} on ${arch} ===="
             if [ "$prec" = int8-qat ] && [ "$model" != large ]; then
-                echo "Skipping: BERT ${model} has no INT8 QAT checkpoint (large only)"; continue
+                continue   # upstream's matrix has INT8 QAT for BERT-Large only
             fi
             if [ "${prec#int8}" != "$prec" ] && [ $have_trt = 0 ]; then
+                echo "$header"
                 echo "Skipping: ${prec} engines need TensorRT, which is not installed"; continue
             fi
             if [ "$prec" = int8-qat ]; then
+                echo "$header"
                 echo "Skipping: the QAT ONNX checkpoint cannot be downloaded offline"; continue
             fi
             ckpt=models/fine-tuned/bert_tf_ckpt_${model}_qa_squad2_amp_${seq}_v19.03.1
@@ -75,6 +77,7 @@ for model in $MODELS; do
                       esac ;;
             esac   # fp32: no precision flag (upstream passes --fp32, which its builder ignores)
             for batch in $BATCHES; do
+                echo "$header"   # upstream prints it for every engine it builds and times
                 engine=engines/bert_${model}_${prec}_bs${batch}_seqlen${seq}_benchmark.engine
                 if [ ! -f "$engine" ]; then
                     # --numerics demobert: native engines compute what upstream's TensorRT plugins do (tanh GELU)
