@@ -34,11 +34,12 @@ NetworkOutput = collections.namedtuple("NetworkOutput", ["start_logits", "end_lo
 _NbestPrediction = collections.namedtuple("NbestPrediction", ["text", "start_logit", "end_logit"])
 _NullAnswer = collections.namedtuple("NullAnswer", ["score", "start_logit", "end_logit"])
 
-# The passage's word boundaries: wherever the tokenizer ends a word at whitespace (every such character is below
-# U+3001). demoBERT split only at space, tab, CR, LF and U+202F, so that words joined by a no-break space were one
-# passage word and came back whole as the answer ('31 March 1889' for '1889').
-_DOC_WHITESPACE = re.compile("[" + "".join(re.escape(chr(cp)) for cp in range(0x3001) if separates_words(chr(cp)))
-                             + "]+")
+# The passage's word boundaries: wherever the tokenizer ends a word at whitespace (all such characters are Python
+# whitespace, none beyond U+3000: isspace() narrows the ~30 the tokenizer's table is asked about at import).
+# demoBERT split only at space, tab, CR, LF and U+202F, so that words joined by a no-break space were one passage
+# word and came back whole as the answer ('31 March 1889' for '1889').
+_DOC_WHITESPACE = re.compile("[" + "".join(re.escape(chr(cp)) for cp in range(0x3001)
+                                           if chr(cp).isspace() and separates_words(chr(cp))) + "]+")
 
 
 def convert_doc_tokens(paragraph_text):
@@ -322,8 +323,8 @@ def _trim_unmatched_punctuation(orig_text, pred_text, do_lower_case):
 
     strip_ends()
     if pred:
-        keep_end = len(pred) - len(pred.rstrip("".join(c for c in set(pred) if punct(c))))
-        keep_start = len(pred) - len(pred.lstrip("".join(c for c in set(pred) if punct(c))))
+        keep_start = next((n for n, ch in enumerate(pred) if not punct(ch)), len(pred))
+        keep_end = next((n for n, ch in enumerate(reversed(pred)) if not punct(ch)), len(pred))
         trailing = punctuation_run(range(end - 1, start - 1, -1))
         if len(trailing) > keep_end:
             end = trailing[len(trailing) - keep_end - 1]
