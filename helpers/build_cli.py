@@ -96,8 +96,9 @@ def choose_backend(args):
 def load_model(args, priority):
     """Config and canonical weight map from whichever weight source the flags name, in upstream's priority."""
     from .weights import load_weights
-    config = load_config(args.config_dir)
-    print(f"Using configuration file: {find_config_file(args.config_dir)}")   # the file, as upstream names it
+    config_file = find_config_file(args.config_dir)
+    config = load_config(config_file)
+    print(f"Using configuration file: {config_file}")   # the file, as upstream names it
     sources = {name: getattr(args, name, None) for name in priority}
     if not any(sources.values()):
         raise BertError("You need either specify TF checkpoint using option --ckpt, ONNX using option --onnx, "

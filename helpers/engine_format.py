@@ -217,6 +217,7 @@ def _tensors(blob, entries):
         tensors[name] = np.frombuffer(blob, dtype=dtype, count=count, offset=offset).reshape(shape)
     return tensors
 
+
 def engine_kind_of_bytes(head):
     """'native', 'tensorrt' or 'unknown' from the first bytes of a file."""
     if head.startswith(MAGIC):

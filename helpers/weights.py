@@ -262,10 +262,11 @@ def load_tf_checkpoint(path):
     for name in sorted(checkpoint.names()):
         if _TF_SKIPPED.search(name):
             continue
-        array = _canonical_value(name, checkpoint.read(name))
+        key = tf_to_trt_name(name)
+        array = _canonical_value(key, checkpoint.read(name))
         if "kernel" in name:  # TF dense kernels are [in, out]
             array = np.ascontiguousarray(array.T)
-        _add_weight(weights, tf_to_trt_name(name), array, f"TensorFlow checkpoint {path}", name)
+        _add_weight(weights, key, array, f"TensorFlow checkpoint {path}", name)
     return weights
 
 
