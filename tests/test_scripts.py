@@ -373,21 +373,35 @@ CLI_SCRIPTS = ["builder.py", "builder_varseqlen.py", "inference.py", "inference_
 
 
 @pytest.mark.parametrize("script", CLI_SCRIPTS)
-def test_interrupts_while_a_script_starts_give_one_line(script):
-    """Each script hands Ctrl-C and SIGTERM to quiet_interrupts before its heavy imports (numpy, torch, ...), so
-    that an interrupt during them ends in run_cli's one line (here the signal comes just before numpy's import)."""
-    source = (ROOT / script).read_text(encoding="utf-8")
-    lines = source.splitlines()
+def test_scripts_quiet_interrupts_before_their_heavy_imports(script):
+    """Each script hands Ctrl-C and SIGTERM to quiet_interrupts before it imports anything beyond helpers.errors
+    (numpy, torch, ... load in the modules after it)."""
+    lines = (ROOT / script).read_text(encoding="utf-8").splitlines()
     call = lines.index("quiet_interrupts()   # a Ctrl-C while the modules below load ends with one line, not a "
                        "traceback")
     imports = [n for n, line in enumerate(lines) if line.startswith(("from helpers", "import numpy", "import torch"))]
     assert all(n < call for n in imports if "helpers.errors import" in lines[n])
     assert all(n > call for n in imports if "helpers.errors import" not in lines[n])
-    for signum, message in (("SIGINT", "error: interrupted"), ("SIGTERM", "error: terminated")):
-        code = ("import os, signal, sys; sys.path.insert(0, '.'); from helpers.errors import quiet_interrupts; "
-                f"quiet_interrupts(); os.kill(os.getpid(), signal.{signum}); import numpy; print('survived')")
-        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
-        assert (proc.returncode, proc.stdout, proc.stderr) == (2, "", message + "\n")
+
+
+def run_python(code):
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+
+
+@pytest.mark.parametrize("signum, message", [("SIGINT", "error: interrupted"), ("SIGTERM", "error: terminated")])
+def test_interrupts_at_the_first_and_the_last_moment_give_one_line(signum, message):
+    """While the modules load (here: the signal comes just before numpy's import), the one line and status 2; once
+    a script's main has returned, a signal that lands in the interpreter's shutdown (here: an atexit callback) is
+    ignored instead of printing a traceback from there."""
+    proc = run_python("import os, signal, sys; sys.path.insert(0, '.'); from helpers.errors import quiet_interrupts; "
+                      f"quiet_interrupts(); os.kill(os.getpid(), signal.{signum}); import numpy; print('survived')")
+    assert (proc.returncode, proc.stdout, proc.stderr) == (2, "", message + "\n")
+    proc = run_python("import atexit, os, signal, sys, time; sys.path.insert(0, '.'); "
+                      "from helpers.errors import run_cli\n"
+                      f"atexit.register(lambda: (os.kill(os.getpid(), signal.{signum}), time.sleep(0.1)))\n"
+                      "def main(argv):\n    print('done')\n"
+                      "run_cli(main)")
+    assert (proc.returncode, proc.stdout, proc.stderr) == (0, "done\n", "")
 
 
 def test_sigterm_during_an_atomic_write_leaves_no_temporary_file(tmp_path, capsys):
