@@ -198,7 +198,8 @@ def test_cublaslt_gelu_epilogue_is_the_tanh_approximation():
                                                         ("none", False, 2), ("none", False, 8)])
 def test_every_cublaslt_candidate_computes_the_product(M, epilogue, accumulate, splits):
     """Each algorithm the tuner may pick (cublaslt.py through ctypes: layouts, transposes, epilogues, beta = 1,
-    split-K as a strided batch of float32 partials) against float32 PyTorch, on a poisoned output (or a random
+    split-K as a strided batch of float32 partials; the heuristic's picks and their neighbours) against float32
+    PyTorch, on a poisoned output (or a random
     one it accumulates into)."""
     from helpers.backends.cublaslt import LtProducts
     gen = torch.Generator().manual_seed(9)
@@ -212,8 +213,11 @@ def test_every_cublaslt_candidate_computes_the_product(M, epilogue, accumulate, 
     if epilogue == "gelu_bias":
         ref = F.gelu(ref, approximate="tanh")
     lt = LtProducts(CUDA)
-    plans = lt.candidates(M, N, K_, epilogue, bias, splits=splits)
-    assert plans, "cuBLASLt offered no algorithm"
+    picks = lt.candidates(M, N, K_, epilogue, bias, splits=splits)
+    assert picks, "cuBLASLt offered no algorithm"
+    plans = lt.candidates(M, N, K_, epilogue, bias, splits=splits, neighbours=True)
+    if torch.cuda.get_device_capability()[0] == 9:   # Hopper's kernels take cluster shapes and custom options
+        assert len(plans) > len(picks), "no neighbour of the heuristic's picks was accepted"
     stream = torch.cuda.Stream()
     stream.wait_stream(torch.cuda.current_stream())
     for plan in plans:

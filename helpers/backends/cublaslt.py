@@ -2,9 +2,11 @@
 
 PyTorch asks cuBLAS(Lt)'s heuristic for one algorithm per shape. For the awkward shapes of BERT inference (a few
 hundred rows: 24-96 output tiles on 132 SMs) the heuristic's first pick is often not the fastest of the ones it
-knows; `LtProducts.candidates` lists up to 16 of them and the GPU runner (gpu.py) times each, inside a CUDA graph
-that cycles through the model's layers as a forward does, against PyTorch's own call, and keeps the fastest that
-computes the same product.
+knows; `LtProducts.candidates` lists up to 16 of them, those it picks for the same product with a simpler
+epilogue, and for few rows also their neighbours (the same kernel and tile with another cluster shape or custom
+option, which the heuristic never offers: up to 9% faster on an H200, PERF_NOTES session 6). The GPU runner
+(gpu.py) times each, inside a CUDA graph that cycles through the model's layers as a forward does, against
+PyTorch's own call, and keeps the fastest that computes the same product.
 
 The library is reached through ctypes: PyTorch's own libcublasLt (already loaded by the process, so its version
 is the one PyTorch was built with); the constants and structures below are those of cublasLt.h (CUDA 12 and 13).
@@ -27,7 +29,13 @@ _DESC_TRANSA, _DESC_TRANSB, _DESC_EPILOGUE, _DESC_BIAS_POINTER = 3, 4, 7, 8
 _PREF_MAX_WORKSPACE_BYTES = 1
 _LAYOUT_BATCH_COUNT, _LAYOUT_STRIDED_BATCH_OFFSET = 5, 6
 EPILOGUES = {"none": 1, "bias": 4, "gelu_bias": 36}   # CUBLASLT_EPILOGUE_DEFAULT, _BIAS, _GELU_BIAS (tanh GELU)
+EPILOGUE_ORDER = ("none", "bias", "gelu_bias")          # each does what the ones before it do, and more
 MAX_CANDIDATES = 16
+_CAP_CUSTOM_OPTION_MAX = 7
+_CONFIG_CUSTOM_OPTION, _CONFIG_CLUSTER_SHAPE = 5, 8
+# cluster shapes tried around a heuristic pick: 1x1x1, 2x1x1, 1x2x1 (cublasLtClusterShape_t)
+NEIGHBOUR_CLUSTERS = (2, 3, 5)
+MAX_CUSTOM_OPTIONS = 8
 WORKSPACE_BYTES = 32 << 20   # NVIDIA's recommendation for Hopper
 
 
@@ -77,6 +85,10 @@ def load_library():
                                            ctypes.POINTER(i32)],
         "cublasLtMatmul": [vp, vp, vp, vp, vp, vp, vp, vp, vp, vp, vp, vp, ctypes.POINTER(_Algo), vp,
                            ctypes.c_size_t, vp],
+        "cublasLtMatmulAlgoCapGetAttribute": [ctypes.POINTER(_Algo), i32, vp, ctypes.c_size_t,
+                                              ctypes.POINTER(ctypes.c_size_t)],
+        "cublasLtMatmulAlgoConfigSetAttribute": [ctypes.POINTER(_Algo), i32, vp, ctypes.c_size_t],
+        "cublasLtMatmulAlgoCheck": [vp, vp, vp, vp, vp, vp, ctypes.POINTER(_Algo), ctypes.POINTER(_Heuristic)],
     }
     for name, argtypes in signatures.items():
         fn = getattr(lib, name)
@@ -139,8 +151,11 @@ class LtProducts:
                                                                  ctypes.sizeof(value)), "MatrixLayoutSetAttribute")
         return layout
 
-    def candidates(self, M, N, K, epilogue, bias, splits=1, limit=MAX_CANDIDATES):
-        """Plans of the algorithms cuBLASLt's heuristic offers for this product, its first pick first.
+    def candidates(self, M, N, K, epilogue, bias, splits=1, limit=MAX_CANDIDATES, neighbours=False):
+        """Plans of the algorithms cuBLASLt's heuristic offers for this product, its first pick first; then those
+        it offers for the same product with a simpler epilogue, where they take this one (at 49,152 rows one of
+        them ran BERT-Large's FFN-in with the GELU epilogue a quarter faster than any pick for it); then (with
+        `neighbours`) every other cluster shape and custom option of each that cuBLASLt accepts.
 
         splits > 1: split-K as a strided batch, product s summing K-slice s of a and w into float32 partials
         out[s] (splits x M x N, no epilogue) that the consumer adds up (the LayerNorm kernel does)."""
@@ -153,7 +168,33 @@ class LtProducts:
             d_layout = self._layout(N, M, N, _CUDA_R_32F, batch=splits, stride=M * N)
         else:
             d_layout = self._layout(N, M, N)
+        layouts = (w_layout, a_layout, d_layout)
         desc = self._desc(epilogue, bias)
+        picks = self._heuristic(desc, layouts, limit)
+        seen = {bytes(r.algo.data) for r in picks}
+
+        def add(found):
+            for r in found:
+                if r is not None and bytes(r.algo.data) not in seen:
+                    seen.add(bytes(r.algo.data))
+                    picks.append(r)
+
+        simpler = EPILOGUE_ORDER[:EPILOGUE_ORDER.index(epilogue)]
+        for other in simpler:
+            add(self._checked(r.algo, desc, layouts) for r in self._heuristic(self._desc(other, bias), layouts, limit))
+        if neighbours:
+            for pick in list(picks):
+                add(self._neighbours(pick.algo, desc, layouts))
+        plans = []
+        for r in picks:
+            plan = LtPlan(M, N, K, epilogue, w_layout, a_layout, d_layout, r, splits)
+            plan.descs[bias.data_ptr() if epilogue != "none" else None] = desc
+            plans.append(plan)
+        return plans
+
+    def _heuristic(self, desc, layouts, limit):
+        """cuBLASLt's heuristic's usable results for this product, best first."""
+        w_layout, a_layout, d_layout = layouts
         pref = ctypes.c_void_p()
         _check(self.lib.cublasLtMatmulPreferenceCreate(ctypes.byref(pref)), "MatmulPreferenceCreate")
         limit_bytes = ctypes.c_uint64(WORKSPACE_BYTES)
@@ -164,15 +205,40 @@ class LtProducts:
         status = self.lib.cublasLtMatmulAlgoGetHeuristic(self.handle, desc, w_layout, a_layout, d_layout, d_layout,
                                                          pref, limit, results, ctypes.byref(count))
         self.lib.cublasLtMatmulPreferenceDestroy(pref)
-        if status != 0:
+        return [r for r in results[:count.value] if r.state == 0] if status == 0 else []
+
+    def _checked(self, algo, desc, layouts):
+        """A heuristic result for `algo` if cuBLASLt accepts it for this product (desc, layouts), else None."""
+        w_layout, a_layout, d_layout = layouts
+        r = _Heuristic()
+        ctypes.memmove(ctypes.byref(r.algo), ctypes.byref(algo), ctypes.sizeof(_Algo))
+        if (self.lib.cublasLtMatmulAlgoCheck(self.handle, desc, w_layout, a_layout, d_layout, d_layout,
+                                             ctypes.byref(r.algo), ctypes.byref(r)) != 0
+                or r.workspace_size > WORKSPACE_BYTES):
+            return None
+        r.state = 0
+        return r
+
+    def _neighbours(self, algo, desc, layouts):
+        """Heuristic results (None where cuBLASLt refuses it) for `algo` with each cluster shape and custom
+        option."""
+        lib = self.lib
+        custom_max, written = ctypes.c_int32(0), ctypes.c_size_t(0)
+        if lib.cublasLtMatmulAlgoCapGetAttribute(ctypes.byref(algo), _CAP_CUSTOM_OPTION_MAX, ctypes.byref(custom_max),
+                                                 4, ctypes.byref(written)) != 0:
             return []
-        plans = []
-        for r in results[:count.value]:
-            if r.state == 0:
-                plan = LtPlan(M, N, K, epilogue, w_layout, a_layout, d_layout, r, splits)
-                plan.descs[bias.data_ptr() if epilogue != "none" else None] = desc
-                plans.append(plan)
-        return plans
+        found = []
+        for cluster in NEIGHBOUR_CLUSTERS:
+            for custom in range(min(custom_max.value + 1, MAX_CUSTOM_OPTIONS)):
+                variant = _Algo()
+                ctypes.memmove(ctypes.byref(variant), ctypes.byref(algo), ctypes.sizeof(_Algo))
+                c16, c32 = ctypes.c_uint16(cluster), ctypes.c_uint32(custom)
+                if (lib.cublasLtMatmulAlgoConfigSetAttribute(ctypes.byref(variant), _CONFIG_CLUSTER_SHAPE,
+                                                             ctypes.byref(c16), 2) == 0
+                        and lib.cublasLtMatmulAlgoConfigSetAttribute(ctypes.byref(variant), _CONFIG_CUSTOM_OPTION,
+                                                                     ctypes.byref(c32), 4) == 0):
+                    found.append(self._checked(variant, desc, layouts))
+        return found
 
     def run(self, plan, a, w, bias, out, accumulate=None):
         """out = a @ w^T (+ bias and the plan's epilogue) (+ accumulate, which may be out itself); for split-K

@@ -48,6 +48,7 @@ MAX_LT_SPLITS = LT_SPLITS[-1]
 LT_SPLIT_MAX_ROWS = 512          # ... up to this many rows (the partials buffer is sized for it)
 SPLIT_CANDIDATES = 3             # cuBLASLt's first picks timed per split factor
 PDL_KERNELS_MAX_ROWS = 512       # our kernels are PDL-launched up to this many rows (products too up to 128)
+TUNING_ROUNDS = 3                # interleaved timing passes over a product's candidates
 
 
 @dataclasses.dataclass
@@ -175,23 +176,34 @@ def _rel_err(x, ref):
 def graph_ms(calls, replays=5):
     """Median GPU ms of a CUDA graph of `calls()` (captured on the current stream, which must not be the default
     one; scripts/gpu_bench.py times with it too)."""
-    calls()   # compiles what is not compiled yet outside the capture
-    graph = torch.cuda.CUDAGraph()
-    graph.capture_begin()
-    try:
-        calls()
-    finally:
-        graph.capture_end()
-    graph.replay()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    times = []
-    for _ in range(replays):
-        start.record()
+    return graphs_ms({None: calls}, rounds=1, replays=replays)[None]
+
+
+def graphs_ms(calls_by_key, rounds=TUNING_ROUNDS, replays=3):
+    """Median GPU ms of a CUDA graph of each `calls()`, timed in `rounds` passes over all of them in turn: the
+    clock of a GPU at its power limit drifts with what ran before, so candidates timed one after another would
+    be ranked by that drift; interleaved, each sees the same mix."""
+    graphs = {}
+    for key, calls in calls_by_key.items():
+        calls()   # compiles what is not compiled yet outside the capture
+        graph = graphs[key] = torch.cuda.CUDAGraph()
+        graph.capture_begin()
+        try:
+            calls()
+        finally:
+            graph.capture_end()
         graph.replay()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    return sorted(times)[len(times) // 2]
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    times = {key: [] for key in graphs}
+    for _ in range(rounds):
+        for key, graph in graphs.items():
+            for _ in range(replays):
+                start.record()
+                graph.replay()
+                end.record()
+                end.synchronize()
+                times[key].append(start.elapsed_time(end))
+    return {key: sorted(t)[len(t) // 2] for key, t in times.items()}
 
 
 class GpuRunner:
@@ -493,9 +505,10 @@ class GpuRunner:
         runs it with every layer's weights in turn (as a forward does: weights come from memory, not L2); keep
         the fastest whose result agrees with PyTorch's. Returns its plan, or None for PyTorch's call.
 
-        An accumulating product (out is then a scratch buffer: timing runs out of place, so that the residual is
-        not summed into repeatedly) is timed together with its LayerNorm, and split-K plans compete too: float32
-        partials that the LayerNorm sums, which pay for few rows (more output tiles than SMs otherwise idle)."""
+        An accumulating product (out is then a scratch buffer: timing accumulates into it in place, as the forward
+        does into the residual, without summing into the residual repeatedly) is timed together with its
+        LayerNorm, and split-K plans compete too: float32 partials that the LayerNorm sums, which pay for few rows
+        (more output tiles than SMs otherwise idle)."""
         if self._lt is None:
             try:
                 self._lt = LtProducts(a.device)
@@ -514,15 +527,16 @@ class GpuRunner:
         def partials(plan):
             return self.buffers.partials[:plan.splits * T * N].view(plan.splits, T, N)
 
-        def run(plan, d):   # one layer's product (and LayerNorm) as the forward would run it, out of place
-            if plan is None:   # PyTorch's accumulating call in place on the scratch, as the forward makes it
-                _torch_product(a, d, out, epilogue, None if accumulate is None else out)
+        def run(plan, d):   # one layer's product (and LayerNorm) as the forward would run it
+            in_place = None if accumulate is None else out   # accumulating: in place, on the scratch
+            if plan is None:
+                _torch_product(a, d, out, epilogue, in_place)
                 layernorm(out, None)
             elif plan.splits > 1:
                 self._lt.run(plan, a, d.weight, d.bias, partials(plan))
                 layernorm(partials(plan), accumulate)
             else:
-                self._lt.run(plan, a, d.weight, d.bias, out, accumulate)
+                self._lt.run(plan, a, d.weight, d.bias, out, in_place)
                 layernorm(out, None)
 
         def result(plan):   # the product's value (before any LayerNorm), float32
@@ -535,19 +549,24 @@ class GpuRunner:
                 self._lt.run(plan, a, dense.weight, dense.bias, out, accumulate)
             return out
 
-        plans = self._lt.candidates(T, N, K_, epilogue, dense.bias)
+        # few rows (each timing is cheap): the heuristic's picks' neighbours too (other cluster shapes and custom
+        # options), for split-K plans too
+        few = T <= LT_SPLIT_MAX_ROWS
+        plans = self._lt.candidates(T, N, K_, epilogue, dense.bias, neighbours=few)
         if norm is not None and T * N <= self.buffers.partials.numel() // MAX_LT_SPLITS:
             for splits in LT_SPLITS:
                 if K_ % (8 * splits) == 0:
-                    plans += self._lt.candidates(T, N, K_, "none", dense.bias, splits=splits)[:SPLIT_CANDIDATES]
+                    plans += self._lt.candidates(T, N, K_, "none", dense.bias, splits=splits,
+                                                 limit=SPLIT_CANDIDATES, neighbours=few)
         reference = _signature(result(None))
-        timed = {None: graph_ms(lambda: [run(None, d) for d in layers])}
+        runs = {None: lambda: [run(None, d) for d in layers]}
         for index, plan in enumerate(plans):
             try:
                 if _rel_err(_signature(result(plan)), reference) < PRODUCT_CHECK_TOLERANCE:
-                    timed[index] = graph_ms(lambda: [run(plan, d) for d in layers])
+                    runs[index] = lambda plan=plan: [run(plan, d) for d in layers]
             except BertError:   # an algorithm cuBLASLt offered but will not run: not a candidate
                 continue
+        timed = graphs_ms(runs)
         best = min(timed, key=timed.get)
         if best is not None and timed[best] > timed[None] * (1 - TUNING_MARGIN):
             best = None
