@@ -12,7 +12,9 @@ Phases (run in this order, each one independent of the others' success):
   tune     coordinate search of the few-token (PDL) path's product plans on whole-model b1 latency; the winners
            stay installed for the later phases
   latency  the engine's CUDA-graph latency per shape and GEMM route, GPU memory after loading, and the peer's
-           latency measured in the same run; prints the ratio table
+           latency measured in the same run; prints the ratio table. Each engine variant runs in a process of its
+           own, as perf.py runs it (--in-process: all in this one; implied by the tune phase, whose plans stay
+           installed in this process only)
   profile  per-kernel GPU time of one eager forward pass (torch.profiler), BERT-Large
 Random weights come from scripts/make_random_checkpoint.py's generator.
 Results: stdout, and OUT/gpu_bench.json + OUT/gpu_bench.txt when --out (default $OUT) is set.
@@ -246,50 +248,88 @@ def peer_latency(size, shapes):
     return peer
 
 
+def measure_variant(size, weights, variant, args):
+    """Our latency per shape for one engine variant, its product tuning and its GPU memory; logs each."""
+    config = model_config(size)
+    batches = sorted({b for b, _ in args.shapes})
+    seqs = sorted({s for _, s in args.shapes})
+    gemm, gelu, runner_options = parse_variant(variant)
+    eng = build_native_engine(config, weights, precision="fp16", profiles=fixed_profiles(batches, seqs),
+                              variable_seqlen=False)
+    eng.numerics = dict(eng.numerics, gelu=gelu)
+    torch.cuda.synchronize()
+    torch.cuda.empty_cache()
+    base_alloc = torch.cuda.memory_allocated()
+    runner = GpuRunner(eng, gemm=gemm, **runner_options)
+    loaded = runner.memory_report()
+    loaded["allocated"] -= base_alloc
+    medians = {}
+    for B, S in args.shapes:
+        iters = args.iterations if B * S < 8192 else max(20, args.iterations // 5)
+        times = runner.benchmark(B, S, warmup=10, iterations=iters, duration=0.0, seed=12345)
+        ordered = sorted(times)
+        medians[f"{B}x{S}"] = statistics.median(times)
+        LOG(f"ours {size} {variant:>12} {B:>4}x{S:<4} median {statistics.median(times):.4f} ms  "
+            f"mean {sum(times) / len(times):.4f}  p95 {ordered[int(0.95 * (len(ordered) - 1))]:.4f}  "
+            f"n={len(times)}")
+    for t in runner.product_tuning:
+        if "error" in t:
+            LOG(f"  tuning {size} {variant} off: {t['error']}")
+            continue
+        LOG(f"  tuned {size} {variant} {t['role']:>8}{'+LN' if t['with_layernorm'] else '   '} "
+            f"{t['rows']:>6} rows {t['epilogue']:>9}: PyTorch "
+            f"{t['torch_us']:8.2f} us, {t['chosen']} {t['chosen_us']:8.2f} us of {t['candidates']} candidates")
+    after = runner.memory_report()
+    after["allocated"] -= base_alloc
+    mib = lambda v: f"{v / 2**20:.0f} MiB"  # noqa: E731
+    LOG(f"memory {size} {variant}: weights {mib(loaded['weights'])} + largest-profile activations "
+        f"{mib(loaded['activations'])}; allocated after load {mib(loaded['allocated'])} "
+        f"(ratio {loaded['allocated'] / (loaded['weights'] + loaded['activations']):.3f}), after "
+        f"{len(args.shapes)} graphs {mib(after['allocated'])}; reserved {mib(after['reserved'])}")
+    return {"medians": medians, "tuning": runner.product_tuning,
+            "memory": {"after_load": loaded, "after_graphs": after}}
+
+
+def measure_variant_isolated(size, variant, args):
+    """measure_variant in a process of its own, as perf.py runs one engine per process: what one engine leaves
+    behind in a process (run 21: an erf engine's run made later engines' b1 s384 5-8% slower) cannot reach the
+    next one. The child's log lines pass through."""
+    cmd = [sys.executable, os.path.abspath(__file__), "--phases", "variant", "--models", size, "--variants", variant,
+           "--shapes", ",".join(f"{B}x{S}" for B, S in args.shapes), "--iterations", str(args.iterations),
+           "--out", ""]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    result = None
+    for line in proc.stdout:
+        if line.startswith("RESULT "):
+            result = json.loads(line[len("RESULT "):])
+        elif not line.startswith("device "):
+            LOG(line.rstrip("\n"))
+    if proc.wait() != 0 or result is None:
+        raise RuntimeError(f"the {size} {variant} engine's process failed (exit {proc.returncode})")
+    return result
+
+
+def phase_variant(args, weights_by_model):
+    """The child of measure_variant_isolated: one model, one variant; the result as one RESULT line."""
+    size, = args.models
+    variant, = args.variants
+    print("RESULT " + json.dumps(measure_variant(size, weights_by_model[size], variant, args)), flush=True)
+
+
 def phase_latency(args, weights_by_model):
     results = LOG.results.setdefault("latency", {})
     table = []
     for size in args.models:
-        config, weights = model_config(size), weights_by_model[size]
-        batches = sorted({b for b, _ in args.shapes})
-        seqs = sorted({s for _, s in args.shapes})
         ours = {}
         for variant in args.variants:
-            gemm, gelu, runner_options = parse_variant(variant)
-            eng = build_native_engine(config, weights, precision="fp16", profiles=fixed_profiles(batches, seqs),
-                                      variable_seqlen=False)
-            eng.numerics = dict(eng.numerics, gelu=gelu)
-            torch.cuda.synchronize()
-            torch.cuda.empty_cache()
-            base_alloc = torch.cuda.memory_allocated()
-            runner = GpuRunner(eng, gemm=gemm, **runner_options)
-            loaded = runner.memory_report()
-            loaded["allocated"] -= base_alloc
+            if args.in_process:
+                measured = measure_variant(size, weights_by_model[size], variant, args)
+            else:
+                measured = measure_variant_isolated(size, variant, args)
             for B, S in args.shapes:
-                iters = args.iterations if B * S < 8192 else max(20, args.iterations // 5)
-                times = runner.benchmark(B, S, warmup=10, iterations=iters, duration=0.0, seed=12345)
-                ordered = sorted(times)
-                ours[(variant, B, S)] = statistics.median(times)
-                LOG(f"ours {size} {variant:>12} {B:>4}x{S:<4} median {statistics.median(times):.4f} ms  "
-                    f"mean {sum(times) / len(times):.4f}  p95 {ordered[int(0.95 * (len(ordered) - 1))]:.4f}  "
-                    f"n={len(times)}")
-            for t in runner.product_tuning:
-                if "error" in t:
-                    LOG(f"  tuning {size} {variant} off: {t['error']}")
-                    continue
-                LOG(f"  tuned {size} {variant} {t['role']:>8}{'+LN' if t['with_layernorm'] else '   '} "
-                    f"{t['rows']:>6} rows {t['epilogue']:>9}: PyTorch "
-                    f"{t['torch_us']:8.2f} us, {t['chosen']} {t['chosen_us']:8.2f} us of {t['candidates']} candidates")
-            results[f"tuning {size} {variant}"] = runner.product_tuning
-            after = runner.memory_report()
-            after["allocated"] -= base_alloc
-            mib = lambda v: f"{v / 2**20:.0f} MiB"  # noqa: E731
-            LOG(f"memory {size} {variant}: weights {mib(loaded['weights'])} + largest-profile activations "
-                f"{mib(loaded['activations'])}; allocated after load {mib(loaded['allocated'])} "
-                f"(ratio {loaded['allocated'] / (loaded['weights'] + loaded['activations']):.3f}), after "
-                f"{len(args.shapes)} graphs {mib(after['allocated'])}; reserved {mib(after['reserved'])}")
-            results[f"memory {size} {variant}"] = {"after_load": loaded, "after_graphs": after}
-            del runner, eng
+                ours[(variant, B, S)] = measured["medians"][f"{B}x{S}"]
+            results[f"tuning {size} {variant}"] = measured["tuning"]
+            results[f"memory {size} {variant}"] = measured["memory"]
             torch.cuda.empty_cache()
         peer = peer_latency(size, args.shapes) if not args.no_peer else {}
         for B, S in args.shapes:
@@ -424,6 +464,8 @@ def main():
     ap.add_argument("--micro-m", default="128,384,49152", help="GEMM row counts of the micro phase")
     ap.add_argument("--iterations", type=int, default=200)
     ap.add_argument("--no-peer", action="store_true")
+    ap.add_argument("--in-process", action="store_true",
+                    help="latency: measure every engine variant in this process (default: one process each)")
     ap.add_argument("--out", default=os.environ.get("OUT", ""))
     args = ap.parse_args()
     args.models = args.models.split(",")
@@ -431,13 +473,14 @@ def main():
     args.variants = args.variants.split(",")
     args.micro_m = [int(m) for m in args.micro_m.split(",") if m]
     phases = args.phases.split(",")
+    args.in_process = args.in_process or "tune" in phases
     props = torch.cuda.get_device_properties(0)
     import triton
     LOG(f"device {props.name}, {props.multi_processor_count} SMs; torch {torch.__version__}, triton "
         f"{triton.__version__}, CUDA {torch.version.cuda}")
     started = time.time()
     weights_by_model = {}
-    if set(phases) & {"check", "latency", "profile", "tune"}:
+    if set(phases) & {"check", "profile", "tune", "variant"} or ("latency" in phases and args.in_process):
         for size in args.models:
             t0 = time.time()
             weights_by_model[size] = random_weights(size)
@@ -448,6 +491,7 @@ def main():
             {"check": lambda: phase_check(args, weights_by_model), "micro": lambda: phase_micro(args),
              "tune": lambda: phase_tune(args, weights_by_model),
              "latency": lambda: phase_latency(args, weights_by_model),
+             "variant": lambda: phase_variant(args, weights_by_model),
              "profile": lambda: phase_profile(args, weights_by_model)}[phase]()
         except Exception:
             LOG(f"phase {phase} FAILED:\n{traceback.format_exc()}")
