@@ -16,6 +16,7 @@ Phases (run in this order, each one independent of the others' success):
            own, as perf.py runs it (--in-process: all in this one; implied by the tune phase, whose plans stay
            installed in this process only)
   profile  per-kernel GPU time of one eager forward pass (torch.profiler), BERT-Large
+  variant  (the latency phase's child process) one model's one variant, its result as a RESULT json line
 Random weights come from scripts/make_random_checkpoint.py's generator.
 Results: stdout, and OUT/gpu_bench.json + OUT/gpu_bench.txt when --out (default $OUT) is set.
 """
