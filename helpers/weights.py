@@ -384,11 +384,8 @@ def load_hf_folder(folder):
         if os.path.isfile(index):
             weights = {}
             for shard in sorted(set(_shard_map(index).values())):
-                part = loader(os.path.join(folder, shard))
-                repeated = sorted(set(part) & set(weights))
-                if repeated:
-                    raise BertError(f"{index}: weight {repeated[0]} is in more than one shard")
-                weights.update(part)
+                for key, array in loader(os.path.join(folder, shard)).items():
+                    _add_weight(weights, key, array, index, f"in {shard}")
             return weights
     raise BertError(f"no model.safetensors or pytorch_model.bin (or their .index.json) in folder {folder}")
 

@@ -471,6 +471,11 @@ def test_sharded_hugging_face_folder_equals_the_whole_one(tmp_path):
     assert sorted(loaded) == sorted(expected)
     for name in expected:
         np.testing.assert_array_equal(loaded[name], expected[name], err_msg=name)
+    # a tensor in two shards: refused, whichever copy would have won
+    W.write_safetensors(str(tmp_path / "model-00002-of-00002.safetensors"),
+                        {n: np.array(tensors[n]) for n in shards["model-00002-of-00002.safetensors"] + names[:1]})
+    with pytest.raises(BertError, match=r"two tensors map to the weight \w+ \(one is in model-00002-of-00002"):
+        W.load_hf_folder(str(tmp_path))
     index["weight_map"][names[0]] = "../elsewhere.safetensors"
     (tmp_path / "model.safetensors.index.json").write_text(json.dumps(index))
     with pytest.raises(BertError, match="not a valid shard index"):
