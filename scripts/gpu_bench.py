@@ -325,13 +325,13 @@ def phase_latency(args, weights_by_model):
         for variant in args.variants:
             if args.in_process:
                 measured = measure_variant(size, weights_by_model[size], variant, args)
+                torch.cuda.empty_cache()   # the engine's memory, before the next one loads
             else:
                 measured = measure_variant_isolated(size, variant, args)
             for B, S in args.shapes:
                 ours[(variant, B, S)] = measured["medians"][f"{B}x{S}"]
             results[f"tuning {size} {variant}"] = measured["tuning"]
             results[f"memory {size} {variant}"] = measured["memory"]
-            torch.cuda.empty_cache()
         peer = peer_latency(size, args.shapes) if not args.no_peer else {}
         for B, S in args.shapes:
             best = min(args.variants, key=lambda v: ours[(v, B, S)])

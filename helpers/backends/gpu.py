@@ -46,6 +46,7 @@ TUNING_MARGIN = 0.02             # a cuBLASLt algorithm replaces PyTorch's call 
 LT_SPLITS = (2, 4, 8)            # split-K factors tried for products that feed a LayerNorm ...
 MAX_LT_SPLITS = LT_SPLITS[-1]
 LT_SPLIT_MAX_ROWS = 512          # ... up to this many rows (the partials buffer is sized for it)
+LT_NEIGHBOUR_MAX_ROWS = 512      # cuBLASLt picks' neighbours are timed up to this many rows (a timing is cheap)
 SPLIT_CANDIDATES = 3             # cuBLASLt's first picks timed per split factor
 PDL_KERNELS_MAX_ROWS = 512       # our kernels are PDL-launched up to this many rows (products too up to 128)
 TUNING_ROUNDS = 3                # interleaved timing passes over a product's candidates
@@ -549,9 +550,9 @@ class GpuRunner:
                 self._lt.run(plan, a, dense.weight, dense.bias, out, accumulate)
             return out
 
-        # few rows (each timing is cheap): the heuristic's picks' neighbours too (other cluster shapes and custom
-        # options), for split-K plans too
-        few = T <= LT_SPLIT_MAX_ROWS
+        # few rows: the heuristic's picks' neighbours too (other cluster shapes and custom options), for split-K
+        # plans too
+        few = T <= LT_NEIGHBOUR_MAX_ROWS
         plans = self._lt.candidates(T, N, K_, epilogue, dense.bias, neighbours=few)
         if norm is not None and T * N <= self.buffers.partials.numel() // MAX_LT_SPLITS:
             for splits in LT_SPLITS:
