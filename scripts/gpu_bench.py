@@ -270,10 +270,9 @@ def measure_variant(size, weights, variant, args):
         times = runner.benchmark(B, S, warmup=10, iterations=iters, duration=0.0, seed=12345)
         ordered = sorted(times)
         medians[f"{B}x{S}"] = statistics.median(times)
-        promoted = sum(n for key, n in runner.promoted_edges.items() if key[0] == B * S)
         LOG(f"ours {size} {variant:>12} {B:>4}x{S:<4} median {statistics.median(times):.4f} ms  "
             f"mean {sum(times) / len(times):.4f}  p95 {ordered[int(0.95 * (len(ordered) - 1))]:.4f}  "
-            f"n={len(times)}" + (f"  cuBLAS kernels PDL-launched: {promoted} edges" if promoted else ""))
+            f"n={len(times)}")
     for t in runner.product_tuning:
         if "error" in t:
             LOG(f"  tuning {size} {variant} off: {t['error']}")
@@ -355,16 +354,13 @@ def phase_latency(args, weights_by_model):
 
 
 def parse_variant(variant):
-    """'gemm/gelu[/option...]' -> (gemm, gelu, GpuRunner options); options: nopdl, noblaspdl (cuBLAS's kernels
-    not made programmatic successors in graphs), notune (PyTorch's cuBLAS algorithms, no timing of cuBLASLt's),
-    and an attention route (triton, sdpa)."""
+    """'gemm/gelu[/option...]' -> (gemm, gelu, GpuRunner options); options: nopdl, notune (PyTorch's cuBLAS
+    algorithms, no timing of cuBLASLt's), and an attention route (triton, sdpa)."""
     gemm, gelu, *options = variant.split("/")
     runner_options = {}
     for option in options:
         if option == "nopdl":
             runner_options["pdl"] = False
-        elif option == "noblaspdl":
-            runner_options["pdl_products"] = False
         elif option == "notune":
             runner_options["tune_products"] = False
         else:

@@ -16,12 +16,11 @@ from helpers.native_builder import build_native_engine, fixed_profiles, varseqle
 torch = pytest.importorskip("torch")
 if not torch.cuda.is_available():   # checked before importing Triton: see tests/test_gpu_kernels_interpreted.py
     pytest.skip("no CUDA GPU", allow_module_level=True)
-triton = pytest.importorskip("triton")
+pytest.importorskip("triton")
 
 import torch.nn.functional as F  # noqa: E402
 
 from helpers.backends import gpu_kernels as K  # noqa: E402
-from helpers.backends import graph_pdl  # noqa: E402
 from helpers.backends.gpu import GpuRunner, token_bucket  # noqa: E402
 
 CUDA = torch.device("cuda")
@@ -236,38 +235,6 @@ def test_every_cublaslt_candidate_computes_the_product(M, epilogue, accumulate, 
             assert rel_err(out, ref + residual.float() if accumulate else ref) < REL_TOL[torch.float16]
 
 
-@pytest.mark.parametrize("waits", [True, False], ids=["waits", "does-not-wait"])
-def test_late_writer_tells_a_kernel_that_waits_from_one_that_does_not(waits):
-    """graph_pdl.waiting_kernel runs a product as the programmatic successor of kernels that write its inputs only
-    after a pause: the Triton product compiled to wait for its predecessor (griddepcontrol.wait) computes the
-    product and is returned; compiled without the wait it reads the stale inputs and is refused. Either way the
-    inputs are left as they were."""
-    if not K.pdl_supported():
-        pytest.skip("programmatic dependent launch needs a Hopper-class GPU")
-    gen = torch.Generator().manual_seed(21)
-    M, N, K_ = 384, 256, 512
-    a = torch.randn(M, K_, generator=gen).to(CUDA, torch.float16)
-    w = (torch.randn(N, K_, generator=gen) / 16).to(CUDA, torch.float16)
-    bias = torch.randn(N, generator=gen).to(CUDA, torch.float16)
-    out = poisoned(M, N, dtype=torch.float16)
-    original = a.clone()
-
-    def call():   # launched without the PDL attribute, as cuBLAS launches its kernels
-        K._linear_kernel[(triton.cdiv(M, 64) * triton.cdiv(N, 64), 1)](
-            a, w, bias, out, M, N, K_, ACT=0, SPLIT_K=1, BLOCK_M=64, BLOCK_N=64, BLOCK_K=128, GROUP_M=8,
-            PDL=waits, num_warps=4, num_stages=3)
-
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        kernel = graph_pdl.waiting_kernel(graph_pdl.GraphEdges(), call, (a,), out, K.late_copy, 1e-2)
-        call()
-    stream.synchronize()
-    assert (kernel is not None) == waits
-    assert torch.equal(a, original)
-    assert rel_err(out, a.float() @ w.float().T + bias.float()) < REL_TOL[torch.float16]
-
-
 def test_token_buckets_bound_padding_and_graph_count():
     buckets = {token_bucket(t, 49152) for t in range(1, 49153)}
     assert len(buckets) < 130
@@ -362,38 +329,6 @@ def test_benchmark_tunes_products_and_inference_uses_them(small_weights):
     for _ in range(3):   # eager, captured, replayed
         assert rel_err(runner.infer_fixed(ids, segs, mask), expected) < 5e-3
     assert len(runner._graphs) == 1
-
-
-def test_graphs_launch_cublas_kernels_that_wait_early_and_agree(small_weights):
-    """Up to 512 rows captured graphs make cuBLAS's product kernels programmatic successors of the kernels before
-    them, each once it was seen to wait (graph_pdl.py): every product of the shape is checked on its first run,
-    the captured graph has promoted edges, and inference (eager, captured, replayed) and perf.py's tuned
-    benchmark graph give the logits of a runner that promotes none."""
-    if not K.pdl_supported():
-        pytest.skip("programmatic dependent launch needs a Hopper-class GPU")
-    eng = engine(SMALL, small_weights, "fp16", fixed_profiles([2], [160]))
-    ids, segs, mask = random_inputs(SMALL, 2, 160, seed=17, lengths=[160, 150])
-    plain = GpuRunner(eng, pdl_products=False)
-    runner = GpuRunner(eng)
-    for _ in range(3):
-        expected = plain.infer_fixed(ids, segs, mask)
-        assert rel_err(runner.infer_fixed(ids, segs, mask), expected) < 1e-3
-    roles = ("qkv", "attn_out", "ffn_in", "ffn_out")
-    assert set(runner._checked_products) == {(role, 320) for role in roles}
-    assert not plain._checked_products and not plain.promoted_edges
-    (key, promoted), = runner.promoted_edges.items()
-    assert key[0] == 320 and promoted > 0
-    tuned, untuned = GpuRunner(eng), GpuRunner(eng, pdl_products=False)
-    perf_ids, perf_segs = (np.asarray(t) for t in random_inputs(SMALL, 2, 160, seed=18, lengths=[160] * 2)[:2])
-    cu = np.array([0, 160, 320])
-    outputs = []
-    for r in (tuned, untuned):
-        r.benchmark(2, 160, warmup=1, iterations=2, duration=0.0, seed=3)
-        with torch.cuda.stream(r.stream):
-            r._prepare(perf_ids.reshape(-1), perf_segs.reshape(-1), cu, 160, benchmark=True)()
-            outputs.append(r.buffers.logits[:320].cpu())
-    assert any(n > 0 for key, n in tuned.promoted_edges.items() if key[0] == 320)
-    assert rel_err(outputs[0], outputs[1]) < 5e-3   # each runner tuned its own plans
 
 
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])

@@ -192,14 +192,6 @@ class LtProducts:
             plans.append(plan)
         return plans
 
-    def neighbours(self, plan):
-        """Plans of `plan`'s kernel and tile with every other cluster shape and custom option cuBLASLt accepts."""
-        own = bytes(plan.heuristic.algo.data)
-        desc = next(iter(plan.descs.values()))
-        found = self._neighbours(plan.heuristic.algo, desc, (plan.w_layout, plan.a_layout, plan.d_layout))
-        return [dataclasses.replace(plan, heuristic=r, descs=dict(plan.descs)) for r in found
-                if r is not None and bytes(r.algo.data) != own]
-
     def _heuristic(self, desc, layouts, limit):
         """cuBLASLt's heuristic's usable results for this product, best first."""
         w_layout, a_layout, d_layout = layouts

@@ -16,9 +16,8 @@ Many tokens (more than 128 rows):
 Few tokens (at most 128 rows, FP16, Hopper): every kernel is a Triton kernel chained by programmatic dependent
 launch (PDL: each starts while its predecessor drains); the products carry bias and GELU in their epilogue, and the
 two that feed a LayerNorm are split-K products whose float32 partials the LayerNorm kernel sums with the bias and
-the residual. Up to 512 rows the products are cuBLAS's, and the chain still runs with PDL both ways: our kernels are
-PDL-launched, and in captured graphs cuBLAS's kernels are made programmatic successors too, each once it has been
-seen to wait for its predecessor (graph_pdl.py).
+the residual. Up to 512 rows the products are cuBLAS's, which cannot be PDL-launched, but the Triton kernels between
+them still are.
 
 All activations live in buffers allocated once, sized for the engine's largest profile, so a forward allocates
 nothing (but SDPA's output, in the graphs' shared pool) and can be captured in a CUDA graph; graphs are captured per
@@ -36,7 +35,6 @@ import torch
 from ..engine_format import EngineFile
 from ..errors import BertError
 from . import gpu_kernels as K
-from . import graph_pdl
 from .cublaslt import LtProducts
 from .inputs import check_packed_inputs, pack_fixed_inputs, perf_inputs
 
@@ -48,8 +46,7 @@ TUNING_MARGIN = 0.02             # a cuBLASLt algorithm replaces PyTorch's call 
 LT_SPLITS = (2, 4, 8)            # split-K factors tried for products that feed a LayerNorm ...
 MAX_LT_SPLITS = LT_SPLITS[-1]
 LT_SPLIT_MAX_ROWS = 512          # ... up to this many rows (the partials buffer is sized for it)
-LT_NEIGHBOUR_MAX_ROWS = 512      # cuBLASLt picks' neighbours are timed up to this many rows (a timing is cheap);
-LT_NEIGHBOURS_OF_FASTEST = 3     # above, only those of the fastest few picks
+LT_NEIGHBOUR_MAX_ROWS = 512      # cuBLASLt picks' neighbours are timed up to this many rows (a timing is cheap)
 SPLIT_CANDIDATES = 3             # cuBLASLt's first picks timed per split factor
 PDL_KERNELS_MAX_ROWS = 512       # our kernels are PDL-launched up to this many rows (products too up to 128)
 TUNING_ROUNDS = 3                # interleaved timing passes over a product's candidates
@@ -216,7 +213,7 @@ class GpuRunner:
     device = "gpu"
 
     def __init__(self, engine: EngineFile, use_graphs=True, gemm="auto", pdl=None, attention="auto",
-                 tune_products=True, pdl_products=True):
+                 tune_products=True):
         # Under Triton's interpreter (TRITON_INTERPRET=1) the same forward runs on CPU tensors, eagerly: that is how
         # CI checks this module's composition of kernels without a GPU (tests/test_gpu_kernels_interpreted.py).
         self.interpreted = os.environ.get("TRITON_INTERPRET") == "1"
@@ -247,20 +244,6 @@ class GpuRunner:
         self.pdl = (pdl is not False and not self.interpreted and K.pdl_supported(self.device_index)
                     and self.dtype == torch.float16)
         self.attention = attention
-        # cuBLAS's kernels as programmatic successors in captured graphs (graph_pdl.py): each product's kernel is
-        # checked on the shape's first (eager) run, and graphs of up to PDL_KERNELS_MAX_ROWS rows let those that
-        # wait launch early
-        self._graph_edges = None
-        if pdl_products and self.pdl and self.use_graphs:
-            try:
-                self._graph_edges = graph_pdl.GraphEdges()
-                torch.cuda.CUDAGraph(keep_graph=True)
-            except (OSError, AttributeError, TypeError):   # no CUDA 12.3 graph edge API, or an older PyTorch
-                self._graph_edges = None
-        self._waiting_kernels = set()   # cuBLAS kernels seen to wait for their predecessor
-        self._checked_products = {}     # (role, rows) -> the product's kernel if it waits, else None
-        self._checking = False
-        self.promoted_edges = {}        # graph key -> edges made programmatic in it
         # benchmark runs time cuBLASLt's candidate algorithms per product and row count (_tune_product); inference
         # keeps PyTorch's heuristic choice: no tuning cost per new batch shape, and the same answers every run
         self.tune_products = tune_products and self.dtype == torch.float16 and not self.interpreted
@@ -370,15 +353,20 @@ class GpuRunner:
         buf.cu_seqlens[:grid_batch + 1].copy_(buf.host_inputs[2 * T:2 * T + grid_batch + 1], non_blocking=True)
         key = (rows, grid_batch, max_seqlen, uniform)
         if benchmark and key not in self._warmed:
+            # compiles the Triton kernels, sets up cuBLAS and tunes the products, outside any capture
             self._warmed.add(key)
-            self._first_forward(key, tuning=True)
+            self._tuning = self.tune_products
+            try:
+                self.forward(*key)
+            finally:
+                self._tuning = False
         if not self.use_graphs:
             return lambda: self.forward(*key)
         graph = self._graphs.get(key)
         if graph is None:
             if key not in self._warmed:
                 self._warmed.add(key)
-                return lambda: self._first_forward(key)
+                return lambda: self.forward(*key)
             graph = self._capture(key)
         self._graphs.move_to_end(key)
         return graph.replay
@@ -387,42 +375,18 @@ class GpuRunner:
         """Forget every captured graph (and the memory pool they shared), e.g. after changing plans by hand."""
         self._graphs.clear()
         self._warmed.clear()
-        self._checked_products.clear()
         self._graph_pool = None if self.interpreted else torch.cuda.graph_pool_handle()
-
-    def _first_forward(self, key, tuning=False):
-        """A shape's first forward, eager and outside any capture: compiles the Triton kernels, sets up cuBLAS,
-        tunes the products (benchmark runs) and checks which products' kernels wait for their predecessor."""
-        self._tuning = tuning and self.tune_products
-        self._checking = self._promotes(key[0])
-        try:
-            self.forward(*key)
-        finally:
-            self._tuning = self._checking = False
-
-    def _promotes(self, rows):
-        """Whether graphs of this many rows make cuBLAS's kernels programmatic successors: up to a few hundred
-        rows, where our kernels between the products are PDL-launched too and kernel boundaries cost most."""
-        return self._graph_edges is not None and rows <= PDL_KERNELS_MAX_ROWS
 
     def _capture(self, key):
         # capture_begin/end rather than torch.cuda.graph(), whose entry also runs gc.collect() and empties the
         # allocator's cache: with a SQuAD file's objects on the heap that costs about 0.1 s per captured shape
-        promote = self._promotes(key[0]) and bool(self._waiting_kernels)
-        graph = torch.cuda.CUDAGraph(keep_graph=True) if promote else torch.cuda.CUDAGraph()
+        graph = torch.cuda.CUDAGraph()
         self.stream.synchronize()
         graph.capture_begin(pool=self._graph_pool)
         try:
             self.forward(*key)
         finally:
             graph.capture_end()
-        if promote:
-            try:
-                self.promoted_edges[key] = self._graph_edges.promote_edges(graph.raw_cuda_graph(),
-                                                                           self._waiting_kernels)
-            except RuntimeError:   # the driver refused an edge: the graph keeps its full-completion edges
-                self._graph_edges = None
-            graph.instantiate()
         self._graphs[key] = graph
         if len(self._graphs) > MAX_GRAPHS:
             self._graphs.popitem(last=False)
@@ -501,16 +465,12 @@ class GpuRunner:
         choice = self._tuned(a, dense, scratch, "none", accumulate=residual, norm=norm)
         if choice is not None and choice.splits > 1:
             partials = self.buffers.partials[:choice.splits * T * N].view(choice.splits, T, N)
-            self._product(dense.role, lambda: self._lt.run(choice, a, dense.weight, dense.bias, partials), (a,),
-                          partials)
+            self._lt.run(choice, a, dense.weight, dense.bias, partials)
             return partials, residual, dense.bias
         if choice is not None:
-            def call():
-                self._lt.run(choice, a, dense.weight, dense.bias, residual, accumulate=residual)
+            self._lt.run(choice, a, dense.weight, dense.bias, residual, accumulate=residual)
         else:
-            def call():
-                residual.addmm_(a, dense.weight_t)
-        self._product(dense.role, call, (a, residual), residual)
+            residual.addmm_(a, dense.weight_t)
         return residual, None, dense.bias
 
     def _dense(self, a, dense, out, gelu=None, pdl=False):
@@ -527,25 +487,11 @@ class GpuRunner:
         epilogue = "bias" if gelu is None else "gelu_bias" if gelu == "tanh" and self.dtype == torch.float16 else "none"
         choice = self._tuned(a, dense, out, epilogue)
         if choice is not None:
-            self._product(dense.role, lambda: self._lt.run(choice, a, dense.weight, dense.bias, out), (a,), out)
+            self._lt.run(choice, a, dense.weight, dense.bias, out)
         else:
-            self._product(dense.role, lambda: _torch_product(a, dense, out, epilogue), (a,), out)
+            _torch_product(a, dense, out, epilogue)
         if epilogue == "none":
             K.bias_gelu_(out, dense.bias, gelu)
-
-    def _product(self, role, call, reads, out):
-        """Run one cuBLAS product, call(). On a shape's first run in graphs that promote edges, first find out
-        (graph_pdl.waiting_kernel) whether its kernel waits for its predecessor; captured graphs then let it
-        launch before that kernel has finished. reads: what it reads that the kernels before it write; out: what it
-        writes."""
-        key = (role, reads[0].shape[0])
-        if self._checking and key not in self._checked_products:
-            kernel = graph_pdl.waiting_kernel(self._graph_edges, call, reads, out, K.late_copy,
-                                              PRODUCT_CHECK_TOLERANCE)
-            self._checked_products[key] = kernel
-            if kernel is not None:
-                self._waiting_kernels.add(kernel)
-        call()
 
     def _tuned(self, a, dense, out, epilogue, accumulate=None, norm=None):
         """The cuBLASLt plan measured fastest for this product and row count, or None for PyTorch's call (nothing
@@ -614,31 +560,14 @@ class GpuRunner:
                     plans += self._lt.candidates(T, N, K_, "none", dense.bias, splits=splits,
                                                  limit=SPLIT_CANDIDATES, neighbours=few)
         reference = _signature(result(None))
-
-        def timed_runs(indices):   # graph timings of the plans (by index; None: PyTorch's call) that compute it
-            runs = {}
-            for index in indices:
-                plan = None if index is None else plans[index]
-                try:
-                    if index is None or _rel_err(_signature(result(plan)), reference) < PRODUCT_CHECK_TOLERANCE:
-                        runs[index] = lambda plan=plan: [run(plan, d) for d in layers]
-                except BertError:   # an algorithm cuBLASLt offered but will not run: not a candidate
-                    continue
-            return graphs_ms(runs)
-
-        timed = timed_runs([None, *range(len(plans))])
-        if not few:
-            # many rows: a timing costs milliseconds, so only the fastest few plans' neighbours are timed, in a
-            # second pass beside PyTorch's call and the first pass's winner
-            first_pass = len(plans)
-            seen = {bytes(plan.heuristic.algo.data) for plan in plans}
-            for index in sorted((k for k in timed if k is not None), key=timed.get)[:LT_NEIGHBOURS_OF_FASTEST]:
-                for plan in self._lt.neighbours(plans[index]):
-                    if bytes(plan.heuristic.algo.data) not in seen:
-                        seen.add(bytes(plan.heuristic.algo.data))
-                        plans.append(plan)
-            if len(plans) > first_pass:
-                timed = timed_runs([None, min(timed, key=timed.get), *range(first_pass, len(plans))])
+        runs = {None: lambda: [run(None, d) for d in layers]}
+        for index, plan in enumerate(plans):
+            try:
+                if _rel_err(_signature(result(plan)), reference) < PRODUCT_CHECK_TOLERANCE:
+                    runs[index] = lambda plan=plan: [run(plan, d) for d in layers]
+            except BertError:   # an algorithm cuBLASLt offered but will not run: not a candidate
+                continue
+        timed = graphs_ms(runs)
         best = min(timed, key=timed.get)
         if best is not None and timed[best] > timed[None] * (1 - TUNING_MARGIN):
             best = None

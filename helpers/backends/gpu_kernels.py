@@ -22,7 +22,7 @@ import os
 import torch
 import triton
 import triton.language as tl
-from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait, globaltimer
+from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
 
 GELU_KINDS = ("erf", "tanh")
 _ACT_CODE = {None: 0, "erf": 1, "tanh": 2}
@@ -399,28 +399,3 @@ def linear(a, weight, bias, out, gelu=None, config=None, split_k=1, pdl=False):
     _linear_kernel[grid](a, weight, bias, out, M, N, K, ACT=_ACT_CODE[gelu], SPLIT_K=split_k, BLOCK_M=block_m,
                          BLOCK_N=block_n, BLOCK_K=block_k, GROUP_M=8, PDL=pdl,
                          num_warps=warps, num_stages=stages, **_launch_options(pdl))
-
-
-# ---- a late writer: the predecessor that tells whether a kernel waits for it (graph_pdl.py) -------------------------
-
-@triton.jit
-def _late_copy_kernel(src_ptr, dst_ptr, n, delay_ns, BLOCK: tl.constexpr):
-    """dst = src, written only `delay_ns` after every program has let the next kernel launch."""
-    _pdl_enter(True)
-    start = globaltimer()
-    now = start
-    while now - start < delay_ns:
-        now = globaltimer()
-    for first in range(tl.program_id(0) * BLOCK, n, tl.num_programs(0) * BLOCK):
-        offsets = first + tl.arange(0, BLOCK)
-        tl.store(dst_ptr + offsets, tl.load(src_ptr + offsets, mask=offsets < n), mask=offsets < n)
-
-
-LATE_COPY_PROGRAMS = 64   # few enough to be resident at once, so that the successor launches at once
-
-
-def late_copy(src, dst, delay_ns):
-    """dst = src (same shape and dtype, contiguous), launched with PDL: the next kernel on the stream may start at
-    once, and only one that waits for this one (griddepcontrol.wait) sees dst's new values."""
-    _late_copy_kernel[(LATE_COPY_PROGRAMS,)](src, dst, src.numel(), delay_ns, BLOCK=1024, num_warps=4,
-                                             **_launch_options(True))
