@@ -354,16 +354,13 @@ def phase_latency(args, weights_by_model):
 
 
 def parse_variant(variant):
-    """'gemm/gelu[/option...]' -> (gemm, gelu, GpuRunner options); options: nopdl, noprefetch (no L2 prefetch of
-    weights), notune (PyTorch's cuBLAS algorithms, no timing of cuBLASLt's), and an attention route (triton,
-    sdpa)."""
+    """'gemm/gelu[/option...]' -> (gemm, gelu, GpuRunner options); options: nopdl, notune (PyTorch's cuBLAS
+    algorithms, no timing of cuBLASLt's), and an attention route (triton, sdpa)."""
     gemm, gelu, *options = variant.split("/")
     runner_options = {}
     for option in options:
         if option == "nopdl":
             runner_options["pdl"] = False
-        elif option == "noprefetch":
-            runner_options["prefetch_weights"] = False
         elif option == "notune":
             runner_options["tune_products"] = False
         else:

@@ -331,26 +331,6 @@ def test_benchmark_tunes_products_and_inference_uses_them(small_weights):
     assert len(runner._graphs) == 1
 
 
-def test_weight_prefetch_runs_beside_the_forward_and_changes_nothing(small_weights):
-    """Up to 512 rows a forward asks for each next product's weights to be brought into L2 by a kernel on a side
-    stream: it runs (profiled), the captured graph that forks and joins that stream replays, and every run gives
-    the logits of a runner that does not prefetch. Over 512 rows nothing is prefetched."""
-    if not K.pdl_supported():
-        pytest.skip("the bulk L2 prefetch needs a Hopper-class GPU")
-    eng = engine(SMALL, small_weights, "fp16", fixed_profiles([2, 4], [160]))
-    runner, plain = GpuRunner(eng), GpuRunner(eng, prefetch_weights=False)
-    assert runner.prefetch_stream is not None and plain.prefetch_stream is None
-    for lengths in ([160, 150], [160, 160, 160, 150]):   # 310 rows: prefetched; 630: not
-        ids, segs, mask = random_inputs(SMALL, len(lengths), 160, seed=19, lengths=lengths)
-        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
-            outputs = [runner.infer_fixed(ids, segs, mask)]   # eager
-        assert any("prefetch_l2" in event.name for event in prof.events()) == (sum(lengths) <= 512)
-        outputs += [runner.infer_fixed(ids, segs, mask) for _ in range(2)]   # captured, replayed
-        for out in outputs:
-            assert rel_err(out, plain.infer_fixed(ids, segs, mask)) < 1e-3
-    assert len(runner._graphs) == 2
-
-
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
 def test_packed_equals_padded_and_graph_equals_eager(small_weights, precision):
     eng = engine(SMALL, small_weights, precision, varseqlen_profiles([8], 160), variable_seqlen=True)

@@ -49,7 +49,6 @@ LT_SPLIT_MAX_ROWS = 512          # ... up to this many rows (the partials buffer
 LT_NEIGHBOUR_MAX_ROWS = 512      # cuBLASLt picks' neighbours are timed up to this many rows (a timing is cheap)
 SPLIT_CANDIDATES = 3             # cuBLASLt's first picks timed per split factor
 PDL_KERNELS_MAX_ROWS = 512       # our kernels are PDL-launched up to this many rows (products too up to 128)
-PREFETCH_MAX_ROWS = 512          # up to this many rows each product's weights are prefetched into L2
 TUNING_ROUNDS = 3                # interleaved timing passes over a product's candidates
 
 
@@ -214,7 +213,7 @@ class GpuRunner:
     device = "gpu"
 
     def __init__(self, engine: EngineFile, use_graphs=True, gemm="auto", pdl=None, attention="auto",
-                 tune_products=True, prefetch_weights=True):
+                 tune_products=True):
         # Under Triton's interpreter (TRITON_INTERPRET=1) the same forward runs on CPU tensors, eagerly: that is how
         # CI checks this module's composition of kernels without a GPU (tests/test_gpu_kernels_interpreted.py).
         self.interpreted = os.environ.get("TRITON_INTERPRET") == "1"
@@ -245,8 +244,6 @@ class GpuRunner:
         self.pdl = (pdl is not False and not self.interpreted and K.pdl_supported(self.device_index)
                     and self.dtype == torch.float16)
         self.attention = attention
-        # few-token forwards prefetch each product's weights into L2 from a side stream (Hopper's bulk prefetch)
-        self.prefetch_weights = prefetch_weights and self.pdl
         # benchmark runs time cuBLASLt's candidate algorithms per product and row count (_tune_product); inference
         # keeps PyTorch's heuristic choice: no tuning cost per new batch shape, and the same answers every run
         self.tune_products = tune_products and self.dtype == torch.float16 and not self.interpreted
@@ -269,7 +266,6 @@ class GpuRunner:
         # All of the runner's GPU work runs on its own stream: graphs need a non-default stream for capture, and
         # one stream means one cuBLAS workspace for eager runs and captures alike.
         self.stream = None if self.interpreted else torch.cuda.Stream(device)   # torch.cuda.stream(None): no-op
-        self.prefetch_stream = torch.cuda.Stream(device) if self.prefetch_weights else None
 
     # ---- runner contract ----------------------------------------------------------------------------------------
     def infer_fixed(self, input_ids, segment_ids, input_mask):
@@ -407,59 +403,23 @@ class GpuRunner:
         # cuBLAS's products too: they are set up while the product before them drains
         early = self.pdl and T <= PDL_KERNELS_MAX_ROWS
         x, ctx, y = buf.x[:T], buf.ctx[:T], buf.y[:T]
-        prefetch = self._weight_prefetcher(T)
         K.embed_layernorm(buf.ids, buf.segs, buf.cu_seqlens, num_seqs, max_seqlen, w.word, w.position,
                           w.token_type, *w.emb_ln, self.emb_eps, out=x, pdl=early)
         last = len(w.layers) - 1
         for n, layer in enumerate(w.layers):
             qkv = buf.wide(T, 3 * E)
-            prefetch()
             self._dense(x, layer.qkv, qkv, pdl=pdl)
             attended = self._attention(qkv, ctx, num_seqs, max_seqlen, uniform, early)
-            prefetch()
             summands = self._dense_before_layernorm(attended, layer.attn_out, x, y, pdl, norm=layer.ln1)
             K.add_layernorm(*summands, *layer.ln1, self.ln_eps, out=y, pdl=early)
             h = buf.wide(T, I)
-            prefetch()
             self._dense(y, layer.ffn_in, h, gelu=self.gelu, pdl=pdl)
-            prefetch()
             summands = self._dense_before_layernorm(h, layer.ffn_out, y, ctx, pdl, norm=layer.ln2)
             if n == last:
                 K.add_layernorm_head(*summands, *layer.ln2, self.ln_eps, w.head_w, w.head_b,
                                      logits=buf.logits[:T], pdl=early)
             else:
                 K.add_layernorm(*summands, *layer.ln2, self.ln_eps, out=x, pdl=early)
-        if self._prefetches(T):   # a capture must join every stream it forked
-            torch.cuda.current_stream().wait_stream(self.prefetch_stream)
-
-    def _prefetches(self, T):
-        return self.prefetch_stream is not None and T <= PREFETCH_MAX_ROWS
-
-    def _weight_prefetcher(self, T):
-        """A function to call before each product of the forward, in order. Up to PREFETCH_MAX_ROWS rows the
-        products stream their weights from memory (2-8 MB per BERT-Large product, run in 4-10 us), so each call
-        asks for the weights of the product after the one about to run to be brought into L2, from a side stream
-        whose kernel runs beside the main stream's (it waits for what the main stream has issued so far: no
-        ordering is needed, it only reads weights). Otherwise it does nothing."""
-        if not self._prefetches(T):
-            return lambda: None
-        w = self.weights
-        weights = [dense.weight for layer in w.layers for dense in (layer.qkv, layer.attn_out, layer.ffn_in,
-                                                                     layer.ffn_out)]
-        upcoming = iter(weights[1:])
-        main, side = torch.cuda.current_stream(), self.prefetch_stream
-
-        def prefetch_next():
-            weight = next(upcoming, None)
-            if weight is not None:
-                side.wait_stream(main)
-                with torch.cuda.stream(side):
-                    K.prefetch_l2(weight)
-
-        side.wait_stream(main)
-        with torch.cuda.stream(side):
-            K.prefetch_l2(weights[0])
-        return prefetch_next
 
     def _attention(self, qkv, ctx, num_seqs, max_seqlen, uniform, pdl):
         """The attention context (T, E): our Triton kernel, or, for perf.py's dense FP16 batches off the PDL path,

@@ -399,29 +399,3 @@ def linear(a, weight, bias, out, gelu=None, config=None, split_k=1, pdl=False):
     _linear_kernel[grid](a, weight, bias, out, M, N, K, ACT=_ACT_CODE[gelu], SPLIT_K=split_k, BLOCK_M=block_m,
                          BLOCK_N=block_n, BLOCK_K=block_k, GROUP_M=8, PDL=pdl,
                          num_warps=warps, num_stages=stages, **_launch_options(pdl))
-
-
-# ---- L2 prefetch of weights (few-token forwards, from a side stream) -----------------------------------------------
-
-@triton.jit
-def _prefetch_l2_kernel(ptr, nbytes, CHUNK: tl.constexpr, LANES: tl.constexpr):
-    """Ask for bytes [ptr, ptr + nbytes) to be brought into L2: one bulk prefetch (cp.async.bulk.prefetch.L2) of
-    CHUNK bytes per lane. Nothing waits for the data; the kernel ends once the requests are issued."""
-    first = (tl.program_id(0) * LANES + tl.arange(0, LANES)).to(tl.int64) * CHUNK
-    size = (tl.minimum(tl.maximum(nbytes - first, 0), CHUNK) // 16 * 16).to(tl.int32)   # whole 16-byte units
-    address = ptr.to(tl.pointer_type(tl.int8)) + first
-    tl.inline_asm_elementwise(
-        "{ .reg .pred p; setp.ne.s32 p, $2, 0; @p cp.async.bulk.prefetch.L2.global [$1], $2; mov.u32 $0, 0; }",
-        "=r,l,r", [address, size], dtype=tl.int32, is_pure=False, pack=1)
-
-
-PREFETCH_CHUNK = 16 << 10   # bytes per lane, one warp per program: a program per 512 KB, so that many SMs issue
-PREFETCH_LANES = 32
-
-
-def prefetch_l2(tensor):
-    """Bring a contiguous tensor (16-byte aligned, as PyTorch's allocations are) into L2 (a last partial 16 bytes
-    excepted)."""
-    nbytes = tensor.numel() * tensor.element_size()
-    grid = (triton.cdiv(nbytes, PREFETCH_CHUNK * PREFETCH_LANES),)
-    _prefetch_l2_kernel[grid](tensor, nbytes, CHUNK=PREFETCH_CHUNK, LANES=PREFETCH_LANES, num_warps=1)
