@@ -280,6 +280,9 @@ def measure_variant(size, weights, variant, args):
         LOG(f"  tuned {size} {variant} {t['role']:>8}{'+LN' if t['with_layernorm'] else '   '} "
             f"{t['rows']:>6} rows {t['epilogue']:>9}: PyTorch "
             f"{t['torch_us']:8.2f} us, {t['chosen']} {t['chosen_us']:8.2f} us of {t['candidates']} candidates")
+    for t in runner.context_tuning:
+        LOG(f"  in the forward {size} {variant} {t['role']:>8} {t['rows']:>6} rows: "
+            + ", ".join(f"#{i} {ms:.4f} ms" for i, ms in enumerate(t['forward_ms'])) + f" -> #{t['chosen']}")
     after = runner.memory_report()
     after["allocated"] -= base_alloc
     mib = lambda v: f"{v / 2**20:.0f} MiB"  # noqa: E731
@@ -354,13 +357,16 @@ def phase_latency(args, weights_by_model):
 
 
 def parse_variant(variant):
-    """'gemm/gelu[/option...]' -> (gemm, gelu, GpuRunner options); options: nopdl, notune (PyTorch's cuBLAS
-    algorithms, no timing of cuBLASLt's), and an attention route (triton, sdpa)."""
+    """'gemm/gelu[/option...]' -> (gemm, gelu, GpuRunner options); options: nopdl, noctx (no second timing of
+    close choices in the whole forward), notune (PyTorch's cuBLAS algorithms, no timing of cuBLASLt's), and an
+    attention route (triton, sdpa)."""
     gemm, gelu, *options = variant.split("/")
     runner_options = {}
     for option in options:
         if option == "nopdl":
             runner_options["pdl"] = False
+        elif option == "noctx":
+            runner_options["tune_in_context"] = False
         elif option == "notune":
             runner_options["tune_products"] = False
         else:

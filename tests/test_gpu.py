@@ -331,6 +331,36 @@ def test_benchmark_tunes_products_and_inference_uses_them(small_weights):
     assert len(runner._graphs) == 1
 
 
+def test_close_choices_are_timed_again_in_the_whole_forward(small_weights, monkeypatch):
+    """Up to 512 rows perf.py's tuning times each product's close runners-up, and a few tile configs of the
+    attention and LayerNorm kernels, again in the whole forward's graph and keeps the fastest there (here every
+    product has runners-up: any plan counts as close); the forward with the choices so made agrees with an
+    untuned runner. Over 512 rows nothing is timed in context."""
+    import helpers.backends.gpu as gpu
+    monkeypatch.setattr(gpu, "CONTEXT_SLACK", 10.0)
+    eng = engine(SMALL, small_weights, "fp16", fixed_profiles([2, 4], [160]))
+    runner = GpuRunner(eng)
+    runner.benchmark(2, 160, warmup=1, iterations=2, duration=0.0, seed=3)   # 320 rows
+    kinds = ["qkv", "attn_out", "ffn_in", "ffn_out", "attention", "layernorm"]
+    assert [t["role"] for t in runner.context_tuning] == kinds * gpu.CONTEXT_PASSES
+    for t in runner.context_tuning:
+        assert len(t["forward_ms"]) >= 2
+        assert t["forward_ms"][t["chosen"]] == min(t["forward_ms"])
+    key = (320, 2, 160, True)
+    for t in runner.context_tuning[-len(kinds):]:   # the last pass's choices are the ones installed
+        if t["role"] == "attention":
+            assert runner._kernel_configs[("attention", key)] == (None, *gpu.CONTEXT_ATTENTION_CONFIGS)[t["chosen"]]
+        elif t["role"] == "layernorm":
+            assert runner._kernel_configs[("layernorm", key)] == (None, *gpu.CONTEXT_LAYERNORM_CONFIGS)[t["chosen"]]
+        else:
+            assert runner._lt_plans[(t["role"], 320)] is runner._lt_runners_up[(t["role"], 320)][t["chosen"]]
+    runner.benchmark(4, 160, warmup=1, iterations=2, duration=0.0, seed=3)   # 640 rows
+    assert {t["rows"] for t in runner.context_tuning} == {320}
+    ids, segs, mask = random_inputs(SMALL, 2, 160, seed=16, lengths=[160] * 2)
+    expected = GpuRunner(eng, tune_products=False).infer_fixed(ids, segs, mask)
+    assert rel_err(runner.infer_fixed(ids, segs, mask), expected) < 5e-3
+
+
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
 def test_packed_equals_padded_and_graph_equals_eager(small_weights, precision):
     eng = engine(SMALL, small_weights, precision, varseqlen_profiles([8], 160), variable_seqlen=True)

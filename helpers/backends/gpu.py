@@ -50,6 +50,12 @@ LT_NEIGHBOUR_MAX_ROWS = 512      # cuBLASLt picks' neighbours are timed up to th
 SPLIT_CANDIDATES = 3             # cuBLASLt's first picks timed per split factor
 PDL_KERNELS_MAX_ROWS = 512       # our kernels are PDL-launched up to this many rows (products too up to 128)
 TUNING_ROUNDS = 3                # interleaved timing passes over a product's candidates
+CONTEXT_TUNING_MAX_ROWS = 512    # up to this many rows the close runners-up are timed again in the whole forward
+CONTEXT_CANDIDATES = 6           # ... at most this many plans per product (the winner included)
+CONTEXT_SLACK = 0.10             # ... those within this fraction of the product's fastest time alone
+CONTEXT_PASSES = 2               # ... in this many passes over the four products and our kernels' tiles:
+CONTEXT_ATTENTION_CONFIGS = ((64, 128, 4, 3), (64, 64, 4, 3), (64, 128, 4, 2), (64, 128, 8, 3), (128, 128, 8, 3))
+CONTEXT_LAYERNORM_CONFIGS = ((2, 8), (1, 4), (2, 4), (1, 8), (4, 8))
 
 
 @dataclasses.dataclass
@@ -213,7 +219,7 @@ class GpuRunner:
     device = "gpu"
 
     def __init__(self, engine: EngineFile, use_graphs=True, gemm="auto", pdl=None, attention="auto",
-                 tune_products=True):
+                 tune_products=True, tune_in_context=True):
         # Under Triton's interpreter (TRITON_INTERPRET=1) the same forward runs on CPU tensors, eagerly: that is how
         # CI checks this module's composition of kernels without a GPU (tests/test_gpu_kernels_interpreted.py).
         self.interpreted = os.environ.get("TRITON_INTERPRET") == "1"
@@ -249,8 +255,12 @@ class GpuRunner:
         self.tune_products = tune_products and self.dtype == torch.float16 and not self.interpreted
         self._lt = None           # LtProducts, made on the first tuning
         self._lt_plans = {}       # (role, rows) -> the LtPlan measured fastest, or None for PyTorch's call
+        self._lt_runners_up = {}  # (role, rows) -> the plans timed close to the fastest alone, fastest first
+        self._kernel_configs = {}  # (kernel, graph key) -> its tile config chosen in the forward (default: None)
+        self.tune_in_context = tune_in_context and self.use_graphs
         self._tuning = False
         self.product_tuning = []  # what each tuning measured (gpu_bench.py prints it)
+        self.context_tuning = []  # what each timing of close choices in the whole forward measured
         # cuDNN's attention, which "auto" takes for perf.py's full batches, was measured on Hopper only
         self.sdpa_measured = not self.interpreted and torch.cuda.get_device_capability(self.device_index)[0] == 9
         device = torch.device("cpu") if self.interpreted else torch.device("cuda", self.device_index)
@@ -360,6 +370,8 @@ class GpuRunner:
                 self.forward(*key)
             finally:
                 self._tuning = False
+            if self.tune_products and self.tune_in_context and rows <= CONTEXT_TUNING_MAX_ROWS:
+                self._tune_in_context(key)
         if not self.use_graphs:
             return lambda: self.forward(*key)
         graph = self._graphs.get(key)
@@ -402,6 +414,7 @@ class GpuRunner:
         # up to a few hundred rows our own kernels (embedding, attention, LayerNorms) are PDL-launched between
         # cuBLAS's products too: they are set up while the product before them drains
         early = self.pdl and T <= PDL_KERNELS_MAX_ROWS
+        layernorm_config = self._kernel_configs.get(("layernorm", (T, num_seqs, max_seqlen, uniform)))
         x, ctx, y = buf.x[:T], buf.ctx[:T], buf.y[:T]
         K.embed_layernorm(buf.ids, buf.segs, buf.cu_seqlens, num_seqs, max_seqlen, w.word, w.position,
                           w.token_type, *w.emb_ln, self.emb_eps, out=x, pdl=early)
@@ -411,7 +424,7 @@ class GpuRunner:
             self._dense(x, layer.qkv, qkv, pdl=pdl)
             attended = self._attention(qkv, ctx, num_seqs, max_seqlen, uniform, early)
             summands = self._dense_before_layernorm(attended, layer.attn_out, x, y, pdl, norm=layer.ln1)
-            K.add_layernorm(*summands, *layer.ln1, self.ln_eps, out=y, pdl=early)
+            K.add_layernorm(*summands, *layer.ln1, self.ln_eps, out=y, pdl=early, config=layernorm_config)
             h = buf.wide(T, I)
             self._dense(y, layer.ffn_in, h, gelu=self.gelu, pdl=pdl)
             summands = self._dense_before_layernorm(h, layer.ffn_out, y, ctx, pdl, norm=layer.ln2)
@@ -419,7 +432,7 @@ class GpuRunner:
                 K.add_layernorm_head(*summands, *layer.ln2, self.ln_eps, w.head_w, w.head_b,
                                      logits=buf.logits[:T], pdl=early)
             else:
-                K.add_layernorm(*summands, *layer.ln2, self.ln_eps, out=x, pdl=early)
+                K.add_layernorm(*summands, *layer.ln2, self.ln_eps, out=x, pdl=early, config=layernorm_config)
 
     def _attention(self, qkv, ctx, num_seqs, max_seqlen, uniform, pdl):
         """The attention context (T, E): our Triton kernel, or, for perf.py's dense FP16 batches off the PDL path,
@@ -432,7 +445,9 @@ class GpuRunner:
             q, k, v = (t.transpose(1, 2) for t in qkv.view(num_seqs, max_seqlen, 3, heads, E // heads).unbind(2))
             out = torch.nn.functional.scaled_dot_product_attention(q, k, v).transpose(1, 2)   # (B, S, N, H)
             return out.reshape(T, E) if out.is_contiguous() else ctx.view_as(out).copy_(out).view(T, E)
-        K.varlen_attention(qkv, self.buffers.cu_seqlens, num_seqs, max_seqlen, heads, out=ctx, pdl=pdl)
+        config = self._kernel_configs.get(("attention", (T, num_seqs, max_seqlen, uniform)))
+        K.varlen_attention(qkv, self.buffers.cu_seqlens, num_seqs, max_seqlen, heads, out=ctx, pdl=pdl,
+                           config=config)
         return ctx
 
     def _attention_route(self, dtype, uniform, pdl, query_blocks):
@@ -571,6 +586,10 @@ class GpuRunner:
         best = min(timed, key=timed.get)
         if best is not None and timed[best] > timed[None] * (1 - TUNING_MARGIN):
             best = None
+        close = sorted((k for k in timed if k != best and timed[k] <= timed[best] * (1 + CONTEXT_SLACK)),
+                       key=timed.get)
+        self._lt_runners_up[(dense.role, T)] = [None if k is None else plans[k]
+                                                for k in [best, *close][:CONTEXT_CANDIDATES]]
         chosen = "torch" if best is None else f"cublasLt #{best}" + (
             f" split-K {plans[best].splits}" if plans[best].splits > 1 else "")
         self.product_tuning.append({"role": dense.role, "rows": T, "epilogue": epilogue,
@@ -578,6 +597,37 @@ class GpuRunner:
                                     "torch_us": 1e3 * timed[None] / len(layers), "chosen": chosen,
                                     "chosen_us": 1e3 * timed[best] / len(layers)})
         return None if best is None else plans[best]
+
+    def _tune_in_context(self, key):
+        """For few rows a product's time alone may rank close candidates differently from the forward, where each
+        follows one of our PDL-launched kernels rather than another product, and kernels differ in how soon they
+        start and let the next one start (at Large b1 s384 QKV's third plan alone made the forward 2.2% faster
+        than its first; PERF_NOTES session 7). So each product's close runners-up (_tune_product), and a few tile
+        configs of the attention and LayerNorm kernels, are timed again in the whole forward's graph, one choice
+        after another, the others held at their best so far."""
+        rows = key[0]
+        choices = [(role, (role, rows), self._lt_plans, self._lt_runners_up.get((role, rows), []))
+                   for role in ("qkv", "attn_out", "ffn_in", "ffn_out")]
+        query_blocks = key[1] * self.config.num_attention_heads * -(-key[2] // 64)
+        if self._attention_route(self.dtype, key[3], self.pdl and rows <= PDL_KERNELS_MAX_ROWS,
+                                 query_blocks) == "triton":
+            choices.append(("attention", ("attention", key), self._kernel_configs,
+                            [None, *CONTEXT_ATTENTION_CONFIGS]))
+        choices.append(("layernorm", ("layernorm", key), self._kernel_configs, [None, *CONTEXT_LAYERNORM_CONFIGS]))
+        for name, choice, table, options in choices * CONTEXT_PASSES:
+            if len(options) < 2:
+                continue
+
+            def forward_with(option, choice=choice, table=table):
+                table[choice] = option
+                self.forward(*key)
+
+            timed = graphs_ms({index: (lambda option=option: forward_with(option))
+                               for index, option in enumerate(options)}, replays=5)
+            best = min(timed, key=timed.get)
+            table[choice] = options[best]
+            self.context_tuning.append({"role": name, "rows": rows, "forward_ms": [timed[i] for i in sorted(timed)],
+                                        "chosen": best})
 
     def memory_report(self):
         """GPU memory held by this process after loading (bytes), and what the engine's tensors account for."""
