@@ -56,13 +56,14 @@ def test_embed_layernorm(dtype):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 @pytest.mark.parametrize("head_size", [32, 64])
-def test_varlen_attention(dtype, head_size):
+@pytest.mark.parametrize("config", [(16, 16, 4, 2), (64, 128, 4, 3), (128, 128, 8, 3)])   # tiles past the sequences
+def test_varlen_attention(dtype, head_size, config):
     gen = torch.Generator().manual_seed(2)
     N, cu, T = 2, cu_seqlens(LENGTHS), sum(LENGTHS)
     E = N * head_size
     qkv = torch.randn(T, 3 * E, generator=gen).to(dtype)
     out = torch.full((T, E), float("nan"), dtype=dtype)
-    K.varlen_attention(qkv, cu, len(LENGTHS), 40, N, out, config=(16, 16, 4, 2))
+    K.varlen_attention(qkv, cu, len(LENGTHS), 40, N, out, config=config)
     refs = []
     for lo, hi in zip(cu[:-1].tolist(), cu[1:].tolist()):
         q, k, v = qkv[lo:hi].float().view(hi - lo, 3, N, head_size).permute(1, 2, 0, 3)
@@ -72,7 +73,8 @@ def test_varlen_attention(dtype, head_size):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 @pytest.mark.parametrize("summands", ["x+res", "x+bias"])
-def test_add_layernorm_and_head(dtype, summands):
+@pytest.mark.parametrize("config", [None, (1, 4), (4, 8)])   # rows per program, warps
+def test_add_layernorm_and_head(dtype, summands, config):
     """LN(x + res), written in place over x, or LN(x + bias) (the large-batch route: cuBLAS has already added the
     product into the residual), then the SQuAD head over the same sum."""
     gen = torch.Generator().manual_seed(3)
@@ -84,10 +86,10 @@ def test_add_layernorm_and_head(dtype, summands):
     ref = F.layer_norm(x.float() + (res if res is not None else bias).float(), (E,), gamma, beta, 1e-6)
     if res is not None:
         out = x.clone()
-        K.add_layernorm(out, res, None, gamma, beta, 1e-6, out)
+        K.add_layernorm(out, res, None, gamma, beta, 1e-6, out, config=config)
     else:
         out = torch.full((T, E), float("nan")).to(dtype)
-        K.add_layernorm(x, None, bias, gamma, beta, 1e-6, out)
+        K.add_layernorm(x, None, bias, gamma, beta, 1e-6, out, config=config)
     assert rel_err(out, ref) < TOL[dtype]
     head_w, head_b = torch.randn(2, E, generator=gen), torch.randn(2, generator=gen)
     logits = torch.full((T, 2), float("nan"))
