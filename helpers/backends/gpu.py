@@ -411,10 +411,9 @@ class GpuRunner:
         c, w, buf = self.config, self.weights, self.buffers
         E, I = c.hidden_size, c.intermediate_size
         pdl = self.pdl and self.gemm == "auto" and T <= K.PDL_MAX_ROWS   # the whole chain, products included
-        # up to a few hundred rows our own kernels (embedding, attention, LayerNorms) are PDL-launched between
-        # cuBLAS's products too: they are set up while the product before them drains
-        early = self.pdl and T <= PDL_KERNELS_MAX_ROWS
-        layernorm_config = self._kernel_configs.get(("layernorm", (T, num_seqs, max_seqlen, uniform)))
+        early = self._pdl_kernels(T)
+        key = (T, num_seqs, max_seqlen, uniform)   # the graph's: tiles chosen in context are kept per graph
+        layernorm_config = self._kernel_configs.get(("layernorm", key))
         x, ctx, y = buf.x[:T], buf.ctx[:T], buf.y[:T]
         K.embed_layernorm(buf.ids, buf.segs, buf.cu_seqlens, num_seqs, max_seqlen, w.word, w.position,
                           w.token_type, *w.emb_ln, self.emb_eps, out=x, pdl=early)
@@ -422,7 +421,7 @@ class GpuRunner:
         for n, layer in enumerate(w.layers):
             qkv = buf.wide(T, 3 * E)
             self._dense(x, layer.qkv, qkv, pdl=pdl)
-            attended = self._attention(qkv, ctx, num_seqs, max_seqlen, uniform, early)
+            attended = self._attention(qkv, ctx, key, early, self._kernel_configs.get(("attention", key)))
             summands = self._dense_before_layernorm(attended, layer.attn_out, x, y, pdl, norm=layer.ln1)
             K.add_layernorm(*summands, *layer.ln1, self.ln_eps, out=y, pdl=early, config=layernorm_config)
             h = buf.wide(T, I)
@@ -434,26 +433,34 @@ class GpuRunner:
             else:
                 K.add_layernorm(*summands, *layer.ln2, self.ln_eps, out=x, pdl=early, config=layernorm_config)
 
-    def _attention(self, qkv, ctx, num_seqs, max_seqlen, uniform, pdl):
-        """The attention context (T, E): our Triton kernel, or, for perf.py's dense FP16 batches off the PDL path,
-        PyTorch's fused attention (on Hopper its cuDNN kernel: 12% faster than ours on full batches, slower on small
-        ones; PERF_NOTES.md, run 5), which allocates its output (in the graphs' shared pool) rather than writing
-        ctx."""
-        T, E = ctx.shape
+    def _pdl_kernels(self, T):
+        """Whether our kernels are PDL-launched: up to a few hundred rows they are, between cuBLAS's products too
+        (they are set up while the product before them drains)."""
+        return self.pdl and T <= PDL_KERNELS_MAX_ROWS
+
+    def _attention(self, qkv, ctx, key, pdl, config):
+        """The attention context (T, E) of the graph key's batch: our Triton kernel (tile `config`, None for the
+        default), or, for perf.py's dense FP16 batches off the PDL path, PyTorch's fused attention (on Hopper its
+        cuDNN kernel: 12% faster than ours on full batches, slower on small ones; PERF_NOTES.md, run 5), which
+        allocates its output (in the graphs' shared pool) rather than writing ctx."""
+        T, num_seqs, max_seqlen, _ = key
+        E = ctx.shape[1]
         heads = self.config.num_attention_heads
-        if self._attention_route(qkv.dtype, uniform, pdl, num_seqs * heads * -(-max_seqlen // 64)) == "sdpa":
+        if self._attention_route(key) == "sdpa":
             q, k, v = (t.transpose(1, 2) for t in qkv.view(num_seqs, max_seqlen, 3, heads, E // heads).unbind(2))
             out = torch.nn.functional.scaled_dot_product_attention(q, k, v).transpose(1, 2)   # (B, S, N, H)
             return out.reshape(T, E) if out.is_contiguous() else ctx.view_as(out).copy_(out).view(T, E)
-        config = self._kernel_configs.get(("attention", (T, num_seqs, max_seqlen, uniform)))
         K.varlen_attention(qkv, self.buffers.cu_seqlens, num_seqs, max_seqlen, heads, out=ctx, pdl=pdl,
                            config=config)
         return ctx
 
-    def _attention_route(self, dtype, uniform, pdl, query_blocks):
-        if pdl or dtype != torch.float16 or not uniform:
+    def _attention_route(self, key):
+        """'triton' or 'sdpa' for the batch of a graph key (T, num_seqs, max_seqlen, uniform)."""
+        T, num_seqs, max_seqlen, uniform = key
+        if self._pdl_kernels(T) or self.dtype != torch.float16 or not uniform:
             return "triton"
         if self.attention == "auto":   # cuDNN's kernel wins on full batches only (1x384: 8.7 us against our 5.9)
+            query_blocks = num_seqs * self.config.num_attention_heads * -(-max_seqlen // 64)
             return "sdpa" if self.sdpa_measured and query_blocks >= SDPA_MIN_QUERY_BLOCKS else "triton"
         return self.attention
 
@@ -608,9 +615,7 @@ class GpuRunner:
         rows = key[0]
         choices = [(role, (role, rows), self._lt_plans, self._lt_runners_up.get((role, rows), []))
                    for role in ("qkv", "attn_out", "ffn_in", "ffn_out")]
-        query_blocks = key[1] * self.config.num_attention_heads * -(-key[2] // 64)
-        if self._attention_route(self.dtype, key[3], self.pdl and rows <= PDL_KERNELS_MAX_ROWS,
-                                 query_blocks) == "triton":
+        if self._attention_route(key) == "triton":
             choices.append(("attention", ("attention", key), self._kernel_configs,
                             [None, *CONTEXT_ATTENTION_CONFIGS]))
         choices.append(("layernorm", ("layernorm", key), self._kernel_configs, [None, *CONTEXT_LAYERNORM_CONFIGS]))
