@@ -344,18 +344,18 @@ def test_close_choices_are_timed_again_in_the_whole_forward(small_weights, monke
     runner = GpuRunner(eng)
     runner.benchmark(2, 160, warmup=1, iterations=2, duration=0.0, seed=3)   # 320 rows
     kinds = ["qkv", "attn_out", "ffn_in", "ffn_out", "attention", "layernorm"]
-    assert [t["role"] for t in runner.context_tuning] == kinds * gpu.CONTEXT_PASSES
+    assert [t["choice"] for t in runner.context_tuning] == kinds * gpu.CONTEXT_PASSES
     for t in runner.context_tuning:
         assert len(t["forward_ms"]) >= 2
         assert t["forward_ms"][t["chosen"]] == min(t["forward_ms"])
     key = (320, 2, 160, True)
     for t in runner.context_tuning[-len(kinds):]:   # the last pass's choices are the ones installed
-        if t["role"] == "attention":
+        if t["choice"] == "attention":
             assert runner._kernel_configs[("attention", key)] == (None, *gpu.CONTEXT_ATTENTION_CONFIGS)[t["chosen"]]
-        elif t["role"] == "layernorm":
+        elif t["choice"] == "layernorm":
             assert runner._kernel_configs[("layernorm", key)] == (None, *gpu.CONTEXT_LAYERNORM_CONFIGS)[t["chosen"]]
         else:
-            assert runner._lt_plans[(t["role"], 320)] is runner._lt_runners_up[(t["role"], 320)][t["chosen"]]
+            assert runner._lt_plans[(t["choice"], 320)] is runner._lt_runners_up[(t["choice"], 320)][t["chosen"]]
     ids, segs, mask = random_inputs(SMALL, 2, 160, seed=16, lengths=[160] * 2)
     untuned = GpuRunner(eng, tune_products=False)
     outputs = []
@@ -369,6 +369,7 @@ def test_close_choices_are_timed_again_in_the_whole_forward(small_weights, monke
     assert rel_err(runner.infer_fixed(ids, segs, mask), untuned.infer_fixed(ids, segs, mask)) < 5e-3
     runner.benchmark(4, 160, warmup=1, iterations=2, duration=0.0, seed=3)   # 640 rows
     assert {t["rows"] for t in runner.context_tuning} == {320}
+    assert {rows for _, rows in runner._lt_runners_up} == {320}
 
 
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])

@@ -593,10 +593,11 @@ class GpuRunner:
         best = min(timed, key=timed.get)
         if best is not None and timed[best] > timed[None] * (1 - TUNING_MARGIN):
             best = None
-        close = sorted((k for k in timed if k != best and timed[k] <= timed[best] * (1 + CONTEXT_SLACK)),
-                       key=timed.get)
-        self._lt_runners_up[(dense.role, T)] = [None if k is None else plans[k]
-                                                for k in [best, *close][:CONTEXT_CANDIDATES]]
+        if T <= CONTEXT_TUNING_MAX_ROWS:   # what _tune_in_context times again
+            close = sorted((k for k in timed if k != best and timed[k] <= timed[best] * (1 + CONTEXT_SLACK)),
+                           key=timed.get)
+            self._lt_runners_up[(dense.role, T)] = [None if k is None else plans[k]
+                                                    for k in [best, *close][:CONTEXT_CANDIDATES]]
         chosen = "torch" if best is None else f"cublasLt #{best}" + (
             f" split-K {plans[best].splits}" if plans[best].splits > 1 else "")
         self.product_tuning.append({"role": dense.role, "rows": T, "epilogue": epilogue,
@@ -631,8 +632,8 @@ class GpuRunner:
                                for index, option in enumerate(options)}, replays=5)
             best = min(timed, key=timed.get)
             table[choice] = options[best]
-            self.context_tuning.append({"role": name, "rows": rows, "forward_ms": [timed[i] for i in sorted(timed)],
-                                        "chosen": best})
+            self.context_tuning.append({"choice": name, "rows": rows,
+                                        "forward_ms": [timed[i] for i in sorted(timed)], "chosen": best})
 
     def memory_report(self):
         """GPU memory held by this process after loading (bytes), and what the engine's tensors account for."""
