@@ -21,7 +21,8 @@ pytest.importorskip("triton")
 import torch.nn.functional as F  # noqa: E402
 
 from helpers.backends import gpu_kernels as K  # noqa: E402
-from helpers.backends.gpu import GpuRunner, token_bucket  # noqa: E402
+from helpers.backends.gpu import (CONTEXT_ATTENTION_CONFIGS, CONTEXT_LAYERNORM_CONFIGS, GpuRunner,  # noqa: E402
+                                  token_bucket)
 
 CUDA = torch.device("cuda")
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
@@ -95,8 +96,7 @@ def test_varlen_attention_matches_sdpa_per_sequence(dtype, head_size, num_heads)
     assert rel_err(out, torch.cat(refs)) < REL_TOL[dtype]
 
 
-@pytest.mark.parametrize("config", [(128, 64, 8, 3), (64, 32, 4, 2), (64, 128, 4, 3), (64, 64, 4, 3), (64, 128, 4, 2),
-                                    (64, 128, 8, 3), (128, 128, 8, 3)])
+@pytest.mark.parametrize("config", sorted({(128, 64, 8, 3), (64, 32, 4, 2), *CONTEXT_ATTENTION_CONFIGS}))
 def test_attention_tile_shapes_agree(config):
     """Every tile shape computes the same attention as the default one, on a batch that fills the GPU."""
     gen = torch.Generator().manual_seed(3)
@@ -109,7 +109,7 @@ def test_attention_tile_shapes_agree(config):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
-@pytest.mark.parametrize("config", [None, (1, 4), (2, 4), (1, 8), (4, 8)])   # the tiles the forward may choose
+@pytest.mark.parametrize("config", [None, *CONTEXT_LAYERNORM_CONFIGS])   # the tiles the forward may choose
 def test_add_layernorm_in_place_and_with_the_squad_head(dtype, config):
     gen = torch.Generator().manual_seed(4)
     T, E = 333, 768

@@ -20,6 +20,7 @@ pytest.importorskip("triton")
 import torch.nn.functional as F  # noqa: E402
 
 from helpers.backends import gpu_kernels as K  # noqa: E402
+from helpers.backends.gpu import CONTEXT_ATTENTION_CONFIGS, CONTEXT_LAYERNORM_CONFIGS  # noqa: E402
 
 
 def rel_err(out, ref):
@@ -56,7 +57,7 @@ def test_embed_layernorm(dtype):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 @pytest.mark.parametrize("head_size", [32, 64])
-@pytest.mark.parametrize("config", [(16, 16, 4, 2), (64, 128, 4, 3), (128, 128, 8, 3)])   # tiles past the sequences
+@pytest.mark.parametrize("config", [(16, 16, 4, 2), *CONTEXT_ATTENTION_CONFIGS])   # tiles past the sequences too
 def test_varlen_attention(dtype, head_size, config):
     gen = torch.Generator().manual_seed(2)
     N, cu, T = 2, cu_seqlens(LENGTHS), sum(LENGTHS)
@@ -73,7 +74,7 @@ def test_varlen_attention(dtype, head_size, config):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 @pytest.mark.parametrize("summands", ["x+res", "x+bias"])
-@pytest.mark.parametrize("config", [None, (1, 4), (4, 8)])   # rows per program, warps
+@pytest.mark.parametrize("config", [None, *CONTEXT_LAYERNORM_CONFIGS])   # the tiles the forward may choose
 def test_add_layernorm_and_head(dtype, summands, config):
     """LN(x + res), written in place over x, or LN(x + bias) (the large-batch route: cuBLAS has already added the
     product into the residual), then the SQuAD head over the same sum."""
