@@ -290,7 +290,7 @@ def measure_variant(size, weights, variant, args):
         f"{mib(loaded['activations'])}; allocated after load {mib(loaded['allocated'])} "
         f"(ratio {loaded['allocated'] / (loaded['weights'] + loaded['activations']):.3f}), after "
         f"{len(args.shapes)} graphs {mib(after['allocated'])}; reserved {mib(after['reserved'])}")
-    return {"medians": medians, "tuning": runner.product_tuning,
+    return {"medians": medians, "tuning": runner.product_tuning, "context": runner.context_tuning,
             "memory": {"after_load": loaded, "after_graphs": after}}
 
 
@@ -334,6 +334,7 @@ def phase_latency(args, weights_by_model):
             for B, S in args.shapes:
                 ours[(variant, B, S)] = measured["medians"][f"{B}x{S}"]
             results[f"tuning {size} {variant}"] = measured["tuning"]
+            results[f"in the forward {size} {variant}"] = measured["context"]
             results[f"memory {size} {variant}"] = measured["memory"]
         peer = peer_latency(size, args.shapes) if not args.no_peer else {}
         for B, S in args.shapes:
