@@ -359,8 +359,8 @@ def phase_latency(args, weights_by_model):
 
 def parse_variant(variant):
     """'gemm/gelu[/option...]' -> (gemm, gelu, GpuRunner options); options: nopdl, noctx (no second timing of
-    close choices in the whole forward), notune (PyTorch's cuBLAS algorithms, no timing of cuBLASLt's), and an
-    attention route (triton, sdpa)."""
+    close choices in the whole forward), notune (PyTorch's cuBLAS algorithms, no timing of cuBLASLt's), nopf (no
+    L2 prefetch of the next products' weights), and an attention route (triton, sdpa)."""
     gemm, gelu, *options = variant.split("/")
     runner_options = {}
     for option in options:
@@ -370,6 +370,8 @@ def parse_variant(variant):
             runner_options["tune_in_context"] = False
         elif option == "notune":
             runner_options["tune_products"] = False
+        elif option == "nopf":
+            runner_options["prefetch"] = False
         else:
             runner_options["attention"] = option
     return gemm, gelu, runner_options

@@ -182,6 +182,38 @@ def test_split_k_partials_are_summed_by_the_layernorm(splits, head):
         assert rel_err(out, ref) < REL_TOL[torch.float16]
 
 
+@pytest.mark.skipif(not torch.cuda.get_device_capability() >= (9, 0), reason="bulk L2 prefetch needs Hopper")
+def test_kernels_that_prefetch_weights_compute_the_same():
+    """The kernels that bring the next products' weights into L2 (few-token forwards) give bit-identical results,
+    whatever the tensors' sizes against the launch: 2,002 bytes (not whole 16-byte units), and 8 MB over one
+    program's 256 threads (32 KB requests) or over many programs."""
+    gen = torch.Generator().manual_seed(9)
+    odd, big = (torch.randn(n, generator=gen).to(CUDA, torch.float16) for n in (1001, 4 << 20))
+    for prefetch in [(odd,), (big, odd), (odd, big)]:
+        for T in (2, 384):   # one LayerNorm program (2 rows x 8 warps), or 192
+            x, res = (torch.randn(T, 1024, generator=gen).to(CUDA, torch.float16) for _ in range(2))
+            gamma, beta = (torch.randn(1024, generator=gen).to(CUDA) for _ in range(2))
+            plain, fetching = (poisoned(T, 1024, dtype=torch.float16) for _ in range(2))
+            K.add_layernorm(x, res, None, gamma, beta, 1e-6, plain, pdl=True)
+            K.add_layernorm(x, res, None, gamma, beta, 1e-6, fetching, pdl=True, prefetch=prefetch)
+            assert torch.equal(plain, fetching)
+        cu, lengths = random_cu_seqlens(gen, 3, 384)
+        qkv = torch.randn(sum(lengths), 3 * 1024, generator=gen).to(CUDA, torch.float16)
+        plain, fetching = (poisoned(sum(lengths), 1024, dtype=torch.float16) for _ in range(2))
+        K.varlen_attention(qkv, cu, 3, 384, 16, plain, pdl=True)
+        K.varlen_attention(qkv, cu, 3, 384, 16, fetching, pdl=True, prefetch=prefetch)
+        assert torch.equal(plain, fetching)
+        ids = torch.randint(0, 500, (sum(lengths),), generator=gen, dtype=torch.int32).to(CUDA)
+        segs = torch.randint(0, 2, (sum(lengths),), generator=gen, dtype=torch.int32).to(CUDA)
+        word, pos, types = (torch.randn(n, 1024, generator=gen).to(CUDA, torch.float16) for n in (500, 384, 2))
+        plain, fetching = (poisoned(sum(lengths), 1024, dtype=torch.float16) for _ in range(2))
+        K.embed_layernorm(ids, segs, cu, 3, 384, word, pos, types, gamma, beta, 1e-6, plain, pdl=True)
+        K.embed_layernorm(ids, segs, cu, 3, 384, word, pos, types, gamma, beta, 1e-6, fetching, pdl=True,
+                          prefetch=prefetch)
+        assert torch.equal(plain, fetching)
+    torch.cuda.synchronize()   # a faulting prefetch would surface here at the latest
+
+
 def test_cublaslt_gelu_epilogue_is_the_tanh_approximation():
     """The engine uses torch._addmm_activation for FP16 tanh-GELU engines: it must compute tanh GELU on CUDA."""
     gen = torch.Generator().manual_seed(7)
@@ -278,6 +310,28 @@ def test_engine_matches_reference_forward(small_weights, precision, gelu, emb_ep
     for b, n in enumerate(mask.sum(1)):
         assert rel_err(out[b, :n], ref[b, :n]) < 10 * REL_TOL[DTYPES[precision]], (b, n)
         assert not out[b, n:].any(), "padding positions must hold 0"
+
+
+@pytest.mark.parametrize("lengths,prefetched", [([60, 1, 37, 20], True), ([160, 1, 77, 129], False)],
+                         ids=["few-tokens", "many-tokens"])
+def test_forward_prefetches_each_product_weight_once_and_changes_no_result(small_weights, lengths, prefetched,
+                                                                            monkeypatch):
+    """On the all-Triton PDL chain (118 tokens: 128 rows) our kernels ask for the next products' weights to be
+    brought into L2: every product's weight exactly once per forward. Before cuBLAS's products (367 tokens: 384
+    rows) nothing is prefetched. Either way the logits are bit for bit those of a runner that does not prefetch."""
+    eng = engine(SMALL, small_weights, "fp16", fixed_profiles([1, 4], [160]))
+    runner = GpuRunner(eng)
+    if not runner.pdl:
+        pytest.skip("no PDL on this GPU: nothing is prefetched")
+    requested = []
+    real = K.prefetch_args
+    monkeypatch.setattr(K, "prefetch_args", lambda tensors, *args: requested.extend(tensors) or real(tensors, *args))
+    ids, segs, mask = random_inputs(SMALL, 4, 160, seed=17, lengths=lengths)
+    out = runner.infer_fixed(ids, segs, mask)
+    layers = runner.weights.layers
+    weights = [getattr(layer, role).weight for layer in layers for role in ("qkv", "attn_out", "ffn_in", "ffn_out")]
+    assert sorted(t.data_ptr() for t in requested) == sorted(t.data_ptr() for t in weights if prefetched)
+    assert np.array_equal(out, GpuRunner(eng, prefetch=False).infer_fixed(ids, segs, mask))
 
 
 @pytest.mark.parametrize("gemm", ["cublas", "triton"])

@@ -138,6 +138,27 @@ def test_split_k_partials_summed_by_layernorm():
     assert rel_err(out, ref) < TOL[torch.float16]
 
 
+@pytest.mark.parametrize("sizes", [(), (2002,), (6 << 20, 2 << 20), (8 << 20, 8 << 20)])
+@pytest.mark.parametrize("programs,warps", [(1, 8), (96, 4), (192, 8)])
+def test_prefetch_requests_cover_each_tensor(sizes, programs, warps):
+    """The launch's threads, each asking for one chunk of each tensor (chunk t covers bytes [t * chunk,
+    (t + 1) * chunk)), reach every byte of the largest tensor; chunks are whole 16-byte units (cp.async.bulk's
+    rule), at least PREFETCH_MIN_CHUNK; unused pointers get the placeholder and 0 bytes. (The prefetch itself is
+    inline PTX, which the interpreter cannot run: tests/test_gpu.py runs it.)"""
+    tensors = [torch.empty(n // 2, dtype=torch.float16) for n in sizes]
+    placeholder = torch.empty(1)
+    args = K.prefetch_args(tensors, programs, warps, placeholder)
+    chunk, threads = args["pf_chunk"], args["THREADS"]
+    assert threads == 32 * warps and args["PREFETCH"] == len(sizes)
+    assert chunk % 16 == 0 and chunk >= K.PREFETCH_MIN_CHUNK
+    assert programs * threads * chunk >= max(sizes, default=0)
+    for slot, n in zip("ab", [*sizes, 0, 0]):
+        assert args[f"pf_{slot}_bytes"] == n
+        assert args[f"pf_{slot}"] is (tensors["ab".index(slot)] if n else placeholder)
+    with pytest.raises(ValueError):
+        K.prefetch_args(tensors * 3 or [placeholder] * 3, programs, warps, placeholder)
+
+
 # ---- the GPU engine's forward pass, composed of the interpreted kernels --------------------------------------------
 
 

@@ -16,7 +16,7 @@ Many tokens (more than 128 rows):
 Few tokens (at most 128 rows, FP16, Hopper): every kernel is a Triton kernel chained by programmatic dependent
 launch (PDL: each starts while its predecessor drains); the products carry bias and GELU in their epilogue, and the
 two that feed a LayerNorm are split-K products whose float32 partials the LayerNorm kernel sums with the bias and
-the residual. Up to 512 rows the products are cuBLAS's, which cannot be PDL-launched, but the Triton kernels between
+the residual, and the kernels between products bring the next products' weights into L2 while they run. Up to 512 rows the products are cuBLAS's, which cannot be PDL-launched, but the Triton kernels between
 them still are.
 
 All activations live in buffers allocated once, sized for the engine's largest profile, so a forward allocates
@@ -219,7 +219,7 @@ class GpuRunner:
     device = "gpu"
 
     def __init__(self, engine: EngineFile, use_graphs=True, gemm="auto", pdl=None, attention="auto",
-                 tune_products=True, tune_in_context=True):
+                 tune_products=True, tune_in_context=True, prefetch=True):
         # Under Triton's interpreter (TRITON_INTERPRET=1) the same forward runs on CPU tensors, eagerly: that is how
         # CI checks this module's composition of kernels without a GPU (tests/test_gpu_kernels_interpreted.py).
         self.interpreted = os.environ.get("TRITON_INTERPRET") == "1"
@@ -250,6 +250,9 @@ class GpuRunner:
         self.pdl = (pdl is not False and not self.interpreted and K.pdl_supported(self.device_index)
                     and self.dtype == torch.float16)
         self.attention = attention
+        # on the all-Triton PDL chain (up to K.PDL_MAX_ROWS rows) each of our kernels between products also asks for
+        # the next products' weights to be brought into L2 (forward): such products stream their weights from memory
+        self.prefetch = prefetch
         # benchmark runs time cuBLASLt's candidate algorithms per product and row count (_tune_product); inference
         # keeps PyTorch's heuristic choice: no tuning cost per new batch shape, and the same answers every run
         self.tune_products = tune_products and self.dtype == torch.float16 and not self.interpreted
@@ -414,16 +417,26 @@ class GpuRunner:
         early = self._pdl_kernels(T)
         key = (T, num_seqs, max_seqlen, uniform)   # the graph's: tiles chosen in context are kept per graph
         layernorm_config = self._kernel_configs.get(("layernorm", key))
+
+        # The weights that one of our kernels brings into L2 for the products after it: only where those products
+        # are Triton's (Large b1 s128 0.664 -> 0.642 ms). Before cuBLAS's products (up to 512 rows) it cost more
+        # than hot weights saved (b1 s384 0.92 -> 0.98 ms, every way of issuing it tried; PERF_NOTES session 8).
+        def ahead(*denses):
+            return tuple(d.weight for d in denses) if pdl and self.prefetch else ()
+
         x, ctx, y = buf.x[:T], buf.ctx[:T], buf.y[:T]
         K.embed_layernorm(buf.ids, buf.segs, buf.cu_seqlens, num_seqs, max_seqlen, w.word, w.position,
-                          w.token_type, *w.emb_ln, self.emb_eps, out=x, pdl=early)
+                          w.token_type, *w.emb_ln, self.emb_eps, out=x, pdl=early, prefetch=ahead(w.layers[0].qkv))
         last = len(w.layers) - 1
         for n, layer in enumerate(w.layers):
             qkv = buf.wide(T, 3 * E)
             self._dense(x, layer.qkv, qkv, pdl=pdl)
-            attended = self._attention(qkv, ctx, key, early, self._kernel_configs.get(("attention", key)))
+            # attention lasts long enough to fetch two products' weights; each LayerNorm fetches the next one's
+            attended = self._attention(qkv, ctx, key, early, self._kernel_configs.get(("attention", key)),
+                                       prefetch=ahead(layer.attn_out, layer.ffn_in))
             summands = self._dense_before_layernorm(attended, layer.attn_out, x, y, pdl, norm=layer.ln1)
-            K.add_layernorm(*summands, *layer.ln1, self.ln_eps, out=y, pdl=early, config=layernorm_config)
+            K.add_layernorm(*summands, *layer.ln1, self.ln_eps, out=y, pdl=early, config=layernorm_config,
+                            prefetch=ahead(layer.ffn_out))
             h = buf.wide(T, I)
             self._dense(y, layer.ffn_in, h, gelu=self.gelu, pdl=pdl)
             summands = self._dense_before_layernorm(h, layer.ffn_out, y, ctx, pdl, norm=layer.ln2)
@@ -431,14 +444,15 @@ class GpuRunner:
                 K.add_layernorm_head(*summands, *layer.ln2, self.ln_eps, w.head_w, w.head_b,
                                      logits=buf.logits[:T], pdl=early)
             else:
-                K.add_layernorm(*summands, *layer.ln2, self.ln_eps, out=x, pdl=early, config=layernorm_config)
+                K.add_layernorm(*summands, *layer.ln2, self.ln_eps, out=x, pdl=early, config=layernorm_config,
+                                prefetch=ahead(w.layers[n + 1].qkv))
 
     def _pdl_kernels(self, T):
         """Whether our kernels are PDL-launched: up to a few hundred rows they are, between cuBLAS's products too
         (they are set up while the product before them drains)."""
         return self.pdl and T <= PDL_KERNELS_MAX_ROWS
 
-    def _attention(self, qkv, ctx, key, pdl, config):
+    def _attention(self, qkv, ctx, key, pdl, config, prefetch=()):
         """The attention context (T, E) of the graph key's batch: our Triton kernel (tile `config`, None for the
         default), or, for perf.py's dense FP16 batches off the PDL path, PyTorch's fused attention (on Hopper its
         cuDNN kernel: 12% faster than ours on full batches, slower on small ones; PERF_NOTES.md, run 5), which
@@ -451,7 +465,7 @@ class GpuRunner:
             out = torch.nn.functional.scaled_dot_product_attention(q, k, v).transpose(1, 2)   # (B, S, N, H)
             return out.reshape(T, E) if out.is_contiguous() else ctx.view_as(out).copy_(out).view(T, E)
         K.varlen_attention(qkv, self.buffers.cu_seqlens, num_seqs, max_seqlen, heads, out=ctx, pdl=pdl,
-                           config=config)
+                           config=config, prefetch=prefetch)
         return ctx
 
     def _attention_route(self, key):

@@ -44,6 +44,24 @@ def _launch_options(pdl):
     return {"launch_pdl": True} if pdl else {}
 
 
+PREFETCH_MIN_CHUNK = 1024   # bytes per thread's bulk prefetch, at least (fewer, larger requests)
+
+
+def prefetch_args(tensors, programs, warps, placeholder):
+    """Kernel arguments (pf_a, pf_a_bytes, pf_b, pf_b_bytes, pf_chunk, PREFETCH, THREADS) for _prefetch_weights:
+    the programs x warps x 32 threads of a launch share out each of `tensors` (at most two contiguous, 16-byte
+    aligned tensors, as PyTorch allocates them) in chunks of one size. `placeholder`: any tensor, passed for the
+    pointers not used."""
+    if len(tensors) > 2:
+        raise ValueError("a kernel prefetches at most two tensors")
+    threads = warps * 32
+    sizes = [t.numel() * t.element_size() for t in tensors]
+    chunk = max(PREFETCH_MIN_CHUNK, -(-max(sizes, default=0) // (programs * threads * 16)) * 16)
+    padded = [*zip(tensors, sizes), *[(placeholder, 0)] * (2 - len(tensors))]
+    return {"pf_a": padded[0][0], "pf_a_bytes": padded[0][1], "pf_b": padded[1][0], "pf_b_bytes": padded[1][1],
+            "pf_chunk": chunk, "PREFETCH": len(tensors), "THREADS": threads}
+
+
 # ---- shared device functions ---------------------------------------------------------------------------------------
 
 @triton.jit
@@ -52,6 +70,30 @@ def _pdl_enter(PDL: tl.constexpr):
     if PDL:
         gdc_launch_dependents()
         gdc_wait()
+
+
+@triton.jit
+def _prefetch_l2(ptr, nbytes, chunk, THREADS: tl.constexpr):
+    """Ask for this program's share of bytes [ptr, ptr + nbytes) to be brought into L2: one bulk prefetch
+    (cp.async.bulk.prefetch.L2, whole 16-byte units) of `chunk` bytes per thread, threads numbered across the grid.
+    Nothing waits for the data."""
+    program = tl.program_id(0) + tl.program_id(1) * tl.num_programs(0)
+    first = (program * THREADS + tl.arange(0, THREADS)).to(tl.int64) * chunk
+    size = (tl.minimum(tl.maximum(nbytes - first, 0), chunk) // 16 * 16).to(tl.int32)
+    address = ptr.to(tl.pointer_type(tl.int8)) + first
+    tl.inline_asm_elementwise(
+        "{ .reg .pred p; setp.ne.s32 p, $2, 0; @p cp.async.bulk.prefetch.L2.global [$1], $2; mov.u32 $0, 0; }",
+        "=r,l,r", [address, size], dtype=tl.int32, is_pure=False, pack=1)
+
+
+@triton.jit
+def _prefetch_weights(pf_a, pf_a_bytes, pf_b, pf_b_bytes, pf_chunk, PREFETCH: tl.constexpr, THREADS: tl.constexpr):
+    """Bring the PREFETCH (0-2) weight tensors of the next products into L2 while this kernel runs (few-token
+    forwards: prefetch_args). Weights are never written, so this is issued before waiting for the predecessor."""
+    if PREFETCH >= 1:
+        _prefetch_l2(pf_a, pf_a_bytes, pf_chunk, THREADS)
+    if PREFETCH >= 2:
+        _prefetch_l2(pf_b, pf_b_bytes, pf_chunk, THREADS)
 
 
 @triton.jit
@@ -77,7 +119,9 @@ def _gelu(x, ACT: tl.constexpr):
 
 @triton.jit
 def _embed_layernorm_kernel(ids_ptr, segs_ptr, cu_ptr, word_ptr, pos_ptr, type_ptr, gamma_ptr, beta_ptr, out_ptr,
-                            E, eps, ROWS: tl.constexpr, BLOCK_E: tl.constexpr, PDL: tl.constexpr):
+                            E, eps, pf_a, pf_a_bytes, pf_b, pf_b_bytes, pf_chunk, ROWS: tl.constexpr,
+                            BLOCK_E: tl.constexpr, PDL: tl.constexpr, PREFETCH: tl.constexpr, THREADS: tl.constexpr):
+    _prefetch_weights(pf_a, pf_a_bytes, pf_b, pf_b_bytes, pf_chunk, PREFETCH, THREADS)
     _pdl_enter(PDL)
     seq = tl.program_id(1)
     start = tl.load(cu_ptr + seq)
@@ -102,25 +146,30 @@ def _embed_layernorm_kernel(ids_ptr, segs_ptr, cu_ptr, word_ptr, pos_ptr, type_p
     tl.store(out_ptr + token[:, None] * E + cols[None, :], y.to(out_ptr.dtype.element_ty), mask=mask)
 
 
-def embed_layernorm(ids, segs, cu_seqlens, num_seqs, max_seqlen, word, pos, types, gamma, beta, eps, out, pdl=False):
-    """out[t] = LN(word[ids[t]] + types[segs[t]] + pos[position of t in its sequence])."""
+def embed_layernorm(ids, segs, cu_seqlens, num_seqs, max_seqlen, word, pos, types, gamma, beta, eps, out, pdl=False,
+                    prefetch=()):
+    """out[t] = LN(word[ids[t]] + types[segs[t]] + pos[position of t in its sequence]).
+    prefetch: up to two weight tensors to bring into L2 meanwhile (the first products')."""
     E = out.shape[1]
     block_e = triton.next_power_of_2(E)
     rows = 4
+    warps = 4 if block_e <= 512 else 8
     grid = (triton.cdiv(max_seqlen, rows), num_seqs)
     _embed_layernorm_kernel[grid](ids, segs, cu_seqlens, word, pos, types, gamma, beta, out, E, eps,
-                                  ROWS=rows, BLOCK_E=block_e, PDL=pdl, num_warps=4 if block_e <= 512 else 8,
-                                  **_launch_options(pdl))
+                                  **prefetch_args(prefetch, grid[0] * grid[1], warps, out),
+                                  ROWS=rows, BLOCK_E=block_e, PDL=pdl, num_warps=warps, **_launch_options(pdl))
 
 
 # ---- residual add + LayerNorm (optionally followed by the SQuAD head) ----------------------------------------------
 
 @triton.jit
 def _add_layernorm_kernel(x_ptr, res_ptr, bias_ptr, gamma_ptr, beta_ptr, out_ptr, head_w_ptr, head_b_ptr, logits_ptr,
-                          T, E, eps, PARTS: tl.constexpr, ADD_BIAS: tl.constexpr, ADD_RES: tl.constexpr,
-                          HEAD: tl.constexpr, ROWS: tl.constexpr, BLOCK_E: tl.constexpr, PDL: tl.constexpr):
+                          T, E, eps, pf_a, pf_a_bytes, pf_b, pf_b_bytes, pf_chunk, PARTS: tl.constexpr,
+                          ADD_BIAS: tl.constexpr, ADD_RES: tl.constexpr, HEAD: tl.constexpr, ROWS: tl.constexpr,
+                          BLOCK_E: tl.constexpr, PDL: tl.constexpr, PREFETCH: tl.constexpr, THREADS: tl.constexpr):
     """out = LN(x [+ bias] [+ res]). PARTS = 0: x is one (T, E) tensor. PARTS > 0: x holds PARTS float32 partial
     products of a split-K GEMM, [PARTS, T, E], summed here (the GEMM's reduction, fused)."""
+    _prefetch_weights(pf_a, pf_a_bytes, pf_b, pf_b_bytes, pf_chunk, PREFETCH, THREADS)
     _pdl_enter(PDL)
     rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
     cols = tl.arange(0, BLOCK_E)
@@ -161,21 +210,25 @@ def layernorm_config(E, T):
     return (4, 4) if triton.next_power_of_2(E) <= 512 or T > 1024 else (2, 8)
 
 
-def _layernorm_launch(x, res, bias, gamma, beta, eps, out, head_w, head_b, logits, head, pdl, config=None):
+def _layernorm_launch(x, res, bias, gamma, beta, eps, out, head_w, head_b, logits, head, pdl, config=None,
+                      prefetch=()):
     T, E = logits.shape[0] if head else out.shape[0], gamma.shape[0]
     rows, warps = config or layernorm_config(E, T)
     parts = x.shape[0] if x.dim() == 3 else 0
     grid = (triton.cdiv(T, rows),)
     _add_layernorm_kernel[grid](x, gamma if res is None else res, gamma if bias is None else bias, gamma, beta, out,
-                                head_w, head_b, logits, T, E, eps, PARTS=parts, ADD_BIAS=bias is not None,
+                                head_w, head_b, logits, T, E, eps, **prefetch_args(prefetch, grid[0], warps, gamma),
+                                PARTS=parts, ADD_BIAS=bias is not None,
                                 ADD_RES=res is not None, HEAD=head, ROWS=rows, BLOCK_E=triton.next_power_of_2(E),
                                 PDL=pdl, num_warps=warps, **_launch_options(pdl))
 
 
-def add_layernorm(x, res, bias, gamma, beta, eps, out, pdl=False, config=None):
+def add_layernorm(x, res, bias, gamma, beta, eps, out, pdl=False, config=None, prefetch=()):
     """out = LN(x [+ bias] [+ res]); x is (T, E), or [parts, T, E] float32 split-K partials to sum; res and bias
-    may be None. `out` may be `x` or `res` (each program reads its rows before writing them)."""
-    _layernorm_launch(x, res, bias, gamma, beta, eps, out, gamma, beta, out, head=False, pdl=pdl, config=config)
+    may be None. `out` may be `x` or `res` (each program reads its rows before writing them). prefetch: up to two
+    weight tensors to bring into L2 meanwhile (the next products')."""
+    _layernorm_launch(x, res, bias, gamma, beta, eps, out, gamma, beta, out, head=False, pdl=pdl, config=config,
+                      prefetch=prefetch)
 
 
 def add_layernorm_head(x, res, bias, gamma, beta, eps, head_w, head_b, logits, pdl=False):
@@ -188,14 +241,15 @@ def add_layernorm_head(x, res, bias, gamma, beta, eps, head_w, head_b, logits, p
 # ---- variable-length attention (FlashAttention-style, online softmax) ----------------------------------------------
 
 @triton.jit
-def _varlen_attention_kernel(qkv_ptr, out_ptr, cu_ptr, qk_scale, NUM_HEADS, E,
-                             HEAD: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, IEEE: tl.constexpr,
-                             PDL: tl.constexpr):
+def _varlen_attention_kernel(qkv_ptr, out_ptr, cu_ptr, qk_scale, NUM_HEADS, E, pf_a, pf_a_bytes, pf_b, pf_b_bytes,
+                             pf_chunk, HEAD: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                             IEEE: tl.constexpr, PDL: tl.constexpr, PREFETCH: tl.constexpr, THREADS: tl.constexpr):
     """One program: BLOCK_M queries of one head of one sequence, streaming that sequence's keys BLOCK_N at a time.
 
     qkv rows are [Q (E) | K (E) | V (E)], each head-major (head n owns columns n*HEAD .. n*HEAD+HEAD-1).
     qk_scale = log2(e) / sqrt(HEAD): scores are kept in base 2 so that exp2 does the softmax's exponentials.
     """
+    _prefetch_weights(pf_a, pf_a_bytes, pf_b, pf_b_bytes, pf_chunk, PREFETCH, THREADS)
     _pdl_enter(PDL)
     block = tl.program_id(0)
     seq = tl.program_id(1) // NUM_HEADS
@@ -251,8 +305,9 @@ def attention_config(num_seqs, max_seqlen, num_heads, head_size, dtype):
     return 64, 64, 4, 3
 
 
-def varlen_attention(qkv, cu_seqlens, num_seqs, max_seqlen, num_heads, out, config=None, pdl=False):
-    """out (T, E) = softmax(Q K^T / sqrt(H)) V per head of every sequence of up to `max_seqlen` tokens."""
+def varlen_attention(qkv, cu_seqlens, num_seqs, max_seqlen, num_heads, out, config=None, pdl=False, prefetch=()):
+    """out (T, E) = softmax(Q K^T / sqrt(H)) V per head of every sequence of up to `max_seqlen` tokens.
+    prefetch: up to two weight tensors to bring into L2 meanwhile (the next products')."""
     T, E = out.shape
     head_size = E // num_heads
     if head_size not in (16, 32, 64, 128):
@@ -261,7 +316,8 @@ def varlen_attention(qkv, cu_seqlens, num_seqs, max_seqlen, num_heads, out, conf
                                                                  qkv.dtype)
     grid = (triton.cdiv(max_seqlen, block_m), num_seqs * num_heads)
     _varlen_attention_kernel[grid](qkv, out, cu_seqlens, math.log2(math.e) / math.sqrt(head_size), num_heads, E,
-                                   HEAD=head_size, BLOCK_M=block_m, BLOCK_N=block_n,
+                                   **prefetch_args(prefetch, grid[0] * grid[1], warps, out), HEAD=head_size,
+                                   BLOCK_M=block_m, BLOCK_N=block_n,
                                    IEEE=qkv.dtype == torch.float32, PDL=pdl, num_warps=warps, num_stages=stages,
                                    **_launch_options(pdl))
 
