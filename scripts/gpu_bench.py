@@ -282,8 +282,7 @@ def measure_variant(size, weights, variant, args):
             f"{t['torch_us']:8.2f} us, {t['chosen']} {t['chosen_us']:8.2f} us of {t['candidates']} candidates")
     for t in runner.context_tuning:
         LOG(f"  in the forward {size} {variant} {t['choice']:>9} {t['rows']:>6} rows: "
-            + ", ".join(f"#{i} {ms:.4f} ms" for i, ms in enumerate(t['forward_ms']))
-            + f" -> #{t['chosen']} ({t['options'][t['chosen']]})")
+            + ", ".join(f"#{i} {ms:.4f} ms" for i, ms in enumerate(t['forward_ms'])) + f" -> #{t['chosen']}")
     after = runner.memory_report()
     after["allocated"] -= base_alloc
     mib = lambda v: f"{v / 2**20:.0f} MiB"  # noqa: E731

@@ -56,10 +56,6 @@ CONTEXT_SLACK = 0.10             # ... those within this fraction of the product
 CONTEXT_PASSES = 2               # ... in this many passes over the four products and our kernels' tiles:
 CONTEXT_ATTENTION_CONFIGS = ((64, 128, 4, 3), (64, 64, 4, 3), (64, 128, 4, 2), (64, 128, 8, 3), (128, 128, 8, 3))
 CONTEXT_LAYERNORM_CONFIGS = ((2, 8), (1, 4), (2, 4), (1, 8), (4, 8))
-# ... and, where our kernels are PDL-launched, each product as our Triton kernel in these tiles (split-K too for the
-# products whose LayerNorm sums partials): slower alone than cuBLAS's, but PDL-launched and prefetched
-CONTEXT_TRITON_CONFIGS = ((64, 64, 128, 4, 4), (64, 128, 64, 4, 4), (128, 128, 64, 8, 3))
-CONTEXT_TRITON_SPLITS = (1, 2, 4)
 
 
 @dataclasses.dataclass
@@ -82,15 +78,6 @@ class Layer:
     ffn_in: Dense
     ffn_out: Dense
     ln2: tuple
-
-
-@dataclasses.dataclass(frozen=True)
-class TritonPlan:
-    """A product run by our Triton kernel (gpu_kernels.linear): split-K factor (float32 partials that the next
-    LayerNorm sums), tile config (None: linear_config's), PDL launch."""
-    splits: int
-    config: tuple
-    pdl: bool
 
 
 class DeviceWeights:
@@ -167,18 +154,6 @@ def token_bucket(T, capacity):
     at least 64 tokens (at most 12.5% padding rows)."""
     step = max(64, (1 << max(T - 1, 1).bit_length()) // 16)
     return min(capacity, -(-T // step) * step)
-
-
-def _describe(option):
-    """An option of the in-forward search in words (gpu_bench.json); "default": PyTorch's call for a product, the
-    default tile for a kernel."""
-    if option is None:
-        return "default"
-    if isinstance(option, TritonPlan):
-        return f"triton {option.config} split-K {option.splits}"
-    if isinstance(option, tuple):
-        return f"tile {option}"
-    return f"cublasLt split-K {option.splits}"
 
 
 def _torch_product(a, dense, out, epilogue, accumulate=None):
@@ -447,8 +422,7 @@ class GpuRunner:
         # are Triton's (Large b1 s128 0.664 -> 0.642 ms). Before cuBLAS's products (up to 512 rows) it cost more
         # than hot weights saved (b1 s384 0.92 -> 0.98 ms, every way of issuing it tried; PERF_NOTES session 8).
         def ahead(*denses):
-            ours = [d for d in denses if pdl or isinstance(self._lt_plans.get((d.role, T)), TritonPlan)]
-            return tuple(d.weight for d in ours) if self.prefetch else ()
+            return tuple(d.weight for d in denses) if pdl and self.prefetch else ()
 
         x, ctx, y = buf.x[:T], buf.ctx[:T], buf.y[:T]
         K.embed_layernorm(buf.ids, buf.segs, buf.cu_seqlens, num_seqs, max_seqlen, w.word, w.position,
@@ -508,28 +482,23 @@ class GpuRunner:
         """a @ W^T + b + residual, left as the (x, res, bias) summands that the LayerNorm kernel adds up:
         few tokens: float32 split-K partials (the LayerNorm does the reduction) or a Triton product in `scratch`;
         otherwise cuBLAS accumulates the product into the residual itself (beta = 1), so that the LayerNorm reads
-        one tensor instead of two, and adds the bias, unless benchmark tuning found a cuBLASLt split-K faster (or,
-        up to 512 rows, the forward ran faster with a Triton product: _tune_in_context).
+        one tensor instead of two, and adds the bias, unless benchmark tuning found a cuBLASLt split-K faster.
         The residual may be overwritten: the layer needs it no more. norm: the consuming LayerNorm's (gamma, beta),
         which tuning times with the product."""
         T, (N, K_) = a.shape[0], dense.weight.shape
-        fp16 = self.dtype == torch.float16
         if pdl:
-            choice = TritonPlan(*K.small_plan(T, N, K_, can_split=True), pdl=True)
-        elif fp16 and self.gemm != "cublas" and K.split_k_plan(T, N, K_) is not None:
-            choice = TritonPlan(*K.split_k_plan(T, N, K_), pdl=False)
-        elif fp16 and self.gemm == "triton":
-            choice = TritonPlan(1, None, pdl=False)
+            plan = K.small_plan(T, N, K_, can_split=True)
         else:
-            choice = self._tuned(a, dense, scratch, "none", accumulate=residual, norm=norm)
-        if isinstance(choice, TritonPlan):
-            if choice.splits > 1:
-                partials = self.buffers.partials[:choice.splits * T * N].view(choice.splits, T, N)
-                K.linear(a, dense.weight, dense.bias, partials, config=choice.config, split_k=choice.splits,
-                         pdl=choice.pdl)
-                return partials, residual, dense.bias
-            K.linear(a, dense.weight, dense.bias, scratch, config=choice.config, pdl=choice.pdl)
+            plan = K.split_k_plan(T, N, K_) if self.dtype == torch.float16 and self.gemm != "cublas" else None
+        if plan is not None and plan[0] > 1:
+            splits, config = plan
+            partials = self.buffers.partials[:splits * T * N].view(splits, T, N)
+            K.linear(a, dense.weight, dense.bias, partials, config=config, split_k=splits, pdl=pdl)
+            return partials, residual, dense.bias
+        if pdl or self.gemm == "triton":
+            self._dense(a, dense, scratch, pdl=pdl)
             return scratch, residual, None
+        choice = self._tuned(a, dense, scratch, "none", accumulate=residual, norm=norm)
         if choice is not None and choice.splits > 1:
             partials = self.buffers.partials[:choice.splits * T * N].view(choice.splits, T, N)
             self._lt.run(choice, a, dense.weight, dense.bias, partials)
@@ -553,9 +522,6 @@ class GpuRunner:
         # bias in the cuBLASLt epilogue; tanh GELU (FP16) too, as cuBLASLt's GELU epilogue is the tanh form
         epilogue = "bias" if gelu is None else "gelu_bias" if gelu == "tanh" and self.dtype == torch.float16 else "none"
         choice = self._tuned(a, dense, out, epilogue)
-        if isinstance(choice, TritonPlan):   # chosen in the forward (_tune_in_context)
-            K.linear(a, dense.weight, dense.bias, out, gelu=gelu, config=choice.config, pdl=choice.pdl)
-            return
         if choice is not None:
             self._lt.run(choice, a, dense.weight, dense.bias, out)
         else:
@@ -564,9 +530,8 @@ class GpuRunner:
             K.bias_gelu_(out, dense.bias, gelu)
 
     def _tuned(self, a, dense, out, epilogue, accumulate=None, norm=None):
-        """The cuBLASLt plan measured fastest for this product and row count (or the TritonPlan that the forward
-        ran fastest with), or None for PyTorch's call (nothing measured, as in inference, or nothing beat it);
-        measured now if this is a tuning forward."""
+        """The cuBLASLt plan measured fastest for this product and row count, or None for PyTorch's call (nothing
+        measured, as in inference, or nothing beat it); measured now if this is a tuning forward."""
         key = (dense.role, a.shape[0])
         if key not in self._lt_plans and self._tuning:
             self._lt_plans[key] = self._tune_product(a, dense, out, epilogue, accumulate, norm)
@@ -663,7 +628,7 @@ class GpuRunner:
         configs of the attention and LayerNorm kernels, are timed again in the whole forward's graph, one choice
         after another, the others held at their best so far."""
         rows = key[0]
-        choices = [(role, (role, rows), self._lt_plans, self._context_product_options(role, rows))
+        choices = [(role, (role, rows), self._lt_plans, self._lt_runners_up.get((role, rows), []))
                    for role in ("qkv", "attn_out", "ffn_in", "ffn_out")]
         if self._attention_route(key) == "triton":
             choices.append(("attention", ("attention", key), self._kernel_configs,
@@ -681,17 +646,8 @@ class GpuRunner:
                                for index, option in enumerate(options)}, replays=5)
             best = min(timed, key=timed.get)
             table[choice] = options[best]
-            self.context_tuning.append({"choice": name, "rows": rows, "options": [_describe(o) for o in options],
+            self.context_tuning.append({"choice": name, "rows": rows,
                                         "forward_ms": [timed[i] for i in sorted(timed)], "chosen": best})
-
-    def _context_product_options(self, role, rows):
-        """What the in-forward search tries for a product: its close cuBLAS(Lt) runners-up, fastest alone first, and
-        where our kernels are PDL-launched (the products being cuBLAS's) our Triton product in a few tiles."""
-        options = list(self._lt_runners_up.get((role, rows), []))
-        if self._pdl_kernels(rows) and rows > K.PDL_MAX_ROWS:
-            splits = CONTEXT_TRITON_SPLITS if role in ("attn_out", "ffn_out") else (1,)
-            options += [TritonPlan(n, config, pdl=True) for config in CONTEXT_TRITON_CONFIGS for n in splits]
-        return options
 
     def memory_report(self):
         """GPU memory held by this process after loading (bytes), and what the engine's tensors account for."""
