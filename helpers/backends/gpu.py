@@ -16,8 +16,8 @@ Many tokens (more than 128 rows):
 Few tokens (at most 128 rows, FP16, Hopper): every kernel is a Triton kernel chained by programmatic dependent
 launch (PDL: each starts while its predecessor drains); the products carry bias and GELU in their epilogue, and the
 two that feed a LayerNorm are split-K products whose float32 partials the LayerNorm kernel sums with the bias and
-the residual, and the kernels between products bring the next products' weights into L2 while they run. Up to 512 rows the products are cuBLAS's, which cannot be PDL-launched, but the Triton kernels between
-them still are.
+the residual; the kernels between products bring the next products' weights into L2 while they run. Up to 512 rows
+the products are cuBLAS's, which cannot be PDL-launched, but the Triton kernels between them still are.
 
 All activations live in buffers allocated once, sized for the engine's largest profile, so a forward allocates
 nothing (but SDPA's output, in the graphs' shared pool) and can be captured in a CUDA graph; graphs are captured per
