@@ -4,6 +4,7 @@ The shared data folder (`../shared` beside the repo, or $BERT_SHARED_DATA: SQuAD
 fixture) is optional: the repo ships copies of the SQuAD v1.1 dev set and the uncased vocabulary, and tests that
 need anything else from it skip cleanly when it is absent.
 """
+import importlib.util
 import lzma
 import os
 import shutil
@@ -16,6 +17,14 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 MODEL_DIR = ROOT / "models" / "minilm-l6-squad11"
 sys.path.insert(0, str(ROOT))
+
+
+def load_script(name):
+    """scripts/NAME.py as a module (the scripts folder is not a package)."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def shared_dir():

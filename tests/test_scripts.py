@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import MODEL_DIR, ROOT, shared_path
+from conftest import MODEL_DIR, ROOT, load_script, shared_path
 from helpers.errors import BertError
 
 VOCAB = str(MODEL_DIR / "vocab.txt")
@@ -319,10 +319,7 @@ def test_builder_never_overwrites_its_inputs(tmp_path):
 
 def test_builder_never_overwrites_the_checkpoint_state_file_it_read(tmp_path):
     """-m FOLDER reads FOLDER/checkpoint to find the prefix: that file is an input too."""
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("make_random_checkpoint", ROOT / "scripts/make_random_checkpoint.py")
-    maker = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(maker)
+    maker = load_script("make_random_checkpoint")
     from helpers import tf_checkpoint
     config = json.loads((MODEL_DIR / "config.json").read_text(encoding="utf-8"))
     folder = tmp_path / "tf"

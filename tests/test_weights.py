@@ -1,6 +1,5 @@
 """Weight loading: the real TF-written fixture checkpoint, our converted Hugging Face folder, PyTorch/DLE, ONNX
 fake-quant and Megatron sources all give the same canonical map; bad files fail with one-line BertErrors."""
-import importlib.util
 import os
 import pickle
 import shutil
@@ -9,7 +8,7 @@ import warnings
 import numpy as np
 import pytest
 
-from conftest import MODEL_DIR, ROOT, shared_path
+from conftest import MODEL_DIR, load_script, shared_path
 from helpers import tf_checkpoint, weights as W
 from helpers.config import BertConfig, load_config
 from helpers.errors import BertError
@@ -18,15 +17,8 @@ TINY = BertConfig(num_hidden_layers=2, hidden_size=8, num_attention_heads=2, int
                   max_position_embeddings=12, type_vocab_size=2)
 
 
-def _load_script(name):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def tiny_tf_variables(seed=0):
-    return _load_script("make_random_checkpoint").random_tf_variables(
+    return load_script("make_random_checkpoint").random_tf_variables(
         {**TINY.to_dict(), "initializer_range": 0.02}, seed)
 
 
@@ -485,7 +477,7 @@ def test_sharded_hugging_face_folder_equals_the_whole_one(tmp_path):
 def test_convert_fixture_script(fixture_dir, tmp_path):
     """The shipped folder is what the script makes from the fixture."""
     shared_path("fixtures", "minilm-l6-squad11", "tf")
-    _load_script("convert_fixture").main(["--fixture", str(fixture_dir), "-o", str(tmp_path / "out")])
+    load_script("convert_fixture").main(["--fixture", str(fixture_dir), "-o", str(tmp_path / "out")])
     for name in ("model.safetensors", "config.json", "bert_config.json", "vocab.txt", "tokenizer_config.json"):
         assert (tmp_path / "out" / name).read_bytes() == (MODEL_DIR / name).read_bytes(), name
     shutil.rmtree(tmp_path / "out")
