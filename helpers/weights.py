@@ -446,6 +446,7 @@ def load_megatron_pickle(path, config):
     if not isinstance(state, dict):
         raise BertError(f"Megatron pickle {path} does not hold a dict of tensors")
     e = config.hidden_size
+    source = f"Megatron pickle {path}"
     weights = {}
     for name, value in state.items():
         if "scale" in name:
@@ -454,24 +455,24 @@ def load_megatron_pickle(path, config):
         for old, new in _MEGATRON_REPLACEMENTS:
             key = key.replace(old, new)
         if type(value).__module__.startswith("torch"):   # torch tensors (bfloat16 ones too) as -pt reads them
-            value = _torch_to_numpy(value, name, f"Megatron pickle {path}")
+            value = _torch_to_numpy(value, name, source)
         array = _canonical_value(key, value)
         if key == f"l{config.num_hidden_layers - 1}_output_layernorm_output_quantizer_amax":
             key = "bert_encoder_final_input_quantizer_amax"
         if key.endswith("self_qkv_kernel") or key.endswith("self_qkv_bias"):
             kind = "kernel" if key.endswith("kernel") else "bias"
             if array.size != 3 * e * (e if kind == "kernel" else 1):
-                raise BertError(f"Megatron pickle {path}: {name} has shape {list(array.shape)}, expected "
+                raise BertError(f"{source}: {name} has shape {list(array.shape)}, expected "
                                 f"{[3 * e, e] if kind == 'kernel' else [3 * e]}")
             parts = array.reshape(3, e, e) if kind == "kernel" else array.reshape(3, e)
             for part, qkv in zip(parts, ("query", "key", "value"), strict=True):
-                _add_weight(weights, key.replace("qkv_" + kind, f"{qkv}_{kind}"), np.ascontiguousarray(part),
-                            f"Megatron pickle {path}", name)
+                _add_weight(weights, key.replace("qkv_" + kind, f"{qkv}_{kind}"), np.ascontiguousarray(part), source,
+                            name)
             continue
-        _add_weight(weights, key, array, f"Megatron pickle {path}", name)
+        _add_weight(weights, key, array, source, name)
         if key.endswith("_qkv_input_amax"):
             for qkv in ("query", "key", "value"):
-                _add_weight(weights, key.replace("_qkv_", f"_{qkv}_"), array, f"Megatron pickle {path}", name)
+                _add_weight(weights, key.replace("_qkv_", f"_{qkv}_"), array, source, name)
     return weights
 
 
