@@ -269,8 +269,8 @@ def measure_variant(size, weights, variant, args):
         iters = args.iterations if B * S < 8192 else max(20, args.iterations // 5)
         times = runner.benchmark(B, S, warmup=10, iterations=iters, duration=0.0, seed=12345)
         ordered = sorted(times)
-        medians[f"{B}x{S}"] = statistics.median(times)
-        LOG(f"ours {size} {variant:>12} {B:>4}x{S:<4} median {statistics.median(times):.4f} ms  "
+        median = medians[f"{B}x{S}"] = statistics.median(times)
+        LOG(f"ours {size} {variant:>12} {B:>4}x{S:<4} median {median:.4f} ms  "
             f"mean {sum(times) / len(times):.4f}  p95 {ordered[int(0.95 * (len(ordered) - 1))]:.4f}  "
             f"n={len(times)}")
     for t in runner.product_tuning:
