@@ -421,8 +421,10 @@ class GpuRunner:
         # The weights that one of our kernels brings into L2 for the products after it: only where those products
         # are Triton's (Large b1 s128 0.664 -> 0.642 ms). Before cuBLAS's products (up to 512 rows) it cost more
         # than hot weights saved (b1 s384 0.92 -> 0.98 ms, every way of issuing it tried; PERF_NOTES session 8).
+        prefetch = pdl and self.prefetch
+
         def ahead(*denses):
-            return tuple(d.weight for d in denses) if pdl and self.prefetch else ()
+            return tuple(d.weight for d in denses) if prefetch else ()
 
         x, ctx, y = buf.x[:T], buf.ctx[:T], buf.y[:T]
         K.embed_layernorm(buf.ids, buf.segs, buf.cu_seqlens, num_seqs, max_seqlen, w.word, w.position,
