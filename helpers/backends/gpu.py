@@ -35,7 +35,6 @@ import torch
 from ..engine_format import EngineFile
 from ..errors import BertError
 from . import gpu_kernels as K
-from . import graph_pdl
 from .cublaslt import LtProducts
 from .inputs import check_packed_inputs, pack_fixed_inputs, perf_inputs
 
@@ -187,30 +186,19 @@ def graph_ms(calls, replays=5):
     return graphs_ms({None: calls}, rounds=1, replays=replays)[None]
 
 
-def capture_graph(calls, pool=None, edges=None):
-    """A CUDA graph of `calls()`. edges: a graph_pdl.GraphEdges when the calls hold kernels launched with
-    pdl="late": their edges into the next kernel are made programmatic before the graph is instantiated."""
-    graph = torch.cuda.CUDAGraph(keep_graph=True) if edges is not None else torch.cuda.CUDAGraph()
-    graph.capture_begin(pool=pool)
-    try:
-        calls()
-    finally:
-        graph.capture_end()
-    promoted = 0
-    if edges is not None:
-        promoted = edges.promote_edges(graph.raw_cuda_graph(), K.LATE_TRIGGER_KERNELS)
-        graph.instantiate()
-    return graph, promoted
-
-
-def graphs_ms(calls_by_key, rounds=TUNING_ROUNDS, replays=3, edges=None):
+def graphs_ms(calls_by_key, rounds=TUNING_ROUNDS, replays=3):
     """Median GPU ms of a CUDA graph of each `calls()`, timed in `rounds` passes over all of them in turn: the
     clock of a GPU at its power limit drifts with what ran before, so candidates timed one after another would
-    be ranked by that drift; interleaved, each sees the same mix. edges: as capture_graph's."""
+    be ranked by that drift; interleaved, each sees the same mix."""
     graphs = {}
     for key, calls in calls_by_key.items():
         calls()   # compiles what is not compiled yet outside the capture
-        graph = graphs[key] = capture_graph(calls, edges=edges)[0]
+        graph = graphs[key] = torch.cuda.CUDAGraph()
+        graph.capture_begin()
+        try:
+            calls()
+        finally:
+            graph.capture_end()
         graph.replay()
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     times = {key: [] for key in graphs}
@@ -231,7 +219,7 @@ class GpuRunner:
     device = "gpu"
 
     def __init__(self, engine: EngineFile, use_graphs=True, gemm="auto", pdl=None, attention="auto",
-                 tune_products=True, tune_in_context=True, prefetch=True, late_trigger=True):
+                 tune_products=True, tune_in_context=True, prefetch=True):
         # Under Triton's interpreter (TRITON_INTERPRET=1) the same forward runs on CPU tensors, eagerly: that is how
         # CI checks this module's composition of kernels without a GPU (tests/test_gpu_kernels_interpreted.py).
         self.interpreted = os.environ.get("TRITON_INTERPRET") == "1"
@@ -265,16 +253,6 @@ class GpuRunner:
         # on the all-Triton PDL chain (up to K.PDL_MAX_ROWS rows) each of our kernels between products also asks for
         # the next products' weights to be brought into L2 (forward): such products stream their weights from memory
         self.prefetch = prefetch
-        # from PDL_MAX_ROWS to PDL_KERNELS_MAX_ROWS rows our kernels sit between cuBLAS's products, whose kernels
-        # do not wait for their predecessor: there they signal the next kernel only once their results are stored
-        # and fenced (pdl="late"), and captured graphs make their edges into the products programmatic
-        self._edges = None
-        self.promoted_edges = {}   # graph key -> how many edges into cuBLAS's products its capture made programmatic
-        if late_trigger and self.pdl and self.use_graphs:
-            try:
-                self._edges = graph_pdl.GraphEdges()
-            except (OSError, AttributeError):   # no CUDA 12.3 graph edge API
-                self._edges = None
         # benchmark runs time cuBLASLt's candidate algorithms per product and row count (_tune_product); inference
         # keeps PyTorch's heuristic choice: no tuning cost per new batch shape, and the same answers every run
         self.tune_products = tune_products and self.dtype == torch.float16 and not self.interpreted
@@ -417,9 +395,13 @@ class GpuRunner:
     def _capture(self, key):
         # capture_begin/end rather than torch.cuda.graph(), whose entry also runs gc.collect() and empties the
         # allocator's cache: with a SQuAD file's objects on the heap that costs about 0.1 s per captured shape
+        graph = torch.cuda.CUDAGraph()
         self.stream.synchronize()
-        graph, self.promoted_edges[key] = capture_graph(lambda: self.forward(*key), self._graph_pool,
-                                                        self._late_edges(key[0]))
+        graph.capture_begin(pool=self._graph_pool)
+        try:
+            self.forward(*key)
+        finally:
+            graph.capture_end()
         self._graphs[key] = graph
         if len(self._graphs) > MAX_GRAPHS:
             self._graphs.popitem(last=False)
@@ -433,8 +415,6 @@ class GpuRunner:
         E, I = c.hidden_size, c.intermediate_size
         pdl = self.pdl and self.gemm == "auto" and T <= K.PDL_MAX_ROWS   # the whole chain, products included
         early = self._pdl_kernels(T)
-        if early and not pdl and self._late_edges(T) is not None:
-            early = "late"
         key = (T, num_seqs, max_seqlen, uniform)   # the graph's: tiles chosen in context are kept per graph
         layernorm_config = self._kernel_configs.get(("layernorm", key))
 
@@ -473,11 +453,6 @@ class GpuRunner:
         """Whether our kernels are PDL-launched: up to a few hundred rows they are, between cuBLAS's products too
         (they are set up while the product before them drains)."""
         return self.pdl and T <= PDL_KERNELS_MAX_ROWS
-
-    def _late_edges(self, T):
-        """The GraphEdges that promotes our kernels' edges into cuBLAS's products, where a forward of T rows
-        launches them with pdl="late"; else None."""
-        return self._edges if K.PDL_MAX_ROWS < T <= PDL_KERNELS_MAX_ROWS else None
 
     def _attention(self, qkv, ctx, key, pdl, config, prefetch=()):
         """The attention context (T, E) of the graph key's batch: our Triton kernel (tile `config`, None for the
@@ -670,7 +645,7 @@ class GpuRunner:
                 self.forward(*key)
 
             timed = graphs_ms({index: (lambda option=option: forward_with(option))
-                               for index, option in enumerate(options)}, replays=5, edges=self._late_edges(rows))
+                               for index, option in enumerate(options)}, replays=5)
             best = min(timed, key=timed.get)
             table[choice] = options[best]
             self.context_tuning.append({"choice": name, "rows": rows,

@@ -44,12 +44,6 @@ def _launch_options(pdl):
     return {"launch_pdl": True} if pdl else {}
 
 
-def _pdl_mode(pdl):
-    """The kernels' PDL constexpr: 0 off; 1 (pdl=True) the successor may launch at once; 2 (pdl="late") only once
-    every program has stored its results and fenced them (for a successor that does not wait: _pdl_exit)."""
-    return 2 if pdl == "late" else int(bool(pdl))
-
-
 PREFETCH_MIN_CHUNK = 1024   # bytes per thread's bulk prefetch, at least (fewer, larger requests)
 
 
@@ -72,23 +66,10 @@ def prefetch_args(tensors, programs, warps, placeholder):
 
 @triton.jit
 def _pdl_enter(PDL: tl.constexpr):
-    """Let the next kernel launch (PDL 1), then wait until the previous one has finished and its writes are
-    visible."""
-    if PDL == 1:
+    """Let the next kernel launch, then wait until the previous one has finished and its writes are visible."""
+    if PDL:
         gdc_launch_dependents()
-    if PDL >= 1:
         gdc_wait()
-
-
-@triton.jit
-def _pdl_exit(PDL: tl.constexpr):
-    """PDL 2: let the next kernel launch only now, once this program's threads have all stored their results and
-    a GPU-scope fence has made them visible (the successor, a cuBLAS kernel in a graph whose edge into it was made
-    programmatic, does not wait for this one)."""
-    if PDL == 2:
-        tl.debug_barrier()
-        tl.inline_asm_elementwise("{ fence.acq_rel.gpu; griddepcontrol.launch_dependents; mov.u32 $0, 0; }",
-                                  "=r,r", [tl.program_id(0)], dtype=tl.int32, is_pure=False, pack=1)
 
 
 @triton.jit
@@ -163,7 +144,6 @@ def _embed_layernorm_kernel(ids_ptr, segs_ptr, cu_ptr, word_ptr, pos_ptr, type_p
     beta = tl.load(beta_ptr + cols, mask=col_mask, other=0.0)
     y = _normalize_rows(v, gamma, beta, col_mask, E, eps)
     tl.store(out_ptr + token[:, None] * E + cols[None, :], y.to(out_ptr.dtype.element_ty), mask=mask)
-    _pdl_exit(PDL)
 
 
 def embed_layernorm(ids, segs, cu_seqlens, num_seqs, max_seqlen, word, pos, types, gamma, beta, eps, out, pdl=False,
@@ -177,8 +157,7 @@ def embed_layernorm(ids, segs, cu_seqlens, num_seqs, max_seqlen, word, pos, type
     grid = (triton.cdiv(max_seqlen, rows), num_seqs)
     _embed_layernorm_kernel[grid](ids, segs, cu_seqlens, word, pos, types, gamma, beta, out, E, eps,
                                   **prefetch_args(prefetch, grid[0] * grid[1], warps, out),
-                                  ROWS=rows, BLOCK_E=block_e, PDL=_pdl_mode(pdl), num_warps=warps,
-                                  **_launch_options(pdl))
+                                  ROWS=rows, BLOCK_E=block_e, PDL=pdl, num_warps=warps, **_launch_options(pdl))
 
 
 # ---- residual add + LayerNorm (optionally followed by the SQuAD head) ----------------------------------------------
@@ -222,7 +201,6 @@ def _add_layernorm_kernel(x_ptr, res_ptr, bias_ptr, gamma_ptr, beta_ptr, out_ptr
         tl.store(logits_ptr + rows * 2 + 1, end, mask=row_mask)
     else:
         tl.store(out_ptr + offsets, y, mask=mask)
-    _pdl_exit(PDL)
 
 
 def layernorm_config(E, T):
@@ -242,7 +220,7 @@ def _layernorm_launch(x, res, bias, gamma, beta, eps, out, head_w, head_b, logit
                                 head_w, head_b, logits, T, E, eps, **prefetch_args(prefetch, grid[0], warps, gamma),
                                 PARTS=parts, ADD_BIAS=bias is not None,
                                 ADD_RES=res is not None, HEAD=head, ROWS=rows, BLOCK_E=triton.next_power_of_2(E),
-                                PDL=_pdl_mode(pdl), num_warps=warps, **_launch_options(pdl))
+                                PDL=pdl, num_warps=warps, **_launch_options(pdl))
 
 
 def add_layernorm(x, res, bias, gamma, beta, eps, out, pdl=False, config=None, prefetch=()):
@@ -314,7 +292,6 @@ def _varlen_attention_kernel(qkv_ptr, out_ptr, cu_ptr, qk_scale, NUM_HEADS, E, p
     out = out_ptr + start.to(tl.int64) * E + head * HEAD
     tl.store(out + q_rows[:, None] * E + dims[None, :], acc.to(out_ptr.dtype.element_ty),
              mask=q_rows[:, None] < length)
-    _pdl_exit(PDL)
 
 
 def attention_config(num_seqs, max_seqlen, num_heads, head_size, dtype):
@@ -341,8 +318,8 @@ def varlen_attention(qkv, cu_seqlens, num_seqs, max_seqlen, num_heads, out, conf
     _varlen_attention_kernel[grid](qkv, out, cu_seqlens, math.log2(math.e) / math.sqrt(head_size), num_heads, E,
                                    **prefetch_args(prefetch, grid[0] * grid[1], warps, out), HEAD=head_size,
                                    BLOCK_M=block_m, BLOCK_N=block_n,
-                                   IEEE=qkv.dtype == torch.float32, PDL=_pdl_mode(pdl), num_warps=warps,
-                                   num_stages=stages, **_launch_options(pdl))
+                                   IEEE=qkv.dtype == torch.float32, PDL=pdl, num_warps=warps, num_stages=stages,
+                                   **_launch_options(pdl))
 
 
 # ---- bias + GELU (after a cuBLAS product that has no GELU epilogue) ------------------------------------------------
@@ -450,8 +427,6 @@ def split_k_plan(M, N, K):
 # Measured (PERF_NOTES.md, run 5): at 128 rows the PDL chain beats cuBLAS by 15-19%; at 384 rows it loses by 18-25%
 # (the Triton products themselves are slower than cuBLAS's there).
 PDL_MAX_ROWS = 128
-# The kernels that may be launched with pdl="late" (_pdl_exit): graph_pdl promotes the edges out of them.
-LATE_TRIGGER_KERNELS = frozenset({"_embed_layernorm_kernel", "_add_layernorm_kernel", "_varlen_attention_kernel"})
 MAX_SPLITS = 8
 SPLIT_MAX_ROWS = max(PDL_MAX_ROWS, SPLIT_K_MAX_ROWS)   # the most rows any split-K product runs on
 
@@ -478,5 +453,5 @@ def linear(a, weight, bias, out, gelu=None, config=None, split_k=1, pdl=False):
     block_m, block_n, block_k, warps, stages = config or linear_config(M, N, K)
     grid = (triton.cdiv(M, block_m) * triton.cdiv(N, block_n), split_k)
     _linear_kernel[grid](a, weight, bias, out, M, N, K, ACT=_ACT_CODE[gelu], SPLIT_K=split_k, BLOCK_M=block_m,
-                         BLOCK_N=block_n, BLOCK_K=block_k, GROUP_M=8, PDL=_pdl_mode(pdl),
+                         BLOCK_N=block_n, BLOCK_K=block_k, GROUP_M=8, PDL=pdl,
                          num_warps=warps, num_stages=stages, **_launch_options(pdl))
