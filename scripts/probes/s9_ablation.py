@@ -69,7 +69,7 @@ def main():
         "no FFN-out": {(runner, "_dense_before_layernorm"): before_skipping("ffn_out")},
         "products only": {(K, "varlen_attention"): lambda *a, **kw: None, (K, "add_layernorm"): lambda *a, **kw: None},
         "our kernels only": {(runner, "_dense"): lambda *a, **kw: None,
-                             (runner, "_dense_before_layernorm"): lambda a, d, r, *rest: (r, None, d.bias)},
+                             (runner, "_dense_before_layernorm"): lambda a, d, r, *rest, **kw: (r, None, d.bias)},
     }
 
     def forward_with(patches):
