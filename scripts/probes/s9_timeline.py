@@ -31,7 +31,10 @@ from helpers.native_builder import build_native_engine, fixed_profiles  # noqa: 
 @triton.jit
 def _attention_timed(qkv_ptr, out_ptr, cu_ptr, ts_ptr, qk_scale, NUM_HEADS, E, HEAD: tl.constexpr,
                      BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
-    stamp = ts_ptr + (tl.program_id(0) + tl.program_id(1) * tl.num_programs(0)) * 4
+    """Stamps (8 per program): 0 entry, 1 release, 2 Q loaded, 3 first key block's scores and max, 4 loop done,
+    5 after the final store. A stamp after a value first stores that value (to the program's slot 7), so that the
+    in-order issue of the store holds the timer read back until the value exists."""
+    stamp = ts_ptr + (tl.program_id(0) + tl.program_id(1) * tl.num_programs(0)) * 8
     tl.store(stamp, globaltimer())
     gdc_launch_dependents()
     gdc_wait()
@@ -46,6 +49,8 @@ def _attention_timed(qkv_ptr, out_ptr, cu_ptr, ts_ptr, qk_scale, NUM_HEADS, E, H
     q_rows = block * BLOCK_M + tl.arange(0, BLOCK_M)
     dims = tl.arange(0, HEAD)
     q = tl.load(base + q_rows[:, None] * row_stride + dims[None, :], mask=q_rows[:, None] < length, other=0.0)
+    tl.store(stamp + 7, tl.sum(tl.sum(q.to(tl.float32), axis=1), axis=0).to(tl.int64))
+    tl.store(stamp + 2, globaltimer())
     m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, HEAD], tl.float32)
@@ -56,6 +61,9 @@ def _attention_timed(qkv_ptr, out_ptr, cu_ptr, ts_ptr, qk_scale, NUM_HEADS, E, H
         s = tl.dot(q, k_t)
         s = tl.where(k_mask[None, :], s, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, axis=1) * qk_scale)
+        if k_first == 0:
+            tl.store(stamp + 7, tl.max(m_new, axis=0).to(tl.int64))
+            tl.store(stamp + 3, globaltimer())
         p = tl.exp2(s * qk_scale - m_new[:, None])
         alpha = tl.exp2(m_i - m_new)
         l_i = l_i * alpha + tl.sum(p, axis=1)
@@ -64,11 +72,12 @@ def _attention_timed(qkv_ptr, out_ptr, cu_ptr, ts_ptr, qk_scale, NUM_HEADS, E, H
         acc = tl.dot(p.to(v.dtype), v, acc)
         m_i = m_new
     acc = acc / l_i[:, None]
-    tl.store(stamp + 2, globaltimer())
+    tl.store(stamp + 7, tl.sum(tl.sum(acc, axis=1), axis=0).to(tl.int64))
+    tl.store(stamp + 4, globaltimer())
     out = out_ptr + start.to(tl.int64) * E + head * HEAD
     tl.store(out + q_rows[:, None] * E + dims[None, :], acc.to(out_ptr.dtype.element_ty),
              mask=q_rows[:, None] < length)
-    tl.store(stamp + 3, globaltimer())
+    tl.store(stamp + 5, globaltimer())
 
 
 @triton.jit
@@ -121,7 +130,7 @@ def main():
           + ", ".join(f"{role} {runner._lt_plans.get((role, key[0])) is not None}"
                       for role in ("qkv", "attn_out", "ffn_in", "ffn_out")))
 
-    stamps = torch.zeros(4 * config.num_hidden_layers, 4096 * 4, dtype=torch.int64, device="cuda")
+    stamps = torch.zeros(4 * config.num_hidden_layers, 4096 * 8, dtype=torch.int64, device="cuda")
     calls, order = [0], []
 
     def slot(kind):
@@ -168,19 +177,22 @@ def main():
     finally:
         K.varlen_attention, K.add_layernorm = real
 
-    ts = stamps[:len(order)].cpu().view(len(order), -1, 4)
     kernels = []
     for n, kind in enumerate(order):
-        t = ts[n]
+        t = stamps[n].cpu().view(-1, 8 if kind == "attention" else 4)
         t = t[t[:, 0] > 0]
+        last = 5 if kind == "attention" else 3
+        phases = {f"phase{i}": statistics.median((t[:, i] - t[:, i - 1]).tolist()) for i in range(2, last + 1)}
         kernels.append({"kind": kind, "entry": t[:, 0].min().item(), "release_first": t[:, 1].min().item(),
-                        "release_last": t[:, 1].max().item(), "end_last": t[:, 3].max().item(),
-                        "program": statistics.median((t[:, 3] - t[:, 1]).tolist()),
-                        "store": statistics.median((t[:, 3] - t[:, 2]).tolist()), "programs": len(t)})
+                        "release_last": t[:, 1].max().item(), "end_last": t[:, last].max().item(),
+                        "program": statistics.median((t[:, last] - t[:, 1]).tolist()),
+                        "store": phases[f"phase{last}"], "programs": len(t), **phases})
     # per layer: attention, LN1, LN2; the windows between them hold the cuBLAS products
     rows = {name: [] for name in ("QKV window (LN2 end -> attention release)", "attention entry before release",
                                   "attention release spread", "attention work (first release -> last end)",
-                                  "attention per program (release -> end)", "attention final store",
+                                  "attention per program (release -> end)", "attention: release -> Q loaded",
+                                  "attention: Q -> first key block's max", "attention: -> loop done",
+                                  "attention final store",
                                   "attn-out window (attention end -> LN1 release)", "LN1 work", "LN1 per program",
                                   "FFN-in + FFN-out window (LN1 end -> LN2 release)", "LN2 work", "layer")}
     layers = len(order) // 3
@@ -193,6 +205,9 @@ def main():
         rows["attention release spread"].append(us(attn["release_last"] - attn["release_first"]))
         rows["attention work (first release -> last end)"].append(us(attn["end_last"] - attn["release_first"]))
         rows["attention per program (release -> end)"].append(us(attn["program"]))
+        rows["attention: release -> Q loaded"].append(us(attn["phase2"]))
+        rows["attention: Q -> first key block's max"].append(us(attn["phase3"]))
+        rows["attention: -> loop done"].append(us(attn["phase4"]))
         rows["attention final store"].append(us(attn["store"]))
         rows["attn-out window (attention end -> LN1 release)"].append(us(ln1["release_first"] - attn["end_last"]))
         rows["LN1 work"].append(us(ln1["end_last"] - ln1["release_first"]))
