@@ -21,8 +21,8 @@ pytest.importorskip("triton")
 import torch.nn.functional as F  # noqa: E402
 
 from helpers.backends import gpu_kernels as K  # noqa: E402
-from helpers.backends.gpu import (CONTEXT_ATTENTION_CONFIGS, CONTEXT_ATTENTION_SPLIT_CONFIGS,  # noqa: E402
-                                  CONTEXT_LAYERNORM_CONFIGS, GpuRunner, token_bucket)
+from helpers.backends.gpu import (CONTEXT_ATTENTION_CONFIGS, CONTEXT_LAYERNORM_CONFIGS, GpuRunner,  # noqa: E402
+                                  token_bucket)
 
 CUDA = torch.device("cuda")
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
@@ -106,39 +106,6 @@ def test_attention_tile_shapes_agree(config):
     K.varlen_attention(qkv, cu, 40, 384, 16, default)
     K.varlen_attention(qkv, cu, 40, 384, 16, other, config=config)
     assert rel_err(other, default) < 2e-3
-
-
-@pytest.mark.parametrize("config", CONTEXT_ATTENTION_SPLIT_CONFIGS)
-def test_attention_key_splits_agree_and_reset_their_counters(config):
-    """Keys shared out over several programs per query block (few query blocks: b1 s384 BERT-Large, and a ragged
-    pair whose short sequence leaves splits without keys) compute the default's attention, eagerly and replayed in
-    a CUDA graph, and leave every arrival counter at zero for the next launch."""
-    gen = torch.Generator().manual_seed(5)
-    for lengths in ([384], [384, 70]):
-        cu = torch.tensor([0, *np.cumsum(lengths)], dtype=torch.int32).to(CUDA)
-        T, B = sum(lengths), len(lengths)
-        qkv = torch.randn(T, 3 * 1024, generator=gen).to(CUDA, torch.float16)
-        default, split = (poisoned(T, 1024, dtype=torch.float16) for _ in range(2))
-        K.varlen_attention(qkv, cu, B, 384, 16, default)
-        floats, counters = K.attention_split_scratch(B, 384, 16, 64, config)
-        scratch = (torch.full((floats,), float("nan"), device=CUDA), torch.zeros(counters, dtype=torch.int32,
-                                                                                 device=CUDA))
-        for _ in range(2):
-            K.varlen_attention(qkv, cu, B, 384, 16, split, config=config, scratch=scratch)
-            assert rel_err(split, default) < 2e-3
-            assert not scratch[1].any()
-        stream = torch.cuda.Stream()
-        with torch.cuda.stream(stream):
-            graph = torch.cuda.CUDAGraph()
-            graph.capture_begin()
-            K.varlen_attention(qkv, cu, B, 384, 16, split, config=config, scratch=scratch, pdl=True)
-            graph.capture_end()
-            split.fill_(float("nan"))
-            for _ in range(3):
-                graph.replay()
-        stream.synchronize()
-        assert rel_err(split, default) < 2e-3
-        assert not scratch[1].any()
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
@@ -436,12 +403,8 @@ def test_close_choices_are_timed_again_in_the_whole_forward(small_weights, monke
         assert t["forward_ms"][t["chosen"]] == min(t["forward_ms"])
     key = (320, 2, 160, True)
     for t in runner.context_tuning[-len(kinds):]:   # the last pass's choices are the ones installed
-        if t["choice"] == "attention":   # key splits are offered too: 24 query blocks, 2-3 key blocks
-            splits = [c for c in gpu.CONTEXT_ATTENTION_SPLIT_CONFIGS if runner._fits_key_splits(key, c)]
-            assert len(splits) == 2
-            options = (None, *gpu.CONTEXT_ATTENTION_CONFIGS, *splits)
-            assert len(t["forward_ms"]) == len(options)
-            assert runner._kernel_configs[("attention", key)] == options[t["chosen"]]
+        if t["choice"] == "attention":
+            assert runner._kernel_configs[("attention", key)] == (None, *gpu.CONTEXT_ATTENTION_CONFIGS)[t["chosen"]]
         elif t["choice"] == "layernorm":
             assert runner._kernel_configs[("layernorm", key)] == (None, *gpu.CONTEXT_LAYERNORM_CONFIGS)[t["chosen"]]
         else:

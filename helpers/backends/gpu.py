@@ -55,10 +55,6 @@ CONTEXT_CANDIDATES = 6           # ... at most this many plans per product (the 
 CONTEXT_SLACK = 0.10             # ... those within this fraction of the product's fastest time alone
 CONTEXT_PASSES = 2               # ... in this many passes over the four products and our kernels' tiles:
 CONTEXT_ATTENTION_CONFIGS = ((64, 128, 4, 3), (64, 64, 4, 3), (64, 128, 4, 2), (64, 128, 8, 3), (128, 128, 8, 3))
-# ... and, where the query blocks are too few for one program per SM, the attention's keys shared out over 2-6
-# programs per query block (the fifth field; gpu_kernels._combine_key_splits)
-CONTEXT_ATTENTION_SPLIT_CONFIGS = ((64, 128, 4, 3, 2), (64, 128, 4, 3, 3), (64, 64, 4, 3, 3), (64, 64, 4, 3, 6))
-ATTENTION_SPLIT_MAX_BLOCKS = 128   # query blocks (x heads x sequences) up to which key splits are offered
 CONTEXT_LAYERNORM_CONFIGS = ((2, 8), (1, 4), (2, 4), (1, 8), (4, 8))
 
 
@@ -143,8 +139,6 @@ class Activations:
         split_rows = min(tokens, split_rows) if dtype == torch.float16 else 0
         self.partials = torch.zeros(max(K.MAX_SPLITS, MAX_LT_SPLITS) * split_rows * E, dtype=torch.float32,
                                     device=device)
-        # the attention's key-split counters (its partials use `partials`, free while the attention runs)
-        self.arrivals = torch.zeros(ATTENTION_SPLIT_MAX_BLOCKS, dtype=torch.int32, device=device)
         # page-locked staging for inputs and logits: copies that neither block nor take the GIL twice per call
         pinned = device.type == "cuda"
         self.host_inputs = torch.zeros(2 * tokens + batch + 1, dtype=torch.int32, pin_memory=pinned)
@@ -473,18 +467,8 @@ class GpuRunner:
             out = torch.nn.functional.scaled_dot_product_attention(q, k, v).transpose(1, 2)   # (B, S, N, H)
             return out.reshape(T, E) if out.is_contiguous() else ctx.view_as(out).copy_(out).view(T, E)
         K.varlen_attention(qkv, self.buffers.cu_seqlens, num_seqs, max_seqlen, heads, out=ctx, pdl=pdl,
-                           config=config, prefetch=prefetch, scratch=(self.buffers.partials, self.buffers.arrivals))
+                           config=config, prefetch=prefetch)
         return ctx
-
-    def _fits_key_splits(self, key, config):
-        """Whether an attention tile with key splits suits a graph key: few query blocks, at least one key block
-        per split, and scratch for the partials."""
-        T, num_seqs, max_seqlen, _ = key
-        c = self.config
-        floats, counters = K.attention_split_scratch(num_seqs, max_seqlen, c.num_attention_heads, c.head_size,
-                                                     config)
-        return (-(-max_seqlen // config[1]) >= config[4] and counters <= self.buffers.arrivals.numel()
-                and floats <= self.buffers.partials.numel())
 
     def _attention_route(self, key):
         """'triton' or 'sdpa' for the batch of a graph key (T, num_seqs, max_seqlen, uniform)."""
@@ -649,9 +633,8 @@ class GpuRunner:
         choices = [(role, (role, rows), self._lt_plans, self._lt_runners_up.get((role, rows), []))
                    for role in ("qkv", "attn_out", "ffn_in", "ffn_out")]
         if self._attention_route(key) == "triton":
-            splits = [cfg for cfg in CONTEXT_ATTENTION_SPLIT_CONFIGS if self._fits_key_splits(key, cfg)]
             choices.append(("attention", ("attention", key), self._kernel_configs,
-                            [None, *CONTEXT_ATTENTION_CONFIGS, *splits]))
+                            [None, *CONTEXT_ATTENTION_CONFIGS]))
         choices.append(("layernorm", ("layernorm", key), self._kernel_configs, [None, *CONTEXT_LAYERNORM_CONFIGS]))
         for name, choice, table, options in choices * CONTEXT_PASSES:
             if len(options) < 2:
@@ -676,7 +659,7 @@ class GpuRunner:
             tensors += [layer.qkv.weight, layer.qkv.bias, layer.attn_out.weight, layer.attn_out.bias, *layer.ln1,
                         layer.ffn_in.weight, layer.ffn_in.bias, layer.ffn_out.weight, layer.ffn_out.bias, *layer.ln2]
         b = self.buffers
-        activations = [b.ids, b.segs, b.cu_seqlens, b.x, b.ctx, b.y, b.big, b.logits, b.partials, b.arrivals]
+        activations = [b.ids, b.segs, b.cu_seqlens, b.x, b.ctx, b.y, b.big, b.logits, b.partials]
         nbytes = lambda ts: sum(t.numel() * t.element_size() for t in ts)  # noqa: E731
         return {"weights": nbytes(tensors), "activations": nbytes(activations),
                 "allocated": torch.cuda.memory_allocated(self.device_index),

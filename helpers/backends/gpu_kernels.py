@@ -241,13 +241,10 @@ def add_layernorm_head(x, res, bias, gamma, beta, eps, head_w, head_b, logits, p
 # ---- variable-length attention (FlashAttention-style, online softmax) ----------------------------------------------
 
 @triton.jit
-def _varlen_attention_kernel(qkv_ptr, out_ptr, cu_ptr, part_ptr, arrivals_ptr, qk_scale, NUM_HEADS, E, pf_a,
-                             pf_a_bytes, pf_b, pf_b_bytes, pf_chunk, HEAD: tl.constexpr, BLOCK_M: tl.constexpr,
-                             BLOCK_N: tl.constexpr, SPLITS: tl.constexpr, IEEE: tl.constexpr, PDL: tl.constexpr,
-                             PREFETCH: tl.constexpr, THREADS: tl.constexpr):
+def _varlen_attention_kernel(qkv_ptr, out_ptr, cu_ptr, qk_scale, NUM_HEADS, E, pf_a, pf_a_bytes, pf_b, pf_b_bytes,
+                             pf_chunk, HEAD: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                             IEEE: tl.constexpr, PDL: tl.constexpr, PREFETCH: tl.constexpr, THREADS: tl.constexpr):
     """One program: BLOCK_M queries of one head of one sequence, streaming that sequence's keys BLOCK_N at a time.
-    With SPLITS > 1 the keys are shared out over SPLITS programs (grid axis 2), whose partial results the last of
-    them to finish combines (_combine_key_splits).
 
     qkv rows are [Q (E) | K (E) | V (E)], each head-major (head n owns columns n*HEAD .. n*HEAD+HEAD-1).
     qk_scale = log2(e) / sqrt(HEAD): scores are kept in base 2 so that exp2 does the softmax's exponentials.
@@ -261,12 +258,6 @@ def _varlen_attention_kernel(qkv_ptr, out_ptr, cu_ptr, part_ptr, arrivals_ptr, q
     length = tl.load(cu_ptr + seq + 1) - start
     if block * BLOCK_M >= length:
         return
-    k_lo = 0
-    k_hi = length
-    if SPLITS > 1:   # whole key blocks per split; the last splits of a short sequence may get none
-        share = tl.cdiv(tl.cdiv(length, BLOCK_N), SPLITS) * BLOCK_N
-        k_lo = tl.program_id(2) * share
-        k_hi = tl.minimum(length, k_lo + share)
     row_stride = 3 * E
     base = qkv_ptr + start.to(tl.int64) * row_stride + head * HEAD
     q_rows = block * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -275,7 +266,7 @@ def _varlen_attention_kernel(qkv_ptr, out_ptr, cu_ptr, part_ptr, arrivals_ptr, q
     m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, HEAD], tl.float32)
-    for k_first in range(k_lo, k_hi, BLOCK_N):
+    for k_first in range(0, length, BLOCK_N):
         k_rows = k_first + tl.arange(0, BLOCK_N)
         k_mask = k_rows < length
         # K is loaded transposed ([HEAD, BLOCK_N]) so that Q @ K^T is a plain product.
@@ -297,46 +288,10 @@ def _varlen_attention_kernel(qkv_ptr, out_ptr, cu_ptr, part_ptr, arrivals_ptr, q
         else:
             acc = tl.dot(p.to(v.dtype), v, acc)
         m_i = m_new
-    out = out_ptr + start.to(tl.int64) * E + head * HEAD + q_rows[:, None] * E + dims[None, :]
-    if SPLITS == 1:
-        tl.store(out, (acc / l_i[:, None]).to(out_ptr.dtype.element_ty), mask=q_rows[:, None] < length)
-    else:
-        _combine_key_splits(acc, m_i, l_i, part_ptr, arrivals_ptr, out, q_rows[:, None] < length, HEAD, BLOCK_M,
-                            SPLITS)
-
-
-@triton.jit
-def _combine_key_splits(acc, m_i, l_i, part_ptr, arrivals_ptr, out, out_mask, HEAD: tl.constexpr,
-                        BLOCK_M: tl.constexpr, SPLITS: tl.constexpr):
-    """Store this split's unnormalized (acc, running max m_i, running sum l_i) in float32 scratch; the last of the
-    SPLITS programs of a query block to arrive (a GPU-scope acq_rel counter, which it resets for the next launch)
-    reads them all back from L2, rescales them to their common maximum and stores the normalized result."""
-    program = tl.program_id(0) + tl.num_programs(0) * tl.program_id(1)
-    programs = tl.num_programs(0) * tl.num_programs(1)
-    rows = tl.arange(0, BLOCK_M)
-    tile = rows[:, None] * HEAD + tl.arange(0, HEAD)[None, :]
-    stats = part_ptr + SPLITS * programs * BLOCK_M * HEAD   # (m, l) pairs of rows after the tiles
-    slot = (tl.program_id(2) * programs + program).to(tl.int64)
-    tl.store(part_ptr + slot * BLOCK_M * HEAD + tile, acc)
-    tl.store(stats + slot * 2 * BLOCK_M + rows, m_i)
-    tl.store(stats + slot * 2 * BLOCK_M + BLOCK_M + rows, l_i)
-    tl.debug_barrier()   # every thread's stores precede the release below
-    arrived = tl.atomic_add(arrivals_ptr + program, 1, sem="acq_rel", scope="gpu")
-    if arrived == SPLITS - 1:
-        tl.debug_barrier()
-        m = tl.full([BLOCK_M], float("-inf"), tl.float32)
-        for split in tl.static_range(SPLITS):
-            at = (split * programs + program).to(tl.int64) * 2 * BLOCK_M
-            m = tl.maximum(m, tl.load(stats + at + rows, cache_modifier=".cg"))
-        total = tl.zeros([BLOCK_M], tl.float32)
-        combined = tl.zeros([BLOCK_M, HEAD], tl.float32)
-        for split in tl.static_range(SPLITS):
-            at = (split * programs + program).to(tl.int64)
-            weight = tl.exp2(tl.load(stats + at * 2 * BLOCK_M + rows, cache_modifier=".cg") - m)
-            total += weight * tl.load(stats + at * 2 * BLOCK_M + BLOCK_M + rows, cache_modifier=".cg")
-            combined += weight[:, None] * tl.load(part_ptr + at * BLOCK_M * HEAD + tile, cache_modifier=".cg")
-        tl.store(out, (combined / total[:, None]).to(out.dtype.element_ty), mask=out_mask)
-        tl.store(arrivals_ptr + program, 0)
+    acc = acc / l_i[:, None]
+    out = out_ptr + start.to(tl.int64) * E + head * HEAD
+    tl.store(out + q_rows[:, None] * E + dims[None, :], acc.to(out_ptr.dtype.element_ty),
+             mask=q_rows[:, None] < length)
 
 
 def attention_config(num_seqs, max_seqlen, num_heads, head_size, dtype):
@@ -350,44 +305,19 @@ def attention_config(num_seqs, max_seqlen, num_heads, head_size, dtype):
     return 64, 64, 4, 3
 
 
-def attention_split_scratch(num_seqs, max_seqlen, num_heads, head_size, config):
-    """(float32 elements, arrival counters) that a launch of `config` with key splits (its fifth field) needs:
-    each split's partial tile and row statistics, and one counter per query block."""
-    block_m, _, _, _, splits = config
-    programs = triton.cdiv(max_seqlen, block_m) * num_seqs * num_heads
-    return splits * programs * block_m * (head_size + 2), programs
-
-
-def varlen_attention(qkv, cu_seqlens, num_seqs, max_seqlen, num_heads, out, config=None, pdl=False, prefetch=(),
-                     scratch=None):
+def varlen_attention(qkv, cu_seqlens, num_seqs, max_seqlen, num_heads, out, config=None, pdl=False, prefetch=()):
     """out (T, E) = softmax(Q K^T / sqrt(H)) V per head of every sequence of up to `max_seqlen` tokens.
-    config: (BLOCK_M, BLOCK_N, num_warps, num_stages[, key splits]). Key splits (few query blocks: more programs
-    than one per query block) need scratch = (float32 tensor, int32 counters at zero, left at zero) of at least
-    attention_split_scratch's sizes; allocated here when not given (not inside a CUDA graph capture).
     prefetch: up to two weight tensors to bring into L2 meanwhile (the next products')."""
     T, E = out.shape
     head_size = E // num_heads
     if head_size not in (16, 32, 64, 128):
         raise ValueError(f"attention kernel supports head sizes 16, 32, 64 and 128, not {head_size}")
-    config = config or attention_config(num_seqs, max_seqlen, num_heads, head_size, qkv.dtype)
-    block_m, block_n, warps, stages = config[:4]
-    splits = config[4] if len(config) > 4 else 1
-    grid = (triton.cdiv(max_seqlen, block_m), num_seqs * num_heads, splits)
-    if splits > 1:
-        floats, counters = attention_split_scratch(num_seqs, max_seqlen, num_heads, head_size, config)
-        if scratch is None:
-            scratch = (torch.empty(floats, dtype=torch.float32, device=out.device),
-                       torch.zeros(counters, dtype=torch.int32, device=out.device))
-        partials, arrivals = scratch
-        if partials.numel() < floats or arrivals.numel() < counters:
-            raise ValueError("attention scratch too small for its key splits")
-    else:
-        partials = arrivals = out   # not touched
-    # the prefetch numbers programs over the first two grid axes: key splits repeat their query block's share
-    _varlen_attention_kernel[grid](qkv, out, cu_seqlens, partials, arrivals,
-                                   math.log2(math.e) / math.sqrt(head_size), num_heads, E,
+    block_m, block_n, warps, stages = config or attention_config(num_seqs, max_seqlen, num_heads, head_size,
+                                                                 qkv.dtype)
+    grid = (triton.cdiv(max_seqlen, block_m), num_seqs * num_heads)
+    _varlen_attention_kernel[grid](qkv, out, cu_seqlens, math.log2(math.e) / math.sqrt(head_size), num_heads, E,
                                    **prefetch_args(prefetch, grid[0] * grid[1], warps, out), HEAD=head_size,
-                                   BLOCK_M=block_m, BLOCK_N=block_n, SPLITS=splits,
+                                   BLOCK_M=block_m, BLOCK_N=block_n,
                                    IEEE=qkv.dtype == torch.float32, PDL=pdl, num_warps=warps, num_stages=stages,
                                    **_launch_options(pdl))
 
