@@ -3,6 +3,7 @@
 #include "json.h"
 
 #include <array>
+#include <cctype>
 #include <cstring>
 #include <fstream>
 #include <stdexcept>
@@ -42,6 +43,60 @@ uint32_t crc32(const uint8_t* data, size_t size)
         crc = table[(crc ^ data[i]) & 0xFFu] ^ (crc >> 8);
     }
     return crc ^ 0xFFFFFFFFu;
+}
+
+// The header text without its top-level "header_crc32" member, which is what that checksum covers: the Python
+// writer (helpers/engine_format.py) takes the CRC-32 of json.dumps(header without the key, sort_keys=True) and
+// writes json.dumps(header, sort_keys=True), so removing the member and one ", " separator from the text as
+// written gives back the checksummed text byte for byte. Returns false when there is no such member.
+bool withoutChecksumMember(const std::string& text, std::string& covered)
+{
+    static const std::string kKey = "\"header_crc32\": ";
+    int depth = 0;
+    for (size_t i = 0; i < text.size(); ++i)
+    {
+        const char c = text[i];
+        if (c == '{' || c == '[')
+        {
+            ++depth;
+        }
+        else if (c == '}' || c == ']')
+        {
+            --depth;
+        }
+        else if (c == '"')
+        {
+            if (depth == 1 && text.compare(i, kKey.size(), kKey) == 0) // a key: a value is never followed by ':'
+            {
+                size_t end = i + kKey.size();
+                while (end < text.size() && (std::isdigit(static_cast<unsigned char>(text[end])) || text[end] == '-'))
+                {
+                    ++end;
+                }
+                if (text.compare(end, 2, ", ") == 0)
+                {
+                    covered = text.substr(0, i) + text.substr(end + 2);
+                }
+                else if (i >= 2 && text.compare(i - 2, 2, ", ") == 0)
+                {
+                    covered = text.substr(0, i - 2) + text.substr(end);
+                }
+                else
+                {
+                    covered = text.substr(0, i) + text.substr(end);
+                }
+                return true;
+            }
+            for (++i; i < text.size() && text[i] != '"'; ++i) // skip the string, escapes included
+            {
+                if (text[i] == '\\')
+                {
+                    ++i;
+                }
+            }
+        }
+    }
+    return false;
 }
 
 size_t itemSize(const std::string& dtype)
@@ -154,6 +209,19 @@ void NativeEngineFile::parseHeader()
     {
         throw std::runtime_error("engine " + mPath + " has another format version than "
             + std::to_string(kNativeFormatVersion) + ", the one this runtime reads: rebuild the engine");
+    }
+    // engines written before the header checksum existed have none; any other header must match its own
+    if (const JsonValue* stored = header.find("header_crc32"))
+    {
+        std::string covered;
+        const bool matches = stored->type() == JsonValue::Type::kNumber
+            && withoutChecksumMember(mHeaderText, covered)
+            && static_cast<double>(crc32(reinterpret_cast<const uint8_t*>(covered.data()), covered.size()))
+                == stored->asNumber(where);
+        if (!matches)
+        {
+            throw std::runtime_error(corrupt("its header does not match its checksum"));
+        }
     }
     try
     {

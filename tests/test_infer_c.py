@@ -65,7 +65,11 @@ def test_engine_info_reads_the_header_and_rejects_bad_files(infer_c, tmp_path):
     assert (info["kind"], info["precision"], info["variable_seqlen"]) == ("native", "fp16", True)
     assert [(p["batch"], p["seq"]) for p in info["profiles"]] == [((1, 8, 8), (1, 64, 64)), ((1, 2, 2), (1, 64, 64))]
     data = open(path, "rb").read()
+    heads = b'"num_attention_heads": 4'
+    assert data.count(heads) == 1
     cases = {
+        # still valid JSON, and the weights' shapes would still fit: only the header's own checksum tells
+        "header edited": (data.replace(heads, b'"num_attention_heads": 2'), "header does not match its checksum"),
         "truncated": (data[:-5], "truncated"),
         "text": (b"not an engine at all", "not an engine file"),
         "bad header": (data[:17] + b"#" + data[18:], "corrupt"),
