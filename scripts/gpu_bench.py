@@ -39,7 +39,7 @@ import torch  # noqa: E402
 
 from helpers import reference  # noqa: E402
 from helpers.backends import gpu_kernels as K  # noqa: E402
-from helpers.backends.gpu import GpuRunner, graph_ms as gpu_graph_ms  # noqa: E402
+from helpers.backends.gpu import GpuRunner, graphs_ms  # noqa: E402
 from helpers.config import BertConfig  # noqa: E402
 from helpers.native_builder import build_native_engine, fixed_profiles  # noqa: E402
 from helpers.weights import tf_to_trt_name  # noqa: E402
@@ -108,7 +108,7 @@ def graph_ms(calls, replays):
     stream = _STREAM[0]
     stream.wait_stream(torch.cuda.current_stream())   # inputs were made on the default stream
     with torch.cuda.stream(stream):
-        return gpu_graph_ms(lambda: [call() for call in calls], replays) / len(calls)
+        return graphs_ms({None: lambda: [call() for call in calls]}, rounds=1, replays=replays)[None] / len(calls)
 
 
 # ---- check -----------------------------------------------------------------------------------------------------------

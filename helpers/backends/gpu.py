@@ -180,14 +180,9 @@ def _rel_err(x, ref):
     return float(torch.linalg.vector_norm(x - ref) / torch.linalg.vector_norm(ref).clamp_min(1e-30))
 
 
-def graph_ms(calls, replays=5):
-    """Median GPU ms of a CUDA graph of `calls()` (captured on the current stream, which must not be the default
-    one; scripts/gpu_bench.py times with it too)."""
-    return graphs_ms({None: calls}, rounds=1, replays=replays)[None]
-
-
 def graphs_ms(calls_by_key, rounds=TUNING_ROUNDS, replays=3):
-    """Median GPU ms of a CUDA graph of each `calls()`, timed in `rounds` passes over all of them in turn: the
+    """Median GPU ms of a CUDA graph of each `calls()` (captured on the current stream, which must not be the
+    default one; scripts/gpu_bench.py times with it too), timed in `rounds` passes over all of them in turn: the
     clock of a GPU at its power limit drifts with what ran before, so candidates timed one after another would
     be ranked by that drift; interleaved, each sees the same mix."""
     graphs = {}
