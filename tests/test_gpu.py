@@ -108,6 +108,21 @@ def test_attention_tile_shapes_agree(config):
     assert rel_err(other, default) < 2e-3
 
 
+@pytest.mark.parametrize("config", [None, *CONTEXT_ATTENTION_CONFIGS])
+def test_uniform_attention_matches_the_packed_one(config):
+    """perf.py's uniform batches (every sequence full length) are attended without reading cu_seqlens: with a
+    zeroed cu_seqlens the result is bit for bit the packed kernel's, PDL-launched as in the forward."""
+    gen = torch.Generator().manual_seed(6)
+    B, S = 2, 384
+    qkv = torch.randn(B * S, 3 * 1024, generator=gen).to(CUDA, torch.float16)
+    cu = torch.arange(0, B * S + 1, S, dtype=torch.int32, device=CUDA)
+    packed, uniform = (poisoned(B * S, 1024, dtype=torch.float16) for _ in range(2))
+    pdl = K.pdl_supported()
+    K.varlen_attention(qkv, cu, B, S, 16, packed, config=config, pdl=pdl)
+    K.varlen_attention(qkv, torch.zeros_like(cu), B, S, 16, uniform, config=config, pdl=pdl, uniform=True)
+    assert torch.equal(packed, uniform)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 @pytest.mark.parametrize("config", [None, *CONTEXT_LAYERNORM_CONFIGS])   # the tiles the forward may choose
 def test_add_layernorm_in_place_and_with_the_squad_head(dtype, config):

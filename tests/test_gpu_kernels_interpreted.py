@@ -72,6 +72,26 @@ def test_varlen_attention(dtype, head_size, config):
     assert rel_err(out, torch.cat(refs)) < TOL[dtype]
 
 
+@pytest.mark.parametrize("q_with_keys", [False, True])
+def test_uniform_attention_ignores_cu_seqlens(q_with_keys):
+    """A uniform batch (every sequence max_seqlen long, back to back) is attended without reading cu_seqlens: a
+    cu_seqlens of zeros gives the same result as the real one, and both match PyTorch per sequence."""
+    gen = torch.Generator().manual_seed(5)
+    B, S, N, H = 3, 37, 2, 32
+    E = N * H
+    qkv = torch.randn(B * S, 3 * E, generator=gen).to(torch.float16)
+    config = (32, 16, 4, 2, q_with_keys)
+    outs = []
+    for cu in (cu_seqlens([S] * B), torch.zeros(B + 1, dtype=torch.int32)):
+        out = torch.full((B * S, E), float("nan"), dtype=torch.float16)
+        K.varlen_attention(qkv, cu, B, S, N, out, config=config, uniform=True)
+        outs.append(out)
+    assert torch.equal(outs[0], outs[1])
+    q, k, v = qkv.float().view(B, S, 3, N, H).permute(2, 0, 3, 1, 4)
+    ref = F.scaled_dot_product_attention(q, k, v).permute(0, 2, 1, 3).reshape(B * S, E)
+    assert rel_err(outs[0], ref) < TOL[torch.float16]
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 @pytest.mark.parametrize("summands", ["x+res", "x+bias"])
 @pytest.mark.parametrize("config", [None, *CONTEXT_LAYERNORM_CONFIGS])   # the tiles the forward may choose

@@ -54,7 +54,9 @@ CONTEXT_TUNING_MAX_ROWS = 512    # up to this many rows the close runners-up are
 CONTEXT_CANDIDATES = 6           # ... at most this many plans per product (the winner included)
 CONTEXT_SLACK = 0.10             # ... those within this fraction of the product's fastest time alone
 CONTEXT_PASSES = 2               # ... in this many passes over the four products and our kernels' tiles:
-CONTEXT_ATTENTION_CONFIGS = ((64, 128, 4, 3), (64, 64, 4, 3), (64, 128, 4, 2), (64, 128, 8, 3), (128, 128, 8, 3))
+CONTEXT_ATTENTION_CONFIGS = tuple(K.AttentionTile(*t) for t in (
+    (64, 128, 4, 3), (64, 64, 4, 3), (64, 128, 4, 2), (64, 128, 8, 3), (128, 128, 8, 3),
+    (64, 128, 4, 3, True), (64, 128, 4, 2, True), (64, 128, 4, 4, True), (64, 128, 8, 3, True)))
 CONTEXT_LAYERNORM_CONFIGS = ((2, 8), (1, 4), (2, 4), (1, 8), (4, 8))
 
 
@@ -454,7 +456,7 @@ class GpuRunner:
         default), or, for perf.py's dense FP16 batches off the PDL path, PyTorch's fused attention (on Hopper its
         cuDNN kernel: 12% faster than ours on full batches, slower on small ones; PERF_NOTES.md, run 5), which
         allocates its output (in the graphs' shared pool) rather than writing ctx."""
-        T, num_seqs, max_seqlen, _ = key
+        T, num_seqs, max_seqlen, uniform = key
         E = ctx.shape[1]
         heads = self.config.num_attention_heads
         if self._attention_route(key) == "sdpa":
@@ -462,7 +464,7 @@ class GpuRunner:
             out = torch.nn.functional.scaled_dot_product_attention(q, k, v).transpose(1, 2)   # (B, S, N, H)
             return out.reshape(T, E) if out.is_contiguous() else ctx.view_as(out).copy_(out).view(T, E)
         K.varlen_attention(qkv, self.buffers.cu_seqlens, num_seqs, max_seqlen, heads, out=ctx, pdl=pdl,
-                           config=config, prefetch=prefetch)
+                           config=config, prefetch=prefetch, uniform=uniform)
         return ctx
 
     def _attention_route(self, key):

@@ -18,6 +18,7 @@ the previous kernel's tail.
 import functools
 import math
 import os
+from typing import NamedTuple
 
 import torch
 import triton
@@ -241,34 +242,49 @@ def add_layernorm_head(x, res, bias, gamma, beta, eps, head_w, head_b, logits, p
 # ---- variable-length attention (FlashAttention-style, online softmax) ----------------------------------------------
 
 @triton.jit
-def _varlen_attention_kernel(qkv_ptr, out_ptr, cu_ptr, qk_scale, NUM_HEADS, E, pf_a, pf_a_bytes, pf_b, pf_b_bytes,
-                             pf_chunk, HEAD: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                             IEEE: tl.constexpr, PDL: tl.constexpr, PREFETCH: tl.constexpr, THREADS: tl.constexpr):
+def _varlen_attention_kernel(qkv_ptr, out_ptr, cu_ptr, qk_scale, NUM_HEADS, E, max_seqlen, pf_a, pf_a_bytes, pf_b,
+                             pf_b_bytes, pf_chunk, HEAD: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                             Q_WITH_KEYS: tl.constexpr, UNIFORM: tl.constexpr, IEEE: tl.constexpr,
+                             PDL: tl.constexpr, PREFETCH: tl.constexpr, THREADS: tl.constexpr):
     """One program: BLOCK_M queries of one head of one sequence, streaming that sequence's keys BLOCK_N at a time.
 
     qkv rows are [Q (E) | K (E) | V (E)], each head-major (head n owns columns n*HEAD .. n*HEAD+HEAD-1).
     qk_scale = log2(e) / sqrt(HEAD): scores are kept in base 2 so that exp2 does the softmax's exponentials.
+    UNIFORM: every sequence is max_seqlen long and they follow one another, so cu_seqlens is not read.
+    Q_WITH_KEYS: Q is read again with every key block (from L1/L2) rather than once before the loop. Loaded once,
+    it is stored to shared memory before the pipelined loop issues its first key blocks, which puts two dependent
+    round trips to memory ahead of the first product; loaded in the loop, it travels with the key blocks.
     """
     _prefetch_weights(pf_a, pf_a_bytes, pf_b, pf_b_bytes, pf_chunk, PREFETCH, THREADS)
-    _pdl_enter(PDL)
     block = tl.program_id(0)
     seq = tl.program_id(1) // NUM_HEADS
     head = tl.program_id(1) % NUM_HEADS
-    start = tl.load(cu_ptr + seq)
-    length = tl.load(cu_ptr + seq + 1) - start
+    if UNIFORM:
+        start = seq * max_seqlen
+        length = max_seqlen
+    else:
+        # cu_seqlens is written only by the host's copy before the forward, never by a kernel, so it may be read
+        # before waiting for the kernel before this one
+        start = tl.load(cu_ptr + seq)
+        length = tl.load(cu_ptr + seq + 1) - start
+    _pdl_enter(PDL)
     if block * BLOCK_M >= length:
         return
     row_stride = 3 * E
     base = qkv_ptr + start.to(tl.int64) * row_stride + head * HEAD
     q_rows = block * BLOCK_M + tl.arange(0, BLOCK_M)
     dims = tl.arange(0, HEAD)
-    q = tl.load(base + q_rows[:, None] * row_stride + dims[None, :], mask=q_rows[:, None] < length, other=0.0)
+    q_ptrs = base + q_rows[:, None] * row_stride + dims[None, :]
+    if not Q_WITH_KEYS:
+        q = tl.load(q_ptrs, mask=q_rows[:, None] < length, other=0.0)
     m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, HEAD], tl.float32)
     for k_first in range(0, length, BLOCK_N):
         k_rows = k_first + tl.arange(0, BLOCK_N)
         k_mask = k_rows < length
+        if Q_WITH_KEYS:   # the mask's loop term (always true) keeps the compiler from hoisting the load
+            q = tl.load(q_ptrs, mask=(q_rows[:, None] < length) & (k_first < length), other=0.0)
         # K is loaded transposed ([HEAD, BLOCK_N]) so that Q @ K^T is a plain product.
         k_t = tl.load(base + E + k_rows[None, :] * row_stride + dims[:, None], mask=k_mask[None, :], other=0.0)
         if IEEE:
@@ -294,32 +310,53 @@ def _varlen_attention_kernel(qkv_ptr, out_ptr, cu_ptr, qk_scale, NUM_HEADS, E, p
              mask=q_rows[:, None] < length)
 
 
+H200_SMS = 132   # the default tiles were measured there
+
+
+class AttentionTile(NamedTuple):
+    """A tile of the attention kernel: query and key block sizes, warps, pipeline stages, and whether Q is read
+    with every key block (see _varlen_attention_kernel). Shared memory per program: stages x (key block + value
+    block [+ query block]) x 2 bytes x HEAD."""
+    block_m: int
+    block_n: int
+    warps: int
+    stages: int
+    q_with_keys: bool = False
+
+
 def attention_config(num_seqs, max_seqlen, num_heads, head_size, dtype):
-    """(BLOCK_M, BLOCK_N, num_warps, num_stages) for the attention kernel, the best measured on an H200 for BERT
-    shapes (docs/PERF_NOTES.md): 64-query blocks throughout; 128-key blocks when fewer than two waves of programs
-    run (b1: one sequence), 64-key blocks for full batches."""
+    """The attention kernel's tile, the best measured on an H200 for BERT shapes (docs/PERF_NOTES.md): 64-query
+    blocks throughout; 128-key blocks when fewer than two waves of programs run (b1: one sequence), with Q read
+    alongside the keys when the programs fit on the SMs one each (its larger shared memory leaves room for one
+    program per SM); 64-key blocks for full batches."""
     if dtype == torch.float32:
-        return 32, 32, 4, 2
-    if num_seqs * num_heads * triton.cdiv(max_seqlen, 64) < 264:
-        return 64, 128, 4, 3
-    return 64, 64, 4, 3
+        return AttentionTile(32, 32, 4, 2)
+    programs = num_seqs * num_heads * triton.cdiv(max_seqlen, 64)
+    if programs <= H200_SMS:
+        return AttentionTile(64, 128, 4, 3, q_with_keys=True)
+    if programs < 2 * H200_SMS:
+        return AttentionTile(64, 128, 4, 3)
+    return AttentionTile(64, 64, 4, 3)
 
 
-def varlen_attention(qkv, cu_seqlens, num_seqs, max_seqlen, num_heads, out, config=None, pdl=False, prefetch=()):
+def varlen_attention(qkv, cu_seqlens, num_seqs, max_seqlen, num_heads, out, config=None, pdl=False, prefetch=(),
+                     uniform=False):
     """out (T, E) = softmax(Q K^T / sqrt(H)) V per head of every sequence of up to `max_seqlen` tokens.
-    prefetch: up to two weight tensors to bring into L2 meanwhile (the next products')."""
+    config: an AttentionTile (or its fields as a tuple). uniform: all num_seqs sequences are max_seqlen long and
+    packed back to back (cu_seqlens is then not read). prefetch: up to two weight tensors to bring into L2
+    meanwhile (the next products')."""
     T, E = out.shape
     head_size = E // num_heads
     if head_size not in (16, 32, 64, 128):
         raise ValueError(f"attention kernel supports head sizes 16, 32, 64 and 128, not {head_size}")
-    block_m, block_n, warps, stages = config or attention_config(num_seqs, max_seqlen, num_heads, head_size,
-                                                                 qkv.dtype)
-    grid = (triton.cdiv(max_seqlen, block_m), num_seqs * num_heads)
+    tile = AttentionTile(*config) if config else attention_config(num_seqs, max_seqlen, num_heads, head_size,
+                                                                  qkv.dtype)
+    grid = (triton.cdiv(max_seqlen, tile.block_m), num_seqs * num_heads)
     _varlen_attention_kernel[grid](qkv, out, cu_seqlens, math.log2(math.e) / math.sqrt(head_size), num_heads, E,
-                                   **prefetch_args(prefetch, grid[0] * grid[1], warps, out), HEAD=head_size,
-                                   BLOCK_M=block_m, BLOCK_N=block_n,
-                                   IEEE=qkv.dtype == torch.float32, PDL=pdl, num_warps=warps, num_stages=stages,
-                                   **_launch_options(pdl))
+                                   max_seqlen, **prefetch_args(prefetch, grid[0] * grid[1], tile.warps, out),
+                                   HEAD=head_size, BLOCK_M=tile.block_m, BLOCK_N=tile.block_n,
+                                   Q_WITH_KEYS=tile.q_with_keys, UNIFORM=uniform, IEEE=qkv.dtype == torch.float32,
+                                   PDL=pdl, num_warps=tile.warps, num_stages=tile.stages, **_launch_options(pdl))
 
 
 # ---- bias + GELU (after a cuBLAS product that has no GELU epilogue) ------------------------------------------------
