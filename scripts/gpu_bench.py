@@ -360,8 +360,7 @@ def phase_latency(args, weights_by_model):
 def parse_variant(variant):
     """'gemm/gelu[/option...]' -> (gemm, gelu, GpuRunner options); options: nopdl, noctx (no second timing of
     close choices in the whole forward), notune (PyTorch's cuBLAS algorithms, no timing of cuBLASLt's), nopf (no
-    L2 prefetch of the next products' weights), nosplit (full batches never run as two halves on two streams), and
-    an attention route (triton, sdpa)."""
+    L2 prefetch of the next products' weights), and an attention route (triton, sdpa)."""
     gemm, gelu, *options = variant.split("/")
     runner_options = {}
     for option in options:
@@ -373,8 +372,6 @@ def parse_variant(variant):
             runner_options["tune_products"] = False
         elif option == "nopf":
             runner_options["prefetch"] = False
-        elif option == "nosplit":
-            runner_options["split_batch"] = False
         else:
             runner_options["attention"] = option
     return gemm, gelu, runner_options

@@ -439,32 +439,6 @@ def test_close_choices_are_timed_again_in_the_whole_forward(small_weights, monke
     assert {rows for _, rows in runner._lt_runners_up} == {320}
 
 
-def test_full_batches_may_run_in_two_halves_on_two_streams(small_weights, monkeypatch):
-    """perf.py times a uniform batch of many rows whole and as two halves on two streams, and keeps the faster;
-    both ways, captured and replayed, agree with an untuned runner (the halves' products are tuned for their own
-    row count, so rounding may differ)."""
-    import helpers.backends.gpu as gpu
-    monkeypatch.setattr(gpu, "SPLIT_BATCH_MIN_ROWS", 0)
-    eng = engine(SMALL, small_weights, "fp16", fixed_profiles([4], [160]))
-    runner = GpuRunner(eng)
-    runner.benchmark(4, 160, warmup=1, iterations=2, duration=0.0, seed=3)   # 640 rows, halves of 320
-    halves, = [t for t in runner.context_tuning if t["choice"] == "halves"]
-    assert halves["forward_ms"][halves["chosen"]] == min(halves["forward_ms"])
-    assert ((640, 4, 160, True) in runner._split_keys) == (halves["chosen"] == 1)
-    ids, segs, mask = random_inputs(SMALL, 4, 160, seed=17, lengths=[160] * 4)
-    expected = GpuRunner(eng, tune_products=False).infer_fixed(ids, segs, mask).reshape(-1, 2)
-    key = (640, 4, 160, True)
-    with torch.cuda.stream(runner.stream):
-        runner._prepare(ids.reshape(-1), segs.reshape(-1), np.arange(0, 641, 160), 160, benchmark=True)
-        for split in (False, True):
-            (runner._split_keys.add if split else runner._split_keys.discard)(key)
-            graph = runner._capture(key)
-            for _ in range(2):
-                runner.buffers.logits.fill_(float("nan"))
-                graph.replay()
-            assert rel_err(runner.buffers.logits[:640].cpu().numpy(), expected) < 5e-3, split
-
-
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
 def test_packed_equals_padded_and_graph_equals_eager(small_weights, precision):
     eng = engine(SMALL, small_weights, precision, varseqlen_profiles([8], 160), variable_seqlen=True)

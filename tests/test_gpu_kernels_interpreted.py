@@ -7,8 +7,6 @@ them there, and one process cannot hold both the interpreted and the compiled ke
 import os
 import sys
 
-import numpy as np
-
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -211,33 +209,3 @@ def test_gpu_runner_forward_matches_reference(precision, gemm, lengths):
         assert rel_err(torch.from_numpy(out[b, :n]), torch.from_numpy(ref[b, :n])) < (
             1e-5 if precision == "fp32" else 1e-2), (b, n)
         assert not out[b, n:].any(), "padding positions must hold 0"
-
-
-def test_gpu_runner_forward_in_two_halves_matches_the_whole():
-    """A uniform batch's forward run as two halves of its sequences (on the GPU: two streams, _choose_split) uses
-    disjoint rows of every buffer: it gives the whole forward's logits (bit for bit: both halves, 160 rows, take
-    the whole's product routes)."""
-    from conftest import random_inputs, random_weights
-    from helpers.backends.gpu import GpuRunner
-    from helpers.config import BertConfig
-    from helpers.native_builder import build_native_engine, fixed_profiles
-
-    config = BertConfig(num_hidden_layers=2, hidden_size=64, num_attention_heads=2, intermediate_size=256,
-                        vocab_size=300, max_position_embeddings=80, type_vocab_size=2)
-    weights = random_weights(config, seed=33)
-    engine = build_native_engine(config, weights, precision="fp16", profiles=fixed_profiles([4], [80]),
-                                 variable_seqlen=False)
-    runner = GpuRunner(engine)
-    ids, segs, _ = random_inputs(config, 4, 80, seed=34, lengths=[80] * 4)
-    cu = np.arange(0, 4 * 80 + 1, 80)
-    key = (4 * 80, 4, 80, True)
-    logits = []
-    for halves in (False, True):
-        (runner._split_keys.add if halves else runner._split_keys.discard)(key)
-        runner.buffers.logits.fill_(float("nan"))
-        runner._prepare(ids.reshape(-1), segs.reshape(-1), cu, 80, benchmark=True)()
-        logits.append(runner.buffers.logits[:4 * 80].clone())
-    assert torch.equal(logits[0], logits[1])
-    buf = runner.buffers   # the halves' QKV and intermediate scratch do not overlap (on the GPU they run at once)
-    first, second = buf.wide(160, 256, 0), buf.wide(160, 3 * 64, 160)
-    assert first.data_ptr() + first.numel() * first.element_size() <= second.data_ptr()

@@ -125,14 +125,7 @@ class LtProducts:
         self.lib = load_library()
         self.handle = ctypes.c_void_p()
         _check(self.lib.cublasLtCreate(ctypes.byref(self.handle)), "cublasLtCreate")
-        self.device = device
-        self._workspaces = {}   # stream -> its workspace: products on two streams may run at once
-
-    def _workspace(self):
-        stream = torch.cuda.current_stream(self.device).cuda_stream
-        if stream not in self._workspaces:
-            self._workspaces[stream] = torch.empty(WORKSPACE_BYTES, dtype=torch.uint8, device=self.device)
-        return self._workspaces[stream]
+        self.workspace = torch.empty(WORKSPACE_BYTES, dtype=torch.uint8, device=device)
 
     def _desc(self, epilogue, bias):
         desc = ctypes.c_void_p()
@@ -258,5 +251,5 @@ class LtProducts:
         _check(self.lib.cublasLtMatmul(
             self.handle, desc, ctypes.byref(_ONE), w.data_ptr(), plan.w_layout, a.data_ptr(), plan.a_layout,
             ctypes.byref(_ZERO if accumulate is None else _ONE), c.data_ptr(), plan.d_layout, out.data_ptr(),
-            plan.d_layout, ctypes.byref(plan.heuristic.algo), self._workspace().data_ptr(),
-            plan.heuristic.workspace_size, torch.cuda.current_stream(self.device).cuda_stream), "cublasLtMatmul")
+            plan.d_layout, ctypes.byref(plan.heuristic.algo), self.workspace.data_ptr(),
+            plan.heuristic.workspace_size, torch.cuda.current_stream().cuda_stream), "cublasLtMatmul")

@@ -58,7 +58,6 @@ CONTEXT_ATTENTION_CONFIGS = tuple(K.AttentionTile(*t) for t in (
     (64, 128, 4, 3), (64, 64, 4, 3), (64, 128, 4, 2), (64, 128, 8, 3), (128, 128, 8, 3),
     (64, 128, 4, 3, True), (64, 128, 4, 2, True), (64, 128, 4, 4, True), (64, 128, 8, 3, True)))
 CONTEXT_LAYERNORM_CONFIGS = ((2, 8), (1, 4), (2, 4), (1, 8), (4, 8))
-SPLIT_BATCH_MIN_ROWS = 8192      # perf.py's full batches from this many rows may run as two halves on two streams
 
 
 @dataclasses.dataclass
@@ -147,11 +146,9 @@ class Activations:
         self.host_inputs = torch.zeros(2 * tokens + batch + 1, dtype=torch.int32, pin_memory=pinned)
         self.host_logits = torch.zeros(tokens, 2, dtype=torch.float32, pin_memory=pinned)
 
-    def wide(self, T, width, first=0):
-        """A (T, width) contiguous view of the shared QKV / intermediate buffer, for the rows from `first` on (each
-        row owns max(3E, I) elements of it, so that disjoint rows get disjoint memory)."""
-        start = first * (self.big.numel() // self.tokens)
-        return self.big[start:start + T * width].view(T, width)
+    def wide(self, T, width):
+        """A (T, width) contiguous view of the shared QKV / intermediate buffer."""
+        return self.big[:T * width].view(T, width)
 
 
 def token_bucket(T, capacity):
@@ -219,7 +216,7 @@ class GpuRunner:
     device = "gpu"
 
     def __init__(self, engine: EngineFile, use_graphs=True, gemm="auto", pdl=None, attention="auto",
-                 tune_products=True, tune_in_context=True, prefetch=True, split_batch=True):
+                 tune_products=True, tune_in_context=True, prefetch=True):
         # Under Triton's interpreter (TRITON_INTERPRET=1) the same forward runs on CPU tensors, eagerly: that is how
         # CI checks this module's composition of kernels without a GPU (tests/test_gpu_kernels_interpreted.py).
         self.interpreted = os.environ.get("TRITON_INTERPRET") == "1"
@@ -261,11 +258,6 @@ class GpuRunner:
         self._lt_runners_up = {}  # (role, rows) -> the plans timed close to the fastest alone, fastest first
         self._kernel_configs = {}  # (kernel, graph key) -> its tile config chosen in the forward (default: None)
         self.tune_in_context = tune_in_context and self.use_graphs
-        # perf.py's full batches of many rows may run as two halves, each a chain of its own on its own stream, so
-        # that one half's memory-bound kernels and the products' last waves overlap the other half's products
-        # (_choose_split times both ways and keeps the faster)
-        self.split_batch = split_batch and self.use_graphs
-        self._split_keys = set()   # graph keys whose forward runs in two halves
         self._tuning = False
         self.product_tuning = []  # what each tuning measured (gpu_bench.py prints it)
         self.context_tuning = []  # what each timing of close choices in the whole forward measured
@@ -284,7 +276,6 @@ class GpuRunner:
         # All of the runner's GPU work runs on its own stream: graphs need a non-default stream for capture, and
         # one stream means one cuBLAS workspace for eager runs and captures alike.
         self.stream = None if self.interpreted else torch.cuda.Stream(device)   # torch.cuda.stream(None): no-op
-        self.side_stream = None if self.interpreted else torch.cuda.Stream(device)   # a split batch's second half
 
     # ---- runner contract ----------------------------------------------------------------------------------------
     def infer_fixed(self, input_ids, segment_ids, input_mask):
@@ -381,8 +372,6 @@ class GpuRunner:
                 self._tuning = False
             if self.tune_products and self.tune_in_context and rows <= CONTEXT_TUNING_MAX_ROWS:
                 self._tune_in_context(key)
-            if self.split_batch and uniform and rows >= SPLIT_BATCH_MIN_ROWS and B % 2 == 0:
-                self._choose_split(key)
         if not self.use_graphs:
             return lambda: self.forward(*key)
         graph = self._graphs.get(key)
@@ -419,61 +408,40 @@ class GpuRunner:
     def forward(self, T, num_seqs, max_seqlen, uniform=False):
         """Logits of the T packed tokens in the buffers (rows past the sequences' tokens are computed but unused).
         uniform: all num_seqs sequences are max_seqlen long and T = num_seqs * max_seqlen (a dense batch)."""
-        w, buf = self.weights, self.buffers
+        c, w, buf = self.config, self.weights, self.buffers
+        E, I = c.hidden_size, c.intermediate_size
+        pdl = self.pdl and self.gemm == "auto" and T <= K.PDL_MAX_ROWS   # the whole chain, products included
+        early = self._pdl_kernels(T)
         key = (T, num_seqs, max_seqlen, uniform)   # the graph's: tiles chosen in context are kept per graph
+        layernorm_config = self._kernel_configs.get(("layernorm", key))
+
         # The weights that one of our kernels brings into L2 for the products after it: only where those products
         # are Triton's (Large b1 s128 0.664 -> 0.642 ms). Before cuBLAS's products (up to 512 rows) it cost more
         # than hot weights saved (b1 s384 0.92 -> 0.98 ms, every way of issuing it tried; PERF_NOTES session 8).
-        pdl = self.pdl and self.gemm == "auto" and T <= K.PDL_MAX_ROWS   # the whole chain, products included
         prefetch = pdl and self.prefetch
-        K.embed_layernorm(buf.ids, buf.segs, buf.cu_seqlens, num_seqs, max_seqlen, w.word, w.position,
-                          w.token_type, *w.emb_ln, self.emb_eps, out=buf.x[:T], pdl=self._pdl_kernels(T),
-                          prefetch=(w.layers[0].qkv.weight,) if prefetch else ())
-        if key not in self._split_keys:
-            self._encoder(key, 0, T, num_seqs, pdl, prefetch)
-            return
-        # two halves of the batch (uniform: whole sequences), each a chain on its own stream, joined at the end
-        # (interpreted, without streams, one after the other)
-        side = self.side_stream
-        main = None if side is None else torch.cuda.current_stream()
-        if side is not None:
-            side.wait_stream(main)
-        self._encoder(key, 0, T // 2, num_seqs // 2, pdl, prefetch)
-        with torch.cuda.stream(side):
-            self._encoder(key, T // 2, T // 2, num_seqs // 2, pdl, prefetch)
-        if side is not None:
-            main.wait_stream(side)
-
-    def _encoder(self, key, first, T, num_seqs, pdl, prefetch):
-        """The layers and the SQuAD head for the T rows from `first` on, which hold num_seqs whole sequences
-        (all of the forward's, or, uniform batches only, half of them); `key` is the forward's graph key."""
-        c, w, buf = self.config, self.weights, self.buffers
-        E, I = c.hidden_size, c.intermediate_size
-        early = self._pdl_kernels(T)
-        part = (T, num_seqs) + key[2:]   # this part's (T, num_seqs, max_seqlen, uniform)
-        layernorm_config = self._kernel_configs.get(("layernorm", key))
 
         def ahead(*denses):
             return tuple(d.weight for d in denses) if prefetch else ()
 
-        rows = slice(first, first + T)
-        x, ctx, y = buf.x[rows], buf.ctx[rows], buf.y[rows]
+        x, ctx, y = buf.x[:T], buf.ctx[:T], buf.y[:T]
+        K.embed_layernorm(buf.ids, buf.segs, buf.cu_seqlens, num_seqs, max_seqlen, w.word, w.position,
+                          w.token_type, *w.emb_ln, self.emb_eps, out=x, pdl=early, prefetch=ahead(w.layers[0].qkv))
         last = len(w.layers) - 1
         for n, layer in enumerate(w.layers):
-            qkv = buf.wide(T, 3 * E, first)
+            qkv = buf.wide(T, 3 * E)
             self._dense(x, layer.qkv, qkv, pdl=pdl)
             # attention lasts long enough to fetch two products' weights; each LayerNorm fetches the next one's
-            attended = self._attention(qkv, ctx, part, early, self._kernel_configs.get(("attention", key)),
+            attended = self._attention(qkv, ctx, key, early, self._kernel_configs.get(("attention", key)),
                                        prefetch=ahead(layer.attn_out, layer.ffn_in))
             summands = self._dense_before_layernorm(attended, layer.attn_out, x, y, pdl, norm=layer.ln1)
             K.add_layernorm(*summands, *layer.ln1, self.ln_eps, out=y, pdl=early, config=layernorm_config,
                             prefetch=ahead(layer.ffn_out))
-            h = buf.wide(T, I, first)
+            h = buf.wide(T, I)
             self._dense(y, layer.ffn_in, h, gelu=self.gelu, pdl=pdl)
             summands = self._dense_before_layernorm(h, layer.ffn_out, y, ctx, pdl, norm=layer.ln2)
             if n == last:
                 K.add_layernorm_head(*summands, *layer.ln2, self.ln_eps, w.head_w, w.head_b,
-                                     logits=buf.logits[rows], pdl=early)
+                                     logits=buf.logits[:T], pdl=early)
             else:
                 K.add_layernorm(*summands, *layer.ln2, self.ln_eps, out=x, pdl=early, config=layernorm_config,
                                 prefetch=ahead(w.layers[n + 1].qkv))
@@ -484,9 +452,8 @@ class GpuRunner:
         return self.pdl and T <= PDL_KERNELS_MAX_ROWS
 
     def _attention(self, qkv, ctx, key, pdl, config, prefetch=()):
-        """The attention context (T, E) of the batch `key` (T, num_seqs, max_seqlen, uniform): our Triton kernel
-        (tile `config`, None for the default), or, for perf.py's dense FP16 batches off the PDL path, PyTorch's
-        fused attention (on Hopper its
+        """The attention context (T, E) of the graph key's batch: our Triton kernel (tile `config`, None for the
+        default), or, for perf.py's dense FP16 batches off the PDL path, PyTorch's fused attention (on Hopper its
         cuDNN kernel: 12% faster than ours on full batches, slower on small ones; PERF_NOTES.md, run 5), which
         allocates its output (in the graphs' shared pool) rather than writing ctx."""
         T, num_seqs, max_seqlen, uniform = key
@@ -651,26 +618,6 @@ class GpuRunner:
                                     "torch_us": 1e3 * timed[None] / len(layers), "chosen": chosen,
                                     "chosen_us": 1e3 * timed[best] / len(layers)})
         return None if best is None else plans[best]
-
-    def _choose_split(self, key):
-        """Time the forward of a uniform batch of many rows whole and in two halves on two streams (interleaved, in
-        whole-forward graphs) and keep the faster. The halves' products are tuned first, in an eager forward,
-        which also sets up cuBLAS on the second stream outside any capture."""
-        self._split_keys.add(key)
-        self._tuning = self.tune_products
-        try:
-            self.forward(*key)
-        finally:
-            self._tuning = False
-        def use_halves(halves):
-            (self._split_keys.add if halves == 2 else self._split_keys.discard)(key)
-
-        timed = graphs_ms({halves: (lambda halves=halves: (use_halves(halves), self.forward(*key)))
-                           for halves in (1, 2)})
-        chosen = min(timed, key=timed.get)
-        use_halves(chosen)
-        self.context_tuning.append({"choice": "halves", "rows": key[0], "forward_ms": [timed[1], timed[2]],
-                                    "chosen": chosen - 1})
 
     def _tune_in_context(self, key):
         """For few rows a product's time alone may rank close candidates differently from the forward, where each
