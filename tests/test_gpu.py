@@ -417,11 +417,16 @@ def test_close_choices_are_timed_again_in_the_whole_forward(small_weights, monke
         assert len(t["forward_ms"]) >= 2
         assert t["forward_ms"][t["chosen"]] == min(t["forward_ms"])
     key = (320, 2, 160, True)
+    defaults = {"attention": K.attention_config(2, 160, SMALL.num_attention_heads, SMALL.head_size, torch.float16),
+                "layernorm": K.layernorm_config(SMALL.hidden_size, 320)}
+    for kernel, default in defaults.items():   # every tile of the constants, the default (None) timed only once
+        options = runner._tile_options(kernel, key)
+        tiles = gpu.CONTEXT_ATTENTION_CONFIGS if kernel == "attention" else gpu.CONTEXT_LAYERNORM_CONFIGS
+        assert {tuple(default), *(tuple(t) for t in tiles)} == {tuple(t or default) for t in options}
+        assert len(options) == len({tuple(t or default) for t in options})
     for t in runner.context_tuning[-len(kinds):]:   # the last pass's choices are the ones installed
-        if t["choice"] == "attention":
-            assert runner._kernel_configs[("attention", key)] == (None, *gpu.CONTEXT_ATTENTION_CONFIGS)[t["chosen"]]
-        elif t["choice"] == "layernorm":
-            assert runner._kernel_configs[("layernorm", key)] == (None, *gpu.CONTEXT_LAYERNORM_CONFIGS)[t["chosen"]]
+        if t["choice"] in defaults:
+            assert runner._kernel_configs[(t["choice"], key)] == runner._tile_options(t["choice"], key)[t["chosen"]]
         else:
             assert runner._lt_plans[(t["choice"], 320)] is runner._lt_runners_up[(t["choice"], 320)][t["chosen"]]
     ids, segs, mask = random_inputs(SMALL, 2, 160, seed=16, lengths=[160] * 2)

@@ -414,6 +414,7 @@ class GpuRunner:
         early = self._pdl_kernels(T)
         key = (T, num_seqs, max_seqlen, uniform)   # the graph's: tiles chosen in context are kept per graph
         layernorm_config = self._kernel_configs.get(("layernorm", key))
+        attention_config = self._kernel_configs.get(("attention", key))
 
         # The weights that one of our kernels brings into L2 for the products after it: only where those products
         # are Triton's (Large b1 s128 0.664 -> 0.642 ms). Before cuBLAS's products (up to 512 rows) it cost more
@@ -431,7 +432,7 @@ class GpuRunner:
             qkv = buf.wide(T, 3 * E)
             self._dense(x, layer.qkv, qkv, pdl=pdl)
             # attention lasts long enough to fetch two products' weights; each LayerNorm fetches the next one's
-            attended = self._attention(qkv, ctx, key, early, self._kernel_configs.get(("attention", key)),
+            attended = self._attention(qkv, ctx, key, early, attention_config,
                                        prefetch=ahead(layer.attn_out, layer.ffn_in))
             summands = self._dense_before_layernorm(attended, layer.attn_out, x, y, pdl, norm=layer.ln1)
             K.add_layernorm(*summands, *layer.ln1, self.ln_eps, out=y, pdl=early, config=layernorm_config,
@@ -629,10 +630,9 @@ class GpuRunner:
         rows = key[0]
         choices = [(role, (role, rows), self._lt_plans, self._lt_runners_up.get((role, rows), []))
                    for role in ("qkv", "attn_out", "ffn_in", "ffn_out")]
-        if self._attention_route(key) == "triton":
-            choices.append(("attention", ("attention", key), self._kernel_configs,
-                            [None, *CONTEXT_ATTENTION_CONFIGS]))
-        choices.append(("layernorm", ("layernorm", key), self._kernel_configs, [None, *CONTEXT_LAYERNORM_CONFIGS]))
+        kernels = ("attention", "layernorm") if self._attention_route(key) == "triton" else ("layernorm",)
+        choices += [(kernel, (kernel, key), self._kernel_configs, self._tile_options(kernel, key))
+                    for kernel in kernels]
         for name, choice, table, options in choices * CONTEXT_PASSES:
             if len(options) < 2:
                 continue
@@ -647,6 +647,18 @@ class GpuRunner:
             table[choice] = options[best]
             self.context_tuning.append({"choice": name, "rows": rows,
                                         "forward_ms": [timed[i] for i in sorted(timed)], "chosen": best})
+
+    def _tile_options(self, kernel, key):
+        """The tiles the in-forward search times for one of our kernels: None (the default for this batch) and
+        each CONTEXT_*_CONFIGS tile other than that default, which would only be timed twice."""
+        T, num_seqs, max_seqlen, _ = key
+        c = self.config
+        if kernel == "attention":
+            default = K.attention_config(num_seqs, max_seqlen, c.num_attention_heads, c.head_size, self.dtype)
+            tiles = CONTEXT_ATTENTION_CONFIGS
+        else:
+            default, tiles = K.layernorm_config(c.hidden_size, T), CONTEXT_LAYERNORM_CONFIGS
+        return [None, *(tile for tile in tiles if tuple(tile) != tuple(default))]
 
     def memory_report(self):
         """GPU memory held by this process after loading (bytes), and what the engine's tensors account for."""
