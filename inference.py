@@ -9,10 +9,11 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from helpers.errors import BertError, StrictParser, quiet_interrupts, run_cli  # noqa: E402
+from helpers.interrupts import quiet_interrupts  # noqa: E402 (loads nothing Python has not already)
 
 quiet_interrupts()   # a Ctrl-C while the modules below load ends with one line, not a traceback
 
+from helpers.errors import BertError, StrictParser, run_cli  # noqa: E402
 from helpers.qa_app import add_inference_args, parse_inference_args, run_app  # noqa: E402
 from helpers.runtime import DEVICES, open_engine  # noqa: E402
 

@@ -8,10 +8,11 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from helpers.errors import quiet_interrupts, run_cli  # noqa: E402
+from helpers.interrupts import quiet_interrupts  # noqa: E402 (loads nothing Python has not already)
 
 quiet_interrupts()   # a Ctrl-C while the modules below load ends with one line, not a traceback
 
+from helpers.errors import run_cli  # noqa: E402
 from helpers.perf_cli import run_perf  # noqa: E402
 
 

@@ -15,6 +15,8 @@ def check_writable(path, inputs=()):
     named = path
     if not os.fspath(path):
         raise BertError("output path is empty")
+    if os.fspath(path).endswith(os.sep):   # names a folder: realpath below would drop the slash and write a file
+        raise BertError(f"output path names a directory: {named}")
     try:
         mode = os.stat(named).st_mode   # what the name reaches, through symlinks (/dev/stdout: a pipe, say)
     except FileNotFoundError:

@@ -105,8 +105,11 @@ def load_model(args, priority):
                         "or PyTorch using option --pytorch" + (", or a Megatron pickle using option --pickle"
                                                               if "pickle" in priority else ""))
     for name, path in sources.items():   # a named source that is not there is a mistake, even if another is used
-        if path and not os.path.exists(checkpoint_files(path)[0] if name == "ckpt" else path):
-            raise BertError(f"{SOURCE_FLAGS[name]} {path}: not found")
+        needed = checkpoint_files(path)[0] if name == "ckpt" and path else path
+        if path and not os.path.exists(needed):
+            # a folder whose `checkpoint` file names a prefix that is not there: name the missing file
+            missing = f" (its checkpoint index {needed} is missing)" if os.path.exists(path) else ""
+            raise BertError(f"{SOURCE_FLAGS[name]} {path}: not found{missing}")
     weights = load_weights(config=config, priority=priority, **sources)
     return config, weights
 

@@ -99,13 +99,14 @@ def load_config(path):
     data = dict(data)
     tokenizer_config = os.path.join(os.path.dirname(config_file), "tokenizer_config.json")
     if "do_lower_case" not in data and os.path.isfile(tokenizer_config):
-        try:
+        try:   # a hint only: an unreadable or malformed tokenizer_config.json is ignored
             with open(tokenizer_config, encoding="utf-8") as f:
-                lower = json.load(f).get("do_lower_case")
-            if isinstance(lower, bool):
-                data["do_lower_case"] = lower
+                tokenizer_data = json.load(f)
         except (OSError, ValueError):
-            pass
+            tokenizer_data = None
+        lower = tokenizer_data.get("do_lower_case") if isinstance(tokenizer_data, dict) else None
+        if isinstance(lower, bool):
+            data["do_lower_case"] = lower
     if "layer_norm_eps" not in data:
         data["layer_norm_eps"] = 1e-12
     return BertConfig.from_dict(data)

@@ -277,22 +277,34 @@ def get_final_text(pred_text, orig_text, do_lower_case):
     for character once spaces are removed, return the matching slice of orig_text (so "steve smith"
     in "Steve Smith's" gives "Steve Smith"). Where they cannot be aligned (pieces unknown to the vocabulary,
     decomposed accents, zero-width characters) Google returned the whole words of orig_text, punctuation and
-    all ("深圳." for 深圳); here the punctuation the prediction lacks at either end is trimmed off.
+    all ("深圳." for 深圳); here the basic tokens of orig_text that the prediction's are, else orig_text less the
+    punctuation the prediction lacks at either end.
     do_lower_case must match the model: a cased prediction is never found in lower-cased text.
     """
     tok_text = " ".join(_basic_tokenizer(bool(do_lower_case)).tokenize(orig_text))
     start = tok_text.find(pred_text)
     end = start + len(pred_text) - 1
     if start == -1 or end < start:
-        return _trim_unmatched_punctuation(orig_text, pred_text, do_lower_case)
+        return _unaligned_final_text(orig_text, pred_text, do_lower_case)
     orig_chars = [i for i, c in enumerate(orig_text) if c != " "]
     if len(orig_chars) != len(tok_text) - tok_text.count(" "):
-        return _trim_unmatched_punctuation(orig_text, pred_text, do_lower_case)
+        return _unaligned_final_text(orig_text, pred_text, do_lower_case)
     if tok_text[start] == " " or tok_text[end] == " ":  # only non-space characters are aligned
-        return _trim_unmatched_punctuation(orig_text, pred_text, do_lower_case)
+        return _unaligned_final_text(orig_text, pred_text, do_lower_case)
     ns_start = start - tok_text.count(" ", 0, start)
     ns_end = end - tok_text.count(" ", 0, end)
     return orig_text[orig_chars[ns_start]:orig_chars[ns_end] + 1]
+
+
+def _unaligned_final_text(orig_text, pred_text, do_lower_case):
+    """get_final_text where characters cannot be aligned: the basic tokens of orig_text that pred_text's are (an
+    unknown piece, [UNK], standing for any one of them), else _trim_unmatched_punctuation."""
+    spans = _basic_tokenizer(bool(do_lower_case)).token_spans(orig_text)
+    pred = pred_text.split()
+    for first in range(len(spans) - len(pred) + 1 if pred else 0):
+        if all(p in ("[UNK]", spans[first + n][2]) for n, p in enumerate(pred)):
+            return orig_text[spans[first][0]:spans[first + len(pred) - 1][1]]
+    return _trim_unmatched_punctuation(orig_text, pred_text, do_lower_case)
 
 
 def _trim_unmatched_punctuation(orig_text, pred_text, do_lower_case):

@@ -11,6 +11,8 @@ import stat
 import sys
 import threading
 
+from .interrupts import fail, ignore_signals
+
 
 class BertError(Exception):
     """A problem with the user's input, files or machine, described in one line."""
@@ -59,14 +61,6 @@ def _raise_terminated(signum, frame):
     raise Terminated()
 
 
-def quiet_interrupts():
-    """For a script to call before its heavy imports: Ctrl-C or SIGTERM while they load ends the process with the
-    one line run_cli would print, not a traceback from inside an import. run_cli takes over from there."""
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGINT, lambda signum, frame: _fail("interrupted", _ignore_signals))
-        signal.signal(signal.SIGTERM, lambda signum, frame: _fail("terminated", _ignore_signals))
-
-
 def run_cli(main, argv=None):
     """Run `main(argv)`; turn expected failures into `error: ...` on stderr and exit status 2."""
     main_thread = threading.current_thread() is threading.main_thread()
@@ -75,33 +69,21 @@ def run_cli(main, argv=None):
         signal.signal(signal.SIGTERM, _raise_terminated)
     # Once a script's work is done (or has failed) a signal could only interrupt the interpreter's shutdown (thread
     # pools' finalizers, say) with a traceback: from then on it is ignored. Not for callers inside a larger program.
-    finished = _ignore_signals if main_thread and main.__module__ == "__main__" else (lambda: None)
+    finished = ignore_signals if main_thread and main.__module__ == "__main__" else (lambda: None)
     try:
         code = main(argv)
         finished()
     except BertError as exc:
-        _fail(str(exc), finished)
+        fail(str(exc), finished)
     except BrokenPipeError:
         os._exit(1)
     except OSError as exc:  # missing, unreadable or unwritable files, full disks
         name = exc.filename if exc.filename is not None else ""
-        _fail(f"{exc.strerror or exc}: {name}".rstrip(": "), finished)
+        fail(f"{exc.strerror or exc}: {name}".rstrip(": "), finished)
     except KeyboardInterrupt:
-        _fail("interrupted", finished)
+        fail("interrupted", finished)
     except Terminated:
-        _fail("terminated", finished)
+        fail("terminated", finished)
     except MemoryError:
-        _fail("out of memory", finished)
+        fail("out of memory", finished)
     sys.exit(code or 0)
-
-
-def _ignore_signals():
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-
-
-def _fail(message, finished=lambda: None):
-    finished()
-    message = " ".join(str(message).split())  # one line, whatever the cause carried
-    print(f"error: {message}", file=sys.stderr, flush=True)
-    sys.exit(2)

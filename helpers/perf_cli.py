@@ -30,8 +30,10 @@ def parse_args(argv):
     args.batch_size = args.batch_size or [1]
     if not args.engine:
         raise BertError("no engine given: pass -e/--engine")
-    if args.iterations < 1 or args.warm_up_runs < 0 or not 0 <= args.duration < math.inf:
-        raise BertError("iterations must be >= 1, warm-up runs >= 0 and duration a finite number of seconds >= 0")
+    if args.iterations < 0 or args.warm_up_runs < 0 or not 0 <= args.duration < math.inf:
+        raise BertError("iterations and warm-up runs must be >= 0 and duration a finite number of seconds >= 0")
+    if args.iterations == 0 and args.duration == 0:   # upstream runs while either is unmet: nothing to time
+        raise BertError("nothing to time: give -i/--iterations >= 1 or -d/--duration > 0")
     if not 0 <= args.random_seed < 2 ** 32:
         raise BertError(f"-r/--random-seed must be in [0, 2**32), got {args.random_seed}")
     args.batch_size = sorted(set(args.batch_size))   # upstream reported from a dict keyed by batch size

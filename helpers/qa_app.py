@@ -94,8 +94,9 @@ VOCAB_PADDING_LIMIT = 1024
 
 
 def infer_lower_case(vocab):
-    """A vocabulary with cased word pieces (e.g. 'The') belongs to a cased model."""
-    return not any(any(ch.isupper() for ch in token) for token in vocab if not token.startswith("["))
+    """A vocabulary with cased word pieces (e.g. 'The') belongs to a cased model. A character counts as cased only
+    if lower-casing changes it: Google's uncased vocabulary holds 'ℝ', upper-case with no lower-case form."""
+    return not any(any(ch.lower() != ch for ch in token) for token in vocab if not token.startswith("["))
 
 
 def make_tokenizer(vocab_file, engine_info):

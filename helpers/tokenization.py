@@ -142,6 +142,50 @@ class BasicTokenizer:
     def tokenize(self, text):
         return _tokenize_cached(text, self._words, lambda word: tuple(self.split_word(word)))
 
+    def token_spans(self, text):
+        """(start, end, token) of each of tokenize(text)'s tokens, with the characters of `text` it comes from.
+        A whitespace word's tokens are its runs of non-punctuation characters and its punctuation characters (less,
+        when lower-casing, the nonspacing marks that begin a run, which accent stripping drops); in the rare word
+        whose tokens do not pair up with those (a character that decomposes into punctuation), each token gets
+        the whole word's span."""
+        spans, word = [], []   # word: positions of the current word's characters, dropped characters skipped
+
+        def close():
+            if not word:
+                return
+            tokens = self.split_word("".join(text[i] for i in word))   # the whole word: lower() is contextual
+            runs, run = [], []
+            for i in word:
+                if is_punctuation(ord(text[i])):
+                    runs += [run, [i]] if run else [[i]]
+                    run = []
+                else:
+                    run.append(i)
+            runs += [run] if run else []
+            if self.do_lower_case:
+                runs = [r[next((n for n, i in enumerate(r) if unicodedata.category(text[i]) != "Mn"), len(r)):]
+                        for r in runs]
+                runs = [r for r in runs if r]
+            if len(runs) != len(tokens):
+                runs = [word] * len(tokens)
+            spans.extend((r[0], r[-1] + 1, token) for r, token in zip(runs, tokens))
+            word.clear()
+
+        for i, char in enumerate(text):
+            mapped = _CLEAN[ord(char)]
+            if mapped is None:
+                continue
+            if separates_words(char):
+                close()
+            elif isinstance(mapped, str):   # a CJK ideograph, spaced by cleaning: a word of its own
+                close()
+                word.append(i)
+                close()
+            else:
+                word.append(i)
+        close()
+        return spans
+
     def split_word(self, word):
         """Basic tokens of one word of cleaned text (no whitespace in it)."""
         if self.do_lower_case:

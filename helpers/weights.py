@@ -30,8 +30,8 @@ VARSEQLEN_PRIORITY = ("onnx", "pytorch", "ckpt", "pickle")  # builder_varseqlen.
 # which upstream would carry along unused).
 _TF_SKIPPED = re.compile(r"adam|global_step|pooler|beta[12]_power|_CHECKPOINTABLE_OBJECT_GRAPH", re.IGNORECASE)
 # what a PyTorch state dict may hold beside the QA model: the pooler (DeepLearningExamples' SQuAD checkpoints keep
-# it) and position-id buffers (older Hugging Face checkpoints)
-_STATE_SKIPPED = re.compile(r"(^|\.)pooler\.|(^|\.)position_ids$")
+# it) and the integer position-id and token-type-id buffers (some Hugging Face checkpoints)
+_STATE_SKIPPED = re.compile(r"(^|\.)pooler\.|(^|\.)(position|token_type)_ids$")
 
 _LAYER_TENSORS = {  # canonical suffix -> (Hugging Face module path, parameter)
     "attention_self_query_kernel": ("attention.self.query", "weight"),
@@ -230,6 +230,8 @@ def _canonical_value(name, array):
         array = np.asarray(array)
         if np.iscomplexobj(array):   # the cast would drop the imaginary part with only a warning
             raise BertError(f"weight {name} holds complex numbers")
+        if array.dtype.kind in "biu" and not name.endswith("_mask"):   # a cast would make a wrong model, silently
+            raise BertError(f"weight {name} holds {array.dtype} values, not floating-point numbers")
         with np.errstate(all="ignore"):   # values beyond float32 become inf, which validation names
             return array.astype(np.int8 if name.endswith("_mask") else np.float32)
     except (TypeError, ValueError):
@@ -247,6 +249,8 @@ def from_state_dict(state, source="state dict"):
     """A PyTorch-style {name: array} (Hugging Face or DeepLearningExamples names) -> canonical map."""
     weights = {}
     for name, value in state.items():
+        if not isinstance(name, str):
+            raise BertError(f"{source}: key {name!r} is not a tensor name")
         if _STATE_SKIPPED.search(name):
             continue
         key = onnx_to_trt_name(name)
@@ -306,7 +310,7 @@ def load_pytorch_checkpoint(path):
             except pickle.UnpicklingError:
                 # Holds objects beyond tensors and containers: unpickle fully, as upstream always does.
                 obj = torch.load(path, map_location="cpu", weights_only=False)
-    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError, ValueError, AttributeError, ImportError) as exc:
+    except Exception as exc:  # noqa: BLE001 -- unpickling runs the file's own constructors, which may raise anything
         if isinstance(exc, OSError) and not os.path.exists(path):
             raise BertError(f"PyTorch checkpoint not found: {path}") from None
         raise BertError(f"cannot read PyTorch checkpoint {path}: {' '.join(str(exc).split())[:200]}") from None
@@ -441,14 +445,18 @@ def load_megatron_pickle(path, config):
             state = pickle.load(f)
     except FileNotFoundError:
         raise BertError(f"Megatron pickle not found: {path}") from None
-    except (pickle.UnpicklingError, EOFError, ValueError, AttributeError, ImportError, IndexError) as exc:
-        raise BertError(f"cannot read Megatron pickle {path}: {exc}") from None
+    except IsADirectoryError:
+        raise BertError(f"Megatron pickle is a directory: {path}") from None
+    except Exception as exc:  # noqa: BLE001 -- unpickling runs the file's own constructors, which may raise anything
+        raise BertError(f"cannot read Megatron pickle {path}: {' '.join(str(exc).split())[:200]}") from None
     if not isinstance(state, dict):
         raise BertError(f"Megatron pickle {path} does not hold a dict of tensors")
     e = config.hidden_size
     source = f"Megatron pickle {path}"
     weights = {}
     for name, value in state.items():
+        if not isinstance(name, str):
+            raise BertError(f"{source}: key {name!r} is not a tensor name")
         if "scale" in name:
             continue
         key = onnx_to_trt_name(name)
@@ -485,10 +493,12 @@ def _sniff_pytorch_source(path):
         raise BertError(f"PyTorch checkpoint not found: {path}")
     with open(path, "rb") as f:
         head = f.read(16)
-    if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":
-        return "torch"
+    # safetensors first: its first byte is the header length's lowest, which may be a pickle's 0x80 or a zip's "P";
+    # neither a zip (compression method) nor a pickle (frame or key length) has "{" at byte 8
     if len(head) > 8 and head[8:9] == b"{":
         return "safetensors"
+    if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":
+        return "torch"
     raise BertError(f"{path} is neither a PyTorch checkpoint, a safetensors file nor a model folder")
 
 

@@ -11,17 +11,19 @@ Deliberate change from demoBERT: the exit status is 0 on PASSED and 1 on FAILED 
 exits 0), so scripts and CI can rely on it; the printed text is unchanged. Bad files or arguments
 print one `error: ...` line and exit with status 2.
 """
-import json
-import math
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from helpers.errors import BertError, StrictParser, quiet_interrupts, run_cli  # noqa: E402
+from helpers.interrupts import quiet_interrupts  # noqa: E402 (loads nothing Python has not already)
 
 quiet_interrupts()   # a Ctrl-C while the modules below load ends with one line, not a traceback
 
+import json  # noqa: E402
+import math  # noqa: E402
+
+from helpers.errors import BertError, StrictParser, run_cli  # noqa: E402
 from helpers.squad_metrics import (accuracy_line, accuracy_passes, evaluate, load_dataset,  # noqa: E402
                                    load_predictions)
 

@@ -10,17 +10,19 @@ Same flags and output as the official script. Differences: the data file may be 
 (with --out-image-dir) a missing matplotlib give one `error: ...` line and exit status 2 instead
 of a traceback.
 """
-import json
-import math
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from helpers.errors import BertError, StrictParser, quiet_interrupts, run_cli  # noqa: E402
+from helpers.interrupts import quiet_interrupts  # noqa: E402 (loads nothing Python has not already)
 
 quiet_interrupts()   # a Ctrl-C while the modules below load ends with one line, not a traceback
 
+import json  # noqa: E402
+import math  # noqa: E402
+
+from helpers.errors import BertError, StrictParser, run_cli  # noqa: E402
 from helpers.atomic import check_writable, write_text_atomic  # noqa: E402
 from helpers.squad_metrics import (evaluate_v2, load_dataset, load_na_probs, load_predictions,  # noqa: E402
                                    load_pyplot)

@@ -435,7 +435,8 @@ def test_nan_logits_and_bad_results_raise(tokenizer):
     ("steve smith", "Steve Smith's", False, "Steve Smith's"),  # a lower-cased guess is not found in cased text
     ("Steve Smith", "Steve Smith's", False, "Steve Smith"),
     ("zebra", "Steve Smith's", True, "Steve Smith's"),      # not found: the whole original
-    (unicodedata.normalize("NFD", "한국"), "한국 사람", True, "한국 사람"),  # lengths differ after NFD: give up
+    # lengths differ after NFD: Google gives up (the whole original); its basic tokens still match
+    (unicodedata.normalize("NFD", "한국"), "한국 사람", True, "한국"),
     ("", "Steve", True, "Steve"),
     # no alignment: the whole words, less the punctuation the prediction does not have at its ends
     ("[UNK] [UNK]", "深圳.", True, "深圳"),                  # pieces unknown to the vocabulary
@@ -457,6 +458,12 @@ def test_nan_logits_and_bad_results_raise(tokenizer):
     # a combining mark that begins a word has nothing to combine with: accent stripping drops it, cased keeps it
     ("zoe adams", "\u0301Zo\u00eb Adams,", True, "Zo\u00eb Adams"),
     ("Zo\u00eb [UNK]", "\u0301Zo\u00eb \u0300\u0301Adams", False, "\u0301Zo\u00eb \u0300\u0301Adams"),
+    # an unknown piece at an end may be punctuation the vocabulary lacks (\u2039 \u203a): it stays in the answer;
+    # where it is a whole word, the punctuation after that word goes
+    ("[UNK] hello \u203a", "\u2039hello\u203a", True, "\u2039hello\u203a"),
+    ("hello [UNK]", "hello\u2039", True, "hello\u2039"),
+    ("[UNK] hello [UNK]", "\u2039Hello\u203a,", True, "\u2039Hello\u203a"),
+    ("[UNK]", "\U0001d534orld.", True, "\U0001d534orld"),
 ])
 def test_get_final_text(pred, orig, lower, expected):
     assert dp.get_final_text(pred, orig, lower) == expected
@@ -485,7 +492,7 @@ def _literal_final_text(pred_text, orig_text, do_lower_case):
     tok_text = " ".join(BasicTokenizer(do_lower_case).tokenize(orig_text))
     start = tok_text.find(pred_text)
     if start == -1:
-        return _without_unmatched_punctuation(orig_text, pred_text)
+        return _unaligned(orig_text, pred_text, do_lower_case)
     end = start + len(pred_text) - 1
 
     def without_spaces(text):
@@ -498,15 +505,38 @@ def _literal_final_text(pred_text, orig_text, do_lower_case):
     orig_ns, orig_map = without_spaces(orig_text)
     tok_ns, tok_map = without_spaces(tok_text)
     if len(orig_ns) != len(tok_ns):
-        return _without_unmatched_punctuation(orig_text, pred_text)
+        return _unaligned(orig_text, pred_text, do_lower_case)
     from_spaced = {spaced: ns for ns, spaced in tok_map.items()}
     if start not in from_spaced or end not in from_spaced:
-        return _without_unmatched_punctuation(orig_text, pred_text)
+        return _unaligned(orig_text, pred_text, do_lower_case)
     return orig_text[orig_map[from_spaced[start]]:orig_map[from_spaced[end]] + 1]
 
 
+def _unaligned(orig_text, pred_text, do_lower_case):
+    """Where Google's heuristic gave up (whole words back): the earliest-starting, then shortest, substring of
+    orig_text that is a run of its basic tokens (cutting the text before and after it changes no token) and whose
+    tokens are the prediction's, [UNK] standing for any one token; else orig_text less the punctuation the
+    prediction lacks at its ends."""
+    from helpers.tokenization import BasicTokenizer
+    basic = BasicTokenizer(do_lower_case)
+    pred, whole = pred_text.split(), basic.tokenize(orig_text)
+    if pred and all(p == "[UNK]" or p in whole for p in pred):
+        for i in range(len(orig_text)):
+            if not basic.tokenize(orig_text[i]):   # no token starts at a blank, dropped or leading-mark character
+                continue
+            before = basic.tokenize(orig_text[:i])
+            if whole[:len(before)] != before:
+                continue
+            for j in range(i + 1, len(orig_text) + 1):
+                tokens = basic.tokenize(orig_text[i:j])
+                if before + tokens + basic.tokenize(orig_text[j:]) == whole and len(tokens) == len(pred) and \
+                        all(p in ("[UNK]", t) for p, t in zip(pred, tokens)):
+                    return orig_text[i:j]
+    return _without_unmatched_punctuation(orig_text, pred_text)
+
+
 def _without_unmatched_punctuation(orig_text, pred_text):
-    """Where Google's heuristic gave up (whole words back), this project keeps at either end only as much
+    """Where no run of basic tokens matches either, this project keeps at either end only as much
     punctuation as the prediction has there (BERT's punctuation: printable non-alphanumeric ASCII and Unicode P*;
     each character is a token of its own)."""
     def punct(ch):

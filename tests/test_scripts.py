@@ -371,14 +371,20 @@ CLI_SCRIPTS = ["builder.py", "builder_varseqlen.py", "inference.py", "inference_
 
 @pytest.mark.parametrize("script", CLI_SCRIPTS)
 def test_scripts_quiet_interrupts_before_their_heavy_imports(script):
-    """Each script hands Ctrl-C and SIGTERM to quiet_interrupts before it imports anything beyond helpers.errors
-    (numpy, torch, ... load in the modules after it)."""
+    """Each script hands Ctrl-C and SIGTERM to quiet_interrupts before any import beyond os, sys and
+    helpers.interrupts (argparse, numpy, torch, ... load after it), and helpers.interrupts itself loads nothing that
+    Python has not loaded before any script runs."""
     lines = (ROOT / script).read_text(encoding="utf-8").splitlines()
     call = lines.index("quiet_interrupts()   # a Ctrl-C while the modules below load ends with one line, not a "
                        "traceback")
-    imports = [n for n, line in enumerate(lines) if line.startswith(("from helpers", "import numpy", "import torch"))]
-    assert all(n < call for n in imports if "helpers.errors import" in lines[n])
-    assert all(n > call for n in imports if "helpers.errors import" not in lines[n])
+    imports = [n for n, line in enumerate(lines) if line.startswith(("from ", "import "))]
+    early = [lines[n] for n in imports if n < call]
+    assert early == ["import os", "import sys",
+                     "from helpers.interrupts import quiet_interrupts  # noqa: E402 (loads nothing Python has not "
+                     "already)"]
+    proc = run_python("import sys; before = set(sys.modules); sys.path.insert(0, '.'); import helpers.interrupts; "
+                      "print(sorted(set(sys.modules) - before))")
+    assert proc.stdout == "['helpers', 'helpers.interrupts']\n", proc.stdout + proc.stderr
 
 
 def run_python(code):
@@ -390,8 +396,9 @@ def test_interrupts_at_the_first_and_the_last_moment_give_one_line(signum, messa
     """While the modules load (here: the signal comes just before numpy's import), the one line and status 2; once
     a script's main has returned, a signal that lands in the interpreter's shutdown (here: an atexit callback) is
     ignored instead of printing a traceback from there."""
-    proc = run_python("import os, signal, sys; sys.path.insert(0, '.'); from helpers.errors import quiet_interrupts; "
-                      f"quiet_interrupts(); os.kill(os.getpid(), signal.{signum}); import numpy; print('survived')")
+    proc = run_python("import os, signal, sys; sys.path.insert(0, '.'); from helpers.interrupts import "
+                      f"quiet_interrupts; quiet_interrupts(); os.kill(os.getpid(), signal.{signum}); import numpy; "
+                      "print('survived')")
     assert (proc.returncode, proc.stdout, proc.stderr) == (2, "", message + "\n")
     proc = run_python("import atexit, os, signal, sys, time; sys.path.insert(0, '.'); "
                       "from helpers.errors import run_cli\n"
@@ -465,10 +472,18 @@ def test_builder_refuses_non_finite_weights(tmp_path):
 
 
 @pytest.mark.parametrize("flags, pattern", [(["-r", "-1"], "random-seed"), (["-r", str(2 ** 64)], "random-seed"),
-                                            (["-d", "inf"], "duration"), (["-d", "nan"], "duration")])
+                                            (["-d", "inf"], "duration"), (["-d", "nan"], "duration"),
+                                            (["-i", "-1"], "iterations"), (["-i", "0"], "nothing to time")])
 def test_perf_bad_values(engines, flags, pattern):
     assert_one_line_error(run("perf.py", "-e", engines["fixed128"], "-s", "128", "-i", "1", *flags, check=False),
                           pattern)
+
+
+def test_perf_runs_for_a_duration_without_an_iteration_count(engines):
+    """Upstream times while either -i or -d is unmet: -i 0 -d 0.2 runs for 0.2 s."""
+    proc = run("perf.py", "-e", engines["fixed128"], "-s", "128", "-i", "0", "-d", "0.2", "-w", "0")
+    runs = int(re.match(r"Running (\d+) iterations with Batch Size: 1\n", proc.stdout).group(1))
+    assert runs >= 1
 
 
 def test_single_question_with_a_huge_n_best(engines):
@@ -492,6 +507,7 @@ def test_fixed_engine_refused_by_varseqlen_scripts(engines):
     ("builder.py", ["-pt", MODEL_DIR, "-c", MODEL_DIR, "-o", "{tmp}/e.engine", "-s", "1024"], "512 position"),
     ("builder.py", ["-pt", "{tmp}/none.pt", "-c", MODEL_DIR, "-o", "{tmp}/e.engine"], "none.pt"),
     ("builder.py", ["-pt", MODEL_DIR, "-c", MODEL_DIR, "-o", "{tmp}/nodir/e.engine"], "does not exist"),
+    ("builder.py", ["-pt", MODEL_DIR, "-c", MODEL_DIR, "-o", "{tmp}/e.engine/"], "names a directory"),
     ("builder.py", ["-pt", MODEL_DIR, "-c", MODEL_DIR, "-o", "{tmp}/e.engine", "--fp32"], "unrecognized"),
     ("builder_varseqlen.py", ["-pt", MODEL_DIR, "-c", MODEL_DIR, "-o", "{tmp}/e.engine", "--megatron"], "megatron"),
     ("builder_varseqlen.py", ["-pt", MODEL_DIR, "-c", MODEL_DIR, "-o", "{tmp}/e.engine", "--strict"],
@@ -641,6 +657,11 @@ def test_builder_refuses_a_named_weight_source_that_is_missing_and_absurd_batche
     proc = run("builder.py", "-m", tmp_path / "none" / "model.ckpt", "-pt", MODEL_DIR, "-c", MODEL_DIR,
                "-o", tmp_path / "e.engine", "-s", "64", check=False)
     assert_one_line_error(proc, "-m/--ckpt .*none/model.ckpt: not found")
+    (tmp_path / "folder").mkdir()   # a folder whose checkpoint state file names a prefix that is not there
+    (tmp_path / "folder" / "checkpoint").write_text('model_checkpoint_path: "other.ckpt"\n')
+    proc = run("builder.py", "-m", tmp_path / "folder", "-c", MODEL_DIR, "-o", tmp_path / "e.engine", "-s", "64",
+               check=False)
+    assert_one_line_error(proc, "folder: not found .its checkpoint index .*folder/other.ckpt.index is missing")
     proc = run("builder.py", "-pt", MODEL_DIR, "-c", MODEL_DIR, "-o", tmp_path / "e.engine", "-s", "64",
                "-b", "2147483648", check=False)
     assert_one_line_error(proc, "batch size must be between 1 and 65536")

@@ -208,6 +208,12 @@ def test_matches_literal_algorithm_on_random_unicode(lowercase, uncased_vocab, c
         expected = [p for token in _spec_basic_tokenize(text, lowercase) for p in _spec_wordpiece(token, ours.vocab)]
         assert ours.tokenize(text) == expected, repr(text)
         assert ours.basic_tokenizer.tokenize(text) == _spec_basic_tokenize(text, lowercase), repr(text)
+        spans = ours.basic_tokenizer.token_spans(text)
+        assert [token for _, _, token in spans] == _spec_basic_tokenize(text, lowercase), repr(text)
+        for start, end, token in spans:   # each token comes from the characters its span names (casefold: a
+            # word's lower-casing is contextual, a final sigma becomes 'ς')
+            alone = [t.casefold() for t in _spec_basic_tokenize(text[start:end], lowercase)]
+            assert token.casefold() in alone, (repr(text), start, end)
 
 
 def test_bytes_input_is_utf8_with_bad_bytes_dropped(uncased_vocab):
@@ -263,3 +269,21 @@ def test_vocab_without_unk_raises_bert_error_when_needed(tmp_path):
     assert tokens == ["hello", "[UNK]"]
     with pytest.raises(BertError, match=r"'\[UNK\]' is not in the vocabulary"):
         tokenizer.convert_tokens_to_ids(tokens)
+
+
+def test_case_is_read_from_the_vocabulary_when_the_engine_has_no_config(uncased_vocab, cased_vocab):
+    """TensorRT engines carry no model config, so the vocabulary tells whether to lower-case. Google's uncased
+    vocabulary holds 'ℝ', which str.isupper() calls upper case although it has no lower-case form."""
+    from types import SimpleNamespace
+
+    from helpers.qa_app import infer_lower_case, make_tokenizer
+    model_vocab = ROOT / "models" / "minilm-l6-squad11" / "vocab.txt"
+    assert "ℝ" in load_vocab(model_vocab)
+    assert infer_lower_case(load_vocab(model_vocab)) and infer_lower_case(load_vocab(uncased_vocab))
+    assert not infer_lower_case(load_vocab(cased_vocab))
+    no_config = SimpleNamespace(config=None)
+    question = "Which NFL team represented the AFC at Super Bowl 50?"
+    tokenizer = make_tokenizer(str(model_vocab), no_config)
+    assert tokenizer.tokenize(question) == hf_tokenizer(model_vocab, lowercase=True).encode(
+        question, add_special_tokens=False).tokens
+    assert make_tokenizer(str(cased_vocab), no_config).tokenize("Super Bowl") == ["Super", "Bowl"]

@@ -542,3 +542,72 @@ def test_two_tensors_for_one_weight_are_refused_by_every_loader(tmp_path):
         pickle.dump(state, f)
     with pytest.raises(BertError, match="two tensors map to the weight bert_embeddings_layernorm_gamma"):
         W.load_megatron_pickle(str(tmp_path / "m.pkl"), TINY)
+
+
+class _Raising:
+    """Unpickles by calling divmod(1, 0): a file whose own constructors fail."""
+
+    def __reduce__(self):
+        return (divmod, (1, 0))
+
+
+def test_integer_weights_and_odd_pickles_are_one_line_errors(tmp_path):
+    """A weight of integers would be cast to a wrong model silently; unpickling may raise anything; a state dict
+    key must be a name. Each loader says so in one line."""
+    torch = pytest.importorskip("torch")
+    weights = _tiny_weights(tmp_path)
+    state = {k: torch.from_numpy(v) for k, v in W.to_hf_state_dict(weights).items()}
+    name = "bert.embeddings.word_embeddings.weight"
+    for dtype in (torch.int32, torch.bool, torch.uint8):
+        torch.save(dict(state, **{name: state[name].to(dtype)}), tmp_path / "int.pt")
+        with pytest.raises(BertError, match=f"word_embeddings holds {str(dtype)[6:]} values"):
+            W.load_weights(TINY, pytorch=str(tmp_path / "int.pt"))
+    arrays = {k: v.numpy() for k, v in state.items()}
+    W.write_safetensors(tmp_path / "int.safetensors", dict(arrays, **{name: arrays[name].astype(np.int64)}))
+    with pytest.raises(BertError, match="holds int64 values"):
+        W.load_weights(TINY, pytorch=str(tmp_path / "int.safetensors"))
+    megatron = tmp_path / "megatron.pkl"
+    W.save_megatron_pickle(weights, TINY, megatron)
+    with open(megatron, "rb") as f:
+        pickled = pickle.load(f)
+    key = next(k for k in pickled if "word_embeddings" in k)
+    for bad, pattern in ((dict(pickled, **{key: pickled[key].astype(np.int8)}), "holds int8 values"),
+                         ({0: pickled[key]}, "key 0 is not a tensor name"),
+                         ({key: _Raising()}, "cannot read Megatron pickle .*by zero")):
+        with open(tmp_path / "bad.pkl", "wb") as f:
+            pickle.dump(bad, f)
+        with pytest.raises(BertError, match=pattern):
+            W.load_megatron_pickle(str(tmp_path / "bad.pkl"), TINY)
+    for bad, pattern in (({"model": {0: state[name]}}, "key 0 is not a tensor name"),
+                         ({"model": {name: _Raising()}}, "cannot read PyTorch checkpoint .*by zero")):
+        torch.save(bad, tmp_path / "bad.pt")
+        with pytest.raises(BertError, match=pattern):
+            W.load_weights(TINY, pytorch=str(tmp_path / "bad.pt"))
+    # the sparsity masks upstream reads as int8 stay integers
+    assert W._canonical_value("l0_attention_self_query_mask", np.ones(3, np.int8)).dtype == np.int8
+
+
+def test_safetensors_whose_header_length_looks_like_a_pickle_is_read_as_safetensors(tmp_path):
+    """The first byte of a safetensors file is its header length's lowest: 0x80 is a pickle's first byte too."""
+    arrays = W.to_hf_state_dict(_tiny_weights(tmp_path))
+    W.write_safetensors(tmp_path / "plain.safetensors", arrays)
+    data = (tmp_path / "plain.safetensors").read_bytes()
+    size = int.from_bytes(data[:8], "little")
+    header = data[8:8 + size].rstrip(b" ")
+    padded = header + b" " * ((0x80 - len(header)) % 256)   # JSON allows trailing spaces
+    patched = len(padded).to_bytes(8, "little") + padded + data[8 + size:]
+    assert patched[0] == 0x80
+    (tmp_path / "x80.safetensors").write_bytes(patched)
+    assert_same_map(W.load_weights(TINY, pytorch=str(tmp_path / "x80.safetensors")),
+                    W.load_weights(TINY, pytorch=str(tmp_path / "plain.safetensors")))
+    (tmp_path / "cut.safetensors").write_bytes(patched[:-100])
+    with pytest.raises(BertError, match="cut.safetensors is truncated|not a valid safetensors"):
+        W.load_weights(TINY, pytorch=str(tmp_path / "cut.safetensors"))
+
+
+@pytest.mark.parametrize("content", ["[]", "null", '"uncased"', "{not json"])
+def test_a_tokenizer_config_that_is_no_json_object_is_ignored(tmp_path, content):
+    """tokenizer_config.json is only a hint for do_lower_case: a malformed one leaves the default."""
+    shutil.copy(MODEL_DIR / "config.json", tmp_path / "config.json")
+    (tmp_path / "tokenizer_config.json").write_text(content)
+    assert load_config(str(tmp_path)).do_lower_case is True
