@@ -18,12 +18,34 @@ class BertError(Exception):
     """A problem with the user's input, files or machine, described in one line."""
 
 
+class _StoreOnce(argparse._StoreAction):
+    """A single-valued option: given twice, argparse would keep the last value and silently drop the first (a
+    second -q question would never be answered), so the second is an error."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if self.dest in parser.given:
+            raise argparse.ArgumentError(self, "given more than once (only one value can count)")
+        parser.given.add(self.dest)
+        super().__call__(parser, namespace, values, option_string)
+
+
 class StrictParser(argparse.ArgumentParser):
-    """argparse without prefix abbreviation (upstream's `--sp` -> `--sparse` hid typos); errors are one line."""
+    """argparse without prefix abbreviation (upstream's `--sp` -> `--sparse` hid typos), refusing a single-valued
+    option given twice; errors are one line."""
 
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("allow_abbrev", False)
         super().__init__(*args, **kwargs)
+        self.given = set()   # dests of single-valued options met by the parse under way
+
+    def add_argument(self, *args, **kwargs):
+        if kwargs.get("action", "store") == "store" and args and args[0].startswith(self.prefix_chars):
+            kwargs["action"] = _StoreOnce
+        return super().add_argument(*args, **kwargs)
+
+    def parse_known_args(self, args=None, namespace=None):
+        self.given = set()
+        return super().parse_known_args(args, namespace)
 
     def error(self, message):
         raise BertError(f"{self.prog}: {message}")
@@ -70,6 +92,9 @@ def run_cli(main, argv=None):
     # Once a script's work is done (or has failed) a signal could only interrupt the interpreter's shutdown (thread
     # pools' finalizers, say) with a traceback: from then on it is ignored. Not for callers inside a larger program.
     finished = ignore_signals if main_thread and main.__module__ == "__main__" else (lambda: None)
+    for stream in (sys.stdout, sys.stderr):   # a passage the terminal's encoding lacks is escaped, not a traceback
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     try:
         code = main(argv)
         finished()

@@ -105,11 +105,13 @@ def make_tokenizer(vocab_file, engine_info):
     config = getattr(engine_info, "config", None)
     if config is not None:
         tokenizer = FullTokenizer(vocab_file, do_lower_case=config.do_lower_case)
-        # The model's embedding table may be padded past its vocabulary (Megatron rounds it up to a multiple of
-        # 128 per tensor-parallel rank), never shorter, and never by a thousand rows: anything else is another
-        # model's vocabulary, whose ids would give answers silently wrong.
+        # The model's embedding table may be padded past its vocabulary to a multiple of 8 (DeepLearningExamples:
+        # 30,528 rows for 30,522 tokens; Megatron: of 128 per tensor-parallel rank), never shorter, and never by a
+        # thousand rows: anything else (a vocabulary missing a line, say) is another model's, whose ids would give
+        # answers silently wrong.
         size = 1 + max(index for token, index in tokenizer.vocab.items() if token)   # ids a token can take
-        if not 0 <= config.vocab_size - size < VOCAB_PADDING_LIMIT:
+        padding = config.vocab_size - size
+        if not (padding == 0 or (0 < padding < VOCAB_PADDING_LIMIT and config.vocab_size % 8 == 0)):
             raise BertError(f"vocabulary {vocab_file} has {size} tokens but the engine's model has "
                             f"{config.vocab_size}: it is not this model's vocabulary")
         return tokenizer
@@ -368,10 +370,11 @@ def run_app(args, runner, batch_size=1):
         question = _prompt("Question (to exit, type one of ['exit', 'quit']): ")
         if question is None or question.strip() in ("exit", "quit"):
             return 0
-        if not question.strip():
-            print("error: the question is empty", file=sys.stderr)
+        try:   # a question the tokenizer leaves nothing of (zero-width characters, say) is reported like a blank one
+            prediction, nbest = qa.answer(doc_tokens, require_text(question, "question"))
+        except BertError as exc:
+            print(f"error: {exc}", file=sys.stderr)
             continue
-        prediction, nbest = qa.answer(doc_tokens, question)
         print_answer(prediction, nbest, qa)
 
 
@@ -381,3 +384,6 @@ def _prompt(text):
     except EOFError:
         print()  # end the prompt's line
         return None
+    except UnicodeDecodeError:
+        raise BertError(f"standard input is not {sys.stdin.encoding} text: use a UTF-8 locale (or PYTHONUTF8=1)") \
+            from None

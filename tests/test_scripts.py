@@ -105,11 +105,23 @@ def test_files_and_interactive_questions(engines, tmp_path):
                "-qf", tmp_path / "q.txt")
     assert "Answer: 'parsers to import models, and plugins" in proc.stdout
     proc = run("inference.py", "-e", engines["fixed128"], "-v", VOCAB, "-pf", tmp_path / "p.txt",
-               stdin="What is TensorRT?\n\nWhat does TensorRT include?\nexit\n")
+               stdin="What is TensorRT?\n\n\u200b\nWhat does TensorRT include?\nexit\n")
     answers = re.findall(r"Answer: '(.*)'", proc.stdout)
     assert answers[0] == "high performance deep learning inference platform"
     assert answers[1].startswith("parsers to import models, and plugins") and len(answers) == 2
-    assert "error: the question is empty" in proc.stderr  # a blank line asks again instead of ending the loop
+    # a blank line, and one the tokenizer leaves nothing of, ask again instead of ending the loop
+    assert proc.stderr.splitlines() == ["error: the question is empty",
+                                        "error: the question has no tokens after tokenization: '\\u200b'"]
+
+
+def test_text_the_terminal_cannot_encode_is_escaped(engines):
+    proc = subprocess.run([sys.executable, str(ROOT / "inference.py"), "-e", str(engines["fixed128"]), "-v", VOCAB,
+                           "-p", "The caf\u00e9 was opened by Jos\u00e9.", "-q", "Who opened the caf\u00e9?"],
+                          capture_output=True, cwd=ROOT, env={"PATH": "/usr/bin:/bin", "CUDA_VISIBLE_DEVICES": "",
+                                                              "PYTHONIOENCODING": "ascii"})
+    assert proc.returncode == 0 and proc.stderr == b"", proc.stderr
+    assert b"Passage: The caf\\xe9 was opened by Jos\\xe9." in proc.stdout
+    assert b"Answer: 'Jos\\xe9'" in proc.stdout
 
 
 def test_long_passage_uses_several_windows(engines):
@@ -221,6 +233,7 @@ def bad_files(tmp_path_factory):
     (tmp / "malformed.json").write_text('{"data": [')
     (tmp / "nodata.json").write_text('{"version": "1.1"}')
     (tmp / "short_vocab.txt").write_text("".join(VOCAB_LINES[:3000]))
+    (tmp / "vocab_less_a_line.txt").write_text("".join(VOCAB_LINES[:500] + VOCAB_LINES[501:]))
     data = json.loads(shared_path("data", "squad", "dev-v1.1.json").read_text(encoding="utf-8"))
     article = dict(data["data"][0], paragraphs=data["data"][0]["paragraphs"][:1])
     (tmp / "one.json").write_text(json.dumps({"version": "1.1", "data": [article]}))
@@ -274,6 +287,12 @@ def test_corrupt_engine(engines, tmp_path):
     ("bad batch", ["-e", "{fixed128}", "-b", "0", "-v", VOCAB, "-p", "a", "-q", "b"], "batch size"),
     ("another model's vocabulary", ["-e", "{fixed128}", "-v", "{bad}/short_vocab.txt", "-p", "a", "-q", "b"],
      "has 3000 tokens but the engine's model has 30522"),
+    ("vocabulary missing a line", ["-e", "{fixed128}", "-v", "{bad}/vocab_less_a_line.txt", "-p", "a", "-q", "b"],
+     "has 30521 tokens but the engine's model has 30522"),
+    ("question given twice", ["-e", "{fixed128}", "-v", VOCAB, "-p", "a b", "-q", "c", "-q", "d"],
+     "argument -q/--question: given more than once"),
+    ("engine given twice", ["-e", "{fixed128}", "-e", "{fixed128}", "-v", VOCAB, "-p", "a b", "-q", "c"],
+     "argument -e/--engine: given more than once"),
     ("predictions over the SQuAD json", ["-e", "{var384}", "-s", "384", "-v", VOCAB, "-sq", "{bad}/one.json", "-o",
                                          "{bad}/one.json"], "would overwrite the SQuAD json"),
     ("predictions over the engine", ["-e", "{var384}", "-s", "384", "-v", VOCAB, "-sq", "{bad}/one.json", "-o",
@@ -475,7 +494,8 @@ def test_builder_refuses_non_finite_weights(tmp_path):
                                             (["-d", "inf"], "duration"), (["-d", "nan"], "duration"),
                                             (["-i", "-1"], "iterations"), (["-i", "0"], "nothing to time")])
 def test_perf_bad_values(engines, flags, pattern):
-    assert_one_line_error(run("perf.py", "-e", engines["fixed128"], "-s", "128", "-i", "1", *flags, check=False),
+    iterations = [] if "-i" in flags else ["-i", "1"]
+    assert_one_line_error(run("perf.py", "-e", engines["fixed128"], "-s", "128", *iterations, *flags, check=False),
                           pattern)
 
 
