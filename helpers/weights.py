@@ -414,7 +414,7 @@ def load_onnx(path):
     except ImportError:
         raise BertError("reading an ONNX model needs the onnx package (pip install onnx)") from None
     if not os.path.isfile(path):
-        raise BertError(f"ONNX model not found: {path}")
+        raise BertError(f"ONNX model {'is not a file' if os.path.exists(path) else 'not found'}: {path}")
     try:
         model = onnx.load(path)
     except Exception as exc:  # noqa: BLE001 -- protobuf raises its own DecodeError and friends

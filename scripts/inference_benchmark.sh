@@ -17,7 +17,7 @@ usage() { echo "usage: $0 [--gpu Volta|Xavier|Turing|Ampere|Hopper]"; }
 arch=Volta
 while [ $# -gt 0 ]; do
     case "$1" in
-        --gpu) [ $# -ge 2 ] || { usage >&2; exit 2; }; arch="$2"; shift 2 ;;
+        --gpu) [ $# -ge 2 ] || { echo "error: --gpu needs a value" >&2; usage >&2; exit 2; }; arch="$2"; shift 2 ;;
         -h|--help) usage; exit 0 ;;
         *) echo "error: unknown argument $1" >&2; usage >&2; exit 2 ;;
     esac
@@ -34,11 +34,18 @@ BATCHES=${BENCH_BATCHES:-"1 2 4 8 12 16 24 32 64 128"}
 if [ "$arch" = Ampere ]; then default_iterations=2000; else default_iterations=1000; fi
 ITERATIONS=${BENCH_ITERATIONS:-$default_iterations}
 PY=${PYTHON:-python3}
+for prec in $PRECISIONS; do
+    case "$prec" in
+        int8-qat|int8|fp16|fp32) ;;
+        *) echo "error: BENCH_PRECISIONS: unknown precision $prec (int8-qat, int8, fp16, fp32)" >&2; exit 2 ;;
+    esac
+done
 
 command -v nvidia-smi >/dev/null && nvidia-smi -q || echo "(nvidia-smi not available)"
 mkdir -p engines results
 results=results/inference_benchmark_${arch}.tsv
-: > "$results"
+rows=$(mktemp "results/.inference_benchmark_${arch}.XXXXXX")   # replaces $results only when the run completes
+trap 'rm -f "$rows"' EXIT
 have_trt=0
 $PY -c "import tensorrt" 2>/dev/null && have_trt=1
 
@@ -64,7 +71,8 @@ for model in $MODELS; do
                 if [ ! -f "$random_ckpt/model.ckpt.index" ]; then
                     $PY scripts/make_random_checkpoint.py --size "$model" -o "$random_ckpt"
                 fi
-                if [ -e "$ckpt" ]; then rmdir "$ckpt"; fi   # an empty folder left by an interrupted run
+                if [ -L "$ckpt" ]; then rm "$ckpt"       # a link whose checkpoint was deleted, now made again
+                elif [ -e "$ckpt" ]; then rmdir "$ckpt"; fi   # an empty folder left by an interrupted run
                 ln -s "$(basename "$random_ckpt")" "$ckpt"
             fi
             flags=()
@@ -96,7 +104,7 @@ import re, sys
 text = sys.stdin.read()
 num = lambda label: re.search(label + r" Time: ([0-9.eE+-]+)", text).group(1)
 print("\t".join(sys.argv[1:] + [num("Average"), num("95th Percentile"), num("99th Percentile")]))
-' ours "$model" "$prec" "$seq" "$batch" >> "$results"
+' ours "$model" "$prec" "$seq" "$batch" >> "$rows"
             done
         done
     done
@@ -109,9 +117,10 @@ for line in sys.stdin:
     if line.startswith("{"):
         r = json.loads(line)
         print("\t".join(["peer", r["model"], "fp16", str(r["seq"]), str(r["batch"]), str(r["median_ms"]), str(r["p95_ms"]), ""]))
-' >> "$results"
+' >> "$rows"
     fi
 done
+chmod 644 "$rows" && mv "$rows" "$results"
 
 $PY - "$results" "$arch" <<'EOF'
 import sys

@@ -6,11 +6,15 @@
 Writes OUT/model.ckpt.{index,data-00000-of-00001} (TensorFlow V2 format, Google BERT / run_squad.py variable names,
 float32, made without TensorFlow), OUT/checkpoint, OUT/bert_config.json and OUT/vocab.txt -- the layout builder.py's
 `-m OUT/model.ckpt -c OUT` expects. The answers are meaningless; speed is the same as a trained model's.
+OUT is new, empty or an earlier output of this script (a folder holding other files, such as a real model's, is
+refused); the files are written into a temporary folder beside it, which then takes its place.
 """
 import json
 import os
+import re
 import shutil
 import sys
+import tempfile
 
 import numpy as np
 
@@ -28,6 +32,7 @@ SIZES = {  # Google's BERT-Base and BERT-Large (uncased) shapes
 COMMON = {"attention_probs_dropout_prob": 0.1, "hidden_act": "gelu", "hidden_dropout_prob": 0.1,
           "initializer_range": 0.02, "max_position_embeddings": 512, "type_vocab_size": 2, "vocab_size": 30522}
 VOCAB = os.path.join(ROOT, "models", "minilm-l6-squad11", "vocab.txt")  # Google's bert-base-uncased vocabulary
+OUR_FILES = re.compile(r"model\.ckpt\.(index|data-\d{5}-of-\d{5})|checkpoint|bert_config\.json|vocab\.txt")
 
 
 def random_tf_variables(config, seed):
@@ -68,16 +73,37 @@ def main(argv=None):
     parser.add_argument("-o", "--output", required=True, help="folder to write the checkpoint into")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     args = parser.parse_args(argv)
+    if args.seed < 0:
+        raise BertError("--seed must be >= 0")
     if not os.path.isfile(VOCAB):
         raise BertError(f"vocabulary not found: {VOCAB}")
-    os.makedirs(args.output, exist_ok=True)
+    output = os.path.abspath(args.output) if args.output else ""
+    if not output:
+        raise BertError("output folder is empty: pass -o FOLDER")
+    if os.path.lexists(output):
+        if not os.path.isdir(output) or os.path.islink(output):
+            raise BertError(f"output {args.output} is not a folder")
+        others = sorted(name for name in os.listdir(output) if not OUR_FILES.fullmatch(name))
+        if others:
+            raise BertError(f"output folder {args.output} holds other files ({', '.join(others[:5])}): "
+                            "choose a new or empty folder")
+    parent = os.path.dirname(output)
+    os.makedirs(parent, exist_ok=True)
     config = {**COMMON, **SIZES[args.size]}
-    write_checkpoint(os.path.join(args.output, "model.ckpt"), random_tf_variables(config, args.seed))
-    write_text_atomic(os.path.join(args.output, "checkpoint"),
-                      'model_checkpoint_path: "model.ckpt"\nall_model_checkpoint_paths: "model.ckpt"\n')
-    write_text_atomic(os.path.join(args.output, "bert_config.json"),
-                      json.dumps(config, indent=2, sort_keys=True) + "\n")
-    shutil.copyfile(VOCAB, os.path.join(args.output, "vocab.txt"))
+    staging = tempfile.mkdtemp(prefix=f".{os.path.basename(output)}.", dir=parent)
+    try:
+        write_checkpoint(os.path.join(staging, "model.ckpt"), random_tf_variables(config, args.seed))
+        write_text_atomic(os.path.join(staging, "checkpoint"),
+                          'model_checkpoint_path: "model.ckpt"\nall_model_checkpoint_paths: "model.ckpt"\n')
+        write_text_atomic(os.path.join(staging, "bert_config.json"),
+                          json.dumps(config, indent=2, sort_keys=True) + "\n")
+        shutil.copyfile(VOCAB, os.path.join(staging, "vocab.txt"))
+        os.chmod(staging, 0o755)   # mkdtemp's folder is private
+        if os.path.isdir(output):   # an earlier output of this script (checked above): replaced whole
+            shutil.rmtree(output)
+        os.rename(staging, output)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     print(f"wrote random BERT-{args.size.capitalize()} checkpoint to {os.path.join(args.output, 'model.ckpt')}")
 
 

@@ -2,7 +2,8 @@
 # Quick start: a virtual environment in .venv/, an engine from the embedded model, and upstream's README question.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-[ -x .venv/bin/python ] || python3 -m venv .venv
+# a venv left without pip (an interrupted first run) is made again
+.venv/bin/python -m pip --version >/dev/null 2>&1 || { rm -rf .venv && python3 -m venv .venv; }
 .venv/bin/python -m pip install -q --disable-pip-version-check -e .
 MODEL=models/minilm-l6-squad11
 mkdir -p engines

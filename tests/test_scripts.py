@@ -2,6 +2,7 @@
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -686,3 +687,32 @@ def test_builder_refuses_a_named_weight_source_that_is_missing_and_absurd_batche
                "-b", "2147483648", check=False)
     assert_one_line_error(proc, "batch size must be between 1 and 65536")
     assert not (tmp_path / "e.engine").exists()
+
+
+def test_random_checkpoint_never_replaces_other_files(tmp_path, monkeypatch):
+    """make_random_checkpoint.py writes into a new folder, an empty one or its own earlier output, all files at
+    once (a temporary folder takes the output's place), and refuses a folder holding anything else: -o pointed at
+    the embedded model once replaced its config with BERT-Base's."""
+    maker = load_script("make_random_checkpoint")
+    monkeypatch.setitem(maker.SIZES, "base", {"num_hidden_layers": 1, "hidden_size": 32, "num_attention_heads": 2,
+                                              "intermediate_size": 64})
+    model = tmp_path / "model"
+    shutil.copytree(MODEL_DIR, model)
+    before = {p.name: p.read_bytes() for p in model.iterdir()}
+    with pytest.raises(BertError, match=r"holds other files \(README.md, config.json, model.safetensors"):
+        maker.main(["--size", "base", "-o", str(model)])
+    assert {p.name: p.read_bytes() for p in model.iterdir()} == before
+    for args, pattern in ((["-o", str(tmp_path / "x"), "--seed", "-1"], "--seed must be >= 0"),
+                          (["-o", os.devnull], "is not a folder"), (["-o", ""], "output folder is empty")):
+        with pytest.raises(BertError, match=pattern):
+            maker.main(["--size", "base", *args])
+    out = tmp_path / "new" / "random"
+    maker.main(["--size", "base", "-o", str(out), "--seed", "1"])
+    first = (out / "model.ckpt.data-00000-of-00001").read_bytes()
+    (out / "model.ckpt.index").unlink()   # an earlier output, incomplete: made again whole
+    maker.main(["--size", "base", "-o", str(out), "--seed", "2"])
+    assert sorted(p.name for p in out.iterdir()) == ["bert_config.json", "checkpoint", "model.ckpt.data-00000-of-00001",
+                                                     "model.ckpt.index", "vocab.txt"]
+    assert (out / "model.ckpt.data-00000-of-00001").read_bytes() != first
+    assert sorted(p.name for p in out.parent.iterdir()) == ["random"]   # no temporary folder left
+    run("builder.py", "-m", out, "-c", out, "-o", tmp_path / "r.engine", "-s", "32")

@@ -611,3 +611,11 @@ def test_a_tokenizer_config_that_is_no_json_object_is_ignored(tmp_path, content)
     shutil.copy(MODEL_DIR / "config.json", tmp_path / "config.json")
     (tmp_path / "tokenizer_config.json").write_text(content)
     assert load_config(str(tmp_path)).do_lower_case is True
+
+
+def test_onnx_path_that_is_no_file_says_so(tmp_path):
+    pytest.importorskip("onnx")
+    with pytest.raises(BertError, match="ONNX model is not a file"):
+        W.load_onnx(str(tmp_path))
+    with pytest.raises(BertError, match="ONNX model not found"):
+        W.load_onnx(str(tmp_path / "none.onnx"))
