@@ -83,7 +83,11 @@ class TrtSession:
         if settings.verbose:
             config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
         if settings.distributive_independence:
-            config.set_flag(trt.BuilderFlag.DISTRIBUTIVE_INDEPENDENCE)
+            flag = getattr(trt.BuilderFlag, "DISTRIBUTIVE_INDEPENDENCE", None)   # TensorRT 10.12 added it
+            if flag is None:
+                raise BertError(f"--distributive_independence needs TensorRT 10.12 or later (this is "
+                                f"{trt.__version__})")
+            config.set_flag(flag)
         if settings.sparse:
             print("Setting sparsity flag on builder_config.")
             config.set_flag(trt.BuilderFlag.SPARSE_WEIGHTS)
@@ -107,7 +111,9 @@ class TrtSession:
         if cache is None:
             raise BertError(f"timing cache {path} is not a timing cache of this TensorRT version: delete it to "
                             f"start a new one")
-        config.set_timing_cache(cache, ignore_mismatch=False)
+        if not config.set_timing_cache(cache, ignore_mismatch=False):   # refused, before a long build not after
+            raise BertError(f"timing cache {path} was made on another GPU or driver: delete it, or pass another "
+                            f"-tcf path, to start a new one")
 
     # ---------------------------------------------------------------------------------------------- the build
     def build(self, settings, profiles, define, calibrator=None):
@@ -127,8 +133,9 @@ class TrtSession:
         kept_alive.clear()
         if serialized is None:
             raise BertError("TensorRT could not build the engine (its error is logged above)")
-        if settings.timing_cache_file:
-            write_bytes_atomic(settings.timing_cache_file, bytes(config.get_timing_cache().serialize()))
+        cache = config.get_timing_cache() if settings.timing_cache_file else None
+        if cache is not None:
+            write_bytes_atomic(settings.timing_cache_file, bytes(cache.serialize()))
         return bytes(serialized)
 
 

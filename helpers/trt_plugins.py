@@ -61,10 +61,11 @@ def load_plugin_library(trt, logger):
     The tensorrt wheels link libnvinfer_plugin into their bindings, so a failed dlopen of the unversioned name is
     only fatal if the creators then turn out to be missing (create_plugin says so).
     """
+    major = tensorrt_major(trt)   # never another TensorRT's library (and its libnvinfer) beside this one's
     if sys.platform == "win32":
-        names = ["nvinfer_plugin_10.dll"]
+        names = [f"nvinfer_plugin_{major}.dll"]
     else:
-        names = ["libnvinfer_plugin.so", "libnvinfer_plugin.so.10"]
+        names = [f"libnvinfer_plugin.so.{major}", "libnvinfer_plugin.so"]
     for name in names:
         try:
             ctypes.CDLL(name, mode=ctypes.RTLD_GLOBAL)

@@ -161,7 +161,9 @@ public:
                 ok = ok && mContext->setInputShape(mInputs[i].c_str(), dims({b, s}));
             }
         }
-        if (!ok || !mContext->allInputDimensionsSpecified())
+        // inferShapes, not allInputDimensionsSpecified: TensorRT 10 documents the latter as not working with the
+        // name-based setInputShape. 0: every input shape is set and the output shapes follow from them.
+        if (!ok || mContext->inferShapes(0, nullptr) != 0)
         {
             throw std::runtime_error("TensorRT rejected the input shapes for batch " + std::to_string(batchSize)
                 + " and sequence length " + std::to_string(mSeq));

@@ -1,6 +1,8 @@
 """What helpers/trt_builder.py asks TensorRT for (spec §3.5-§3.9): builder flags, profiles, the network's layers,
 names, plugin versions and fields, weight layouts and INT8 dynamic ranges. The network and builder config are
 captured at `build_serialized_network` and inspected with TensorRT's own API names."""
+import sys
+
 import numpy as np
 import pytest
 from trt_support import builder_args, qat_scales, varseqlen_args
@@ -92,6 +94,31 @@ def test_fixed_builder_flags(trt, fixture_model, capture, tmp_path, capsys):
     assert cache.is_file() and cache.stat().st_size > 0
 
 
+def test_distributive_independence_before_tensorrt_10_12_is_one_line(trt, fixture_model, monkeypatch):
+    """TensorRT 10.12 added BuilderFlag.DISTRIBUTIVE_INDEPENDENCE; an older 10.x has no such member."""
+    import enum
+    config, weights = fixture_model
+    older = enum.IntEnum("BuilderFlag", {m.name: m.value for m in trt.BuilderFlag
+                                         if m.name != "DISTRIBUTIVE_INDEPENDENCE"})
+    monkeypatch.setattr(trt, "BuilderFlag", older)
+    monkeypatch.setattr(trt, "__version__", "10.8.0.43")
+    with pytest.raises(BertError, match=r"needs TensorRT 10.12 or later \(this is 10.8.0.43\)"):
+        build_fixed_engine(builder_args(batch_size=[1], sequence_length=[16], distributive_independence=True),
+                           config, weights)
+
+
+def test_plugin_library_of_the_running_tensorrt_only(trt, monkeypatch):
+    """The versioned plugin library is this TensorRT's: TensorRT 11 must not pull in 10's libnvinfer."""
+    import ctypes
+    tried = []
+    monkeypatch.setattr(ctypes, "CDLL", lambda name, mode=0: tried.append(name) or (_ for _ in ()).throw(OSError()))
+    for version, expected in (("10.16.1.11", "libnvinfer_plugin.so.10"), ("11.4.0.106", "libnvinfer_plugin.so.11")):
+        monkeypatch.setattr(trt, "__version__", version)
+        tried.clear()
+        trt_plugins.load_plugin_library(trt, trt.Logger(trt.Logger.ERROR))
+        assert tried == [expected, "libnvinfer_plugin.so"]
+
+
 def test_varseqlen_builder_flags(trt, fixture_model, capture):
     config, weights = fixture_model
     build_varseqlen_engine(varseqlen_args(fp16=True, max_batch_size=[4, 1], max_sequence_length=32), config, weights)
@@ -106,7 +133,7 @@ def test_varseqlen_builder_flags(trt, fixture_model, capture):
         (name, trt.DataType.INT32, (-1,)) for name in ("input_ids", "segment_ids", "cu_seqlens", "max_seqlen")]
 
 
-def test_timing_cache_is_reused_and_checked(trt, fixture_model, tmp_path):
+def test_timing_cache_is_reused_and_checked(trt, fixture_model, tmp_path, monkeypatch):
     config, weights = fixture_model
     cache = tmp_path / "build.tcf"
     args = builder_args(batch_size=[1], sequence_length=[16], timing_cache_file=str(cache))
@@ -117,6 +144,12 @@ def test_timing_cache_is_reused_and_checked(trt, fixture_model, tmp_path):
     cache.write_bytes(b"not a timing cache")
     with pytest.raises(BertError, match="not a timing cache"):
         build_fixed_engine(args, config, weights)
+    # measured on another GPU: TensorRT's set_timing_cache refuses it (and get_timing_cache would then be None)
+    cache.write_bytes(first)
+    monkeypatch.setattr(sys.modules["tensorrt._builder"], "DEVICE", "another GPU")
+    with pytest.raises(BertError, match="made on another GPU or driver"):
+        build_fixed_engine(args, config, weights)
+    assert cache.read_bytes() == first
 
 
 def test_profiles():

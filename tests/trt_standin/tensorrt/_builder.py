@@ -15,6 +15,7 @@ from ._plugins import _PluginLayer
 from ._runtime import PLAN_MAGIC, Graph, concrete_shapes
 
 TIMING_CACHE_MAGIC = b"TRT-STANDIN-TIMING-CACHE\n"
+DEVICE = "stand-in GPU"   # what a timing cache records it was measured on (tests may change it)
 
 
 class IOptimizationProfile:
@@ -34,11 +35,13 @@ class IOptimizationProfile:
 
 
 class ITimingCache:
-    def __init__(self, entries=()):
+    def __init__(self, entries=(), device=None):
         self._entries = set(entries)
+        self._device = device   # None: new, no timings yet
 
     def serialize(self):
-        return IHostMemory(TIMING_CACHE_MAGIC + json.dumps(sorted(self._entries)).encode())
+        record = {"device": self._device or DEVICE, "entries": sorted(self._entries)}
+        return IHostMemory(TIMING_CACHE_MAGIC + json.dumps(record).encode())
 
 
 class IInt8LegacyCalibrator:
@@ -109,11 +112,15 @@ class IBuilderConfig:
             return ITimingCache()
         if not blob.startswith(TIMING_CACHE_MAGIC):
             return None  # TensorRT logs "Failed to deserialize the timing cache" and returns None
-        return ITimingCache(json.loads(blob[len(TIMING_CACHE_MAGIC):]))
+        record = json.loads(blob[len(TIMING_CACHE_MAGIC):])
+        return ITimingCache(record["entries"], record["device"])
 
     def set_timing_cache(self, cache, ignore_mismatch):
+        """As TensorRT: False, and no cache set, for one measured on another device unless ignore_mismatch."""
         if not isinstance(cache, ITimingCache):
             raise TypeError("set_timing_cache takes an ITimingCache")
+        if cache._device not in (None, DEVICE) and not ignore_mismatch:
+            return False
         self._timing_cache = cache
         return True
 

@@ -58,6 +58,7 @@ class NetworkDefinitionCreationFlag(IntEnum):
 
 
 class BuilderFlag(IntEnum):
+    """Names as TensorRT's; the values are not (the project passes flags by name only)."""
     FP16 = 0
     INT8 = 2
     SPARSE_WEIGHTS = 9
