@@ -16,6 +16,7 @@ import numpy as np
 from . import data_processing as dp
 from .atomic import atomic_open, check_writable
 from .errors import BertError, read_bytes
+from .progress import progress_bar
 from .tokenization import FullTokenizer
 
 
@@ -230,9 +231,8 @@ class QuestionAnswerer:
         spare; squad_workers.py) the tokenization and decoding run there while this process runs the engine;
         otherwise blocks of questions are tokenized and decoded on this thread while a worker thread runs the
         engine on the previous block (the engines release the GIL while they compute)."""
-        from tqdm import tqdm
         block_size = max(self.batch_size, 1) * 2
-        with tqdm(total=len(examples), unit="q", disable=not (progress and sys.stderr.isatty())) as bar:
+        with progress_bar(len(examples), "q", show=progress) as bar:
             if self.host_workers and len(examples) >= 2 * block_size:   # fewer: not worth starting processes
                 return self._answer_with_workers(examples, block_size, bar)
             return self._answer_with_thread(examples, 2 * block_size, bar)
