@@ -619,3 +619,17 @@ def test_onnx_path_that_is_no_file_says_so(tmp_path):
         W.load_onnx(str(tmp_path))
     with pytest.raises(BertError, match="ONNX model not found"):
         W.load_onnx(str(tmp_path / "none.onnx"))
+
+
+def test_reading_a_checkpoint_shows_progress_on_a_terminal_only(tmp_path, monkeypatch):
+    import io
+    tf_checkpoint.write_checkpoint(str(tmp_path / "tiny"), tiny_tf_variables())
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    for stream, shown in ((io.StringIO(), False), (Terminal(), True)):
+        monkeypatch.setattr("sys.stderr", stream)
+        W.load_tf_checkpoint(str(tmp_path / "tiny"))
+        assert ("reading the TensorFlow checkpoint" in stream.getvalue()) is shown
