@@ -186,6 +186,17 @@ def _check_positive(name, value):
         raise BertError(f"{name} must be a positive integer, got {value!r}")
 
 
+def question_tokens(question_text, tokenizer, max_query_length):
+    """The question's word pieces, cut to max_query_length as upstream cuts them; an empty question, or one the
+    tokenizer leaves nothing of (zero-width characters only, say), is a BertError."""
+    if not isinstance(question_text, str) or not question_text.strip():
+        raise BertError("the question is empty")
+    tokens = tokenizer.tokenize(question_text)[:max_query_length]
+    if not tokens:
+        raise BertError(f"the question has no tokens after tokenization: {question_text!r}")
+    return tokens
+
+
 def convert_example_to_features(doc_tokens, question_text, tokenizer, max_seq_length, doc_stride,
                                 max_query_length, doc_wordpieces=None):
     """One Feature per window: [CLS] question [SEP] passage window [SEP], zero-padded to max_seq_length.
@@ -196,13 +207,9 @@ def convert_example_to_features(doc_tokens, question_text, tokenizer, max_seq_le
     _check_positive("max_seq_length", max_seq_length)
     _check_positive("doc_stride", doc_stride)
     _check_positive("max_query_length", max_query_length)
-    if not isinstance(question_text, str) or not question_text.strip():
-        raise BertError("the question is empty")
+    query_tokens = question_tokens(question_text, tokenizer, max_query_length)
     if not doc_tokens:
         raise BertError("the passage is empty")
-    query_tokens = tokenizer.tokenize(question_text)[:max_query_length]
-    if not query_tokens:
-        raise BertError(f"the question has no tokens after tokenization: {question_text!r}")
     doc = doc_wordpieces if doc_wordpieces is not None else tokenize_doc(doc_tokens, tokenizer)
     if not doc.tokens:
         raise BertError("the passage has no tokens after tokenization")
@@ -297,14 +304,40 @@ def get_final_text(pred_text, orig_text, do_lower_case):
 
 
 def _unaligned_final_text(orig_text, pred_text, do_lower_case):
-    """get_final_text where characters cannot be aligned: the basic tokens of orig_text that pred_text's are (an
-    unknown piece, [UNK], standing for any one of them), else _trim_unmatched_punctuation."""
+    """get_final_text where characters cannot be aligned: the run of orig_text's basic tokens that pred_text's are,
+    an unknown piece ([UNK]) standing for any one token, else _trim_unmatched_punctuation. Of several runs, the
+    one whose unknown pieces stand for the fewest punctuation characters (a vocabulary knows most punctuation, so
+    '[UNK]' in '"ᏣᎳᎩ"' is the word, not the quote), then the first."""
     spans = _basic_tokenizer(bool(do_lower_case)).token_spans(orig_text)
+    tokens = [token for _, _, token in spans]
     pred = pred_text.split()
-    for first in range(len(spans) - len(pred) + 1 if pred else 0):
-        if all(p in ("[UNK]", spans[first + n][2]) for n, p in enumerate(pred)):
-            return orig_text[spans[first][0]:spans[first + len(pred) - 1][1]]
-    return _trim_unmatched_punctuation(orig_text, pred_text, do_lower_case)
+    if not pred or len(pred) > len(tokens):
+        return _trim_unmatched_punctuation(orig_text, pred_text, do_lower_case)
+    known = [n for n, p in enumerate(pred) if p != "[UNK]"]
+    unknown = [n for n, p in enumerate(pred) if p == "[UNK]"]   # the run's tokens they stand for may be anything
+    last = len(tokens) - len(pred)
+    if known:   # the runs where the first known piece is in place: a few, found through an index
+        anchor = known[0]
+        firsts = [i - anchor for i, token in enumerate(tokens) if token == pred[anchor] and 0 <= i - anchor <= last]
+    else:
+        firsts = range(last + 1)
+    punct = [len(token) == 1 and is_punctuation(ord(token)) for token in tokens]
+    if known:
+        costs = ((first, sum(punct[first + n] for n in unknown)) for first in firsts
+                 if all(tokens[first + n] == pred[n] for n in known))
+    else:   # every piece unknown: each run's punctuation count, sliding along the tokens
+        window = list(itertools.accumulate(punct, initial=0))
+        costs = ((first, window[first + len(pred)] - window[first]) for first in firsts)
+    best = None
+    for first, cost in costs:
+        if best is None or cost < best[0]:
+            best = (cost, first)
+            if cost == 0:
+                break
+    if best is None:
+        return _trim_unmatched_punctuation(orig_text, pred_text, do_lower_case)
+    first = best[1]
+    return orig_text[spans[first][0]:spans[first + len(pred) - 1][1]]
 
 
 def _trim_unmatched_punctuation(orig_text, pred_text, do_lower_case):

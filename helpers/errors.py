@@ -37,11 +37,8 @@ class StrictParser(argparse.ArgumentParser):
         kwargs.setdefault("allow_abbrev", False)
         super().__init__(*args, **kwargs)
         self.given = set()   # dests of single-valued options met by the parse under way
-
-    def add_argument(self, *args, **kwargs):
-        if kwargs.get("action", "store") == "store" and args and args[0].startswith(self.prefix_chars):
-            kwargs["action"] = _StoreOnce
-        return super().add_argument(*args, **kwargs)
+        for name in (None, "store"):   # the default action, in the registry that argument groups share too
+            self.register("action", name, _StoreOnce)
 
     def parse_known_args(self, args=None, namespace=None):
         self.given = set()

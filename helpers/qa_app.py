@@ -370,11 +370,12 @@ def run_app(args, runner, batch_size=1):
         question = _prompt("Question (to exit, type one of ['exit', 'quit']): ")
         if question is None or question.strip() in ("exit", "quit"):
             return 0
-        try:   # a question the tokenizer leaves nothing of (zero-width characters, say) is reported like a blank one
-            prediction, nbest = qa.answer(doc_tokens, require_text(question, "question"))
+        try:   # a blank question, or one the tokenizer leaves nothing of, is reported and another one asked
+            dp.question_tokens(question, tokenizer, args.max_query_length)
         except BertError as exc:
             print(f"error: {exc}", file=sys.stderr)
             continue
+        prediction, nbest = qa.answer(doc_tokens, question)   # any other failure ends the run (status 2)
         print_answer(prediction, nbest, qa)
 
 

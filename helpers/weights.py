@@ -268,11 +268,14 @@ def load_tf_checkpoint(path):
     with progress_bar(len(names), "tensor", "reading the TensorFlow checkpoint") as bar:   # BERT-Large: ~15 s
         for name in names:
             key = tf_to_trt_name(name)
-            array = _canonical_value(key, checkpoint.read(name))
+            array = checkpoint.read(name)
+            bar.update()
+            if array.dtype.kind in "biu" and not key.endswith("_mask"):
+                continue   # training state (AMP loss scaling's good_steps, bad_steps): TF BERT weights are floats
+            array = _canonical_value(key, array)
             if "kernel" in name:  # TF dense kernels are [in, out]
                 array = np.ascontiguousarray(array.T)
             _add_weight(weights, key, array, f"TensorFlow checkpoint {path}", name)
-            bar.update()
     return weights
 
 
@@ -312,6 +315,8 @@ def load_pytorch_checkpoint(path):
             except pickle.UnpicklingError:
                 # Holds objects beyond tensors and containers: unpickle fully, as upstream always does.
                 obj = torch.load(path, map_location="cpu", weights_only=False)
+    except MemoryError:
+        raise
     except Exception as exc:  # noqa: BLE001 -- unpickling runs the file's own constructors, which may raise anything
         if isinstance(exc, OSError) and not os.path.exists(path):
             raise BertError(f"PyTorch checkpoint not found: {path}") from None
@@ -449,6 +454,8 @@ def load_megatron_pickle(path, config):
         raise BertError(f"Megatron pickle not found: {path}") from None
     except IsADirectoryError:
         raise BertError(f"Megatron pickle is a directory: {path}") from None
+    except MemoryError:
+        raise
     except Exception as exc:  # noqa: BLE001 -- unpickling runs the file's own constructors, which may raise anything
         raise BertError(f"cannot read Megatron pickle {path}: {' '.join(str(exc).split())[:200]}") from None
     if not isinstance(state, dict):

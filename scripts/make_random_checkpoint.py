@@ -77,11 +77,12 @@ def main(argv=None):
         raise BertError("--seed must be >= 0")
     if not os.path.isfile(VOCAB):
         raise BertError(f"vocabulary not found: {VOCAB}")
-    output = os.path.abspath(args.output) if args.output else ""
+    # through a link to a folder: the folder it names is the one replaced
+    output = os.path.realpath(args.output) if args.output else ""
     if not output:
         raise BertError("output folder is empty: pass -o FOLDER")
     if os.path.lexists(output):
-        if not os.path.isdir(output) or os.path.islink(output):
+        if not os.path.isdir(output):
             raise BertError(f"output {args.output} is not a folder")
         others = sorted(name for name in os.listdir(output) if not OUR_FILES.fullmatch(name))
         if others:
@@ -98,7 +99,9 @@ def main(argv=None):
         write_text_atomic(os.path.join(staging, "bert_config.json"),
                           json.dumps(config, indent=2, sort_keys=True) + "\n")
         shutil.copyfile(VOCAB, os.path.join(staging, "vocab.txt"))
-        os.chmod(staging, 0o755)   # mkdtemp's folder is private
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(staging, 0o777 & ~umask)   # mkdtemp's folder is private; a new folder's mode follows the umask
         if os.path.isdir(output):   # an earlier output of this script (checked above): replaced whole
             shutil.rmtree(output)
         os.rename(staging, output)

@@ -464,6 +464,10 @@ def test_nan_logits_and_bad_results_raise(tokenizer):
     ("hello [UNK]", "hello\u2039", True, "hello\u2039"),
     ("[UNK] hello [UNK]", "\u2039Hello\u203a,", True, "\u2039Hello\u203a"),
     ("[UNK]", "\U0001d534orld.", True, "\U0001d534orld"),
+    # ... but where it can stand for a word instead, it does: a vocabulary knows most punctuation
+    ("[UNK]", "\u201c\u13e3\u13b3\u13a9\u201d", True, "\u13e3\u13b3\u13a9"),
+    ("[UNK] [UNK]", "(\u13e3\u13b3\u13a9 \u13e3\u13b3\u13a9)", True, "\u13e3\u13b3\u13a9 \u13e3\u13b3\u13a9"),
+    ("[UNK] (", "((\u13e3\u13b3\u13a9(", True, "\u13e3\u13b3\u13a9("),
 ])
 def test_get_final_text(pred, orig, lower, expected):
     assert dp.get_final_text(pred, orig, lower) == expected
@@ -513,13 +517,14 @@ def _literal_final_text(pred_text, orig_text, do_lower_case):
 
 
 def _unaligned(orig_text, pred_text, do_lower_case):
-    """Where Google's heuristic gave up (whole words back): the earliest-starting, then shortest, substring of
-    orig_text that is a run of its basic tokens (cutting the text before and after it changes no token) and whose
-    tokens are the prediction's, [UNK] standing for any one token; else orig_text less the punctuation the
-    prediction lacks at its ends."""
+    """Where Google's heuristic gave up (whole words back): the shortest substring of orig_text that is a run of
+    its basic tokens (cutting the text before and after it changes no token) and whose tokens are the
+    prediction's, [UNK] standing for any one token, of those the one whose [UNK]s stand for the fewest punctuation
+    characters, then the earliest; else orig_text less the punctuation the prediction lacks at its ends."""
     from helpers.tokenization import BasicTokenizer
     basic = BasicTokenizer(do_lower_case)
     pred, whole = pred_text.split(), basic.tokenize(orig_text)
+    found = []   # (punctuation the [UNK]s stand for, start, text)
     if pred and all(p == "[UNK]" or p in whole for p in pred):
         for i in range(len(orig_text)):
             if not basic.tokenize(orig_text[i]):   # no token starts at a blank, dropped or leading-mark character
@@ -531,7 +536,13 @@ def _unaligned(orig_text, pred_text, do_lower_case):
                 tokens = basic.tokenize(orig_text[i:j])
                 if before + tokens + basic.tokenize(orig_text[j:]) == whole and len(tokens) == len(pred) and \
                         all(p in ("[UNK]", t) for p, t in zip(pred, tokens)):
-                    return orig_text[i:j]
+                    marks = sum(p == "[UNK]" and len(t) == 1 and not t.isalnum() and t.isprintable()
+                                and (t.isascii() or unicodedata.category(t).startswith("P"))
+                                for p, t in zip(pred, tokens))
+                    found.append((marks, i, orig_text[i:j]))
+                    break
+    if found:
+        return min(found)[2]
     return _without_unmatched_punctuation(orig_text, pred_text)
 
 
@@ -572,7 +583,9 @@ def test_get_final_text_equals_literal_heuristic(dev_examples):
             i = rng.randrange(len(tokens))
             tok_text = " ".join(tokens)
             a, b = sorted(rng.randrange(len(tok_text) + 1) for _ in range(2))
-            for pred_text in (" ".join(tokens[i:i + rng.randint(1, 4)]), tok_text[a:b], tok_text.upper()[a:b]):
+            run = tokens[i:i + rng.randint(1, 4)]
+            unknown = " ".join("[UNK]" if rng.random() < 0.4 else t for t in run)   # pieces the vocabulary lacks
+            for pred_text in (" ".join(run), unknown, tok_text[a:b], tok_text.upper()[a:b]):
                 assert dp.get_final_text(pred_text, orig_text, lower) == \
                     _literal_final_text(pred_text, orig_text, lower), (pred_text, orig_text, lower)
 

@@ -715,4 +715,22 @@ def test_random_checkpoint_never_replaces_other_files(tmp_path, monkeypatch):
                                                      "model.ckpt.index", "vocab.txt"]
     assert (out / "model.ckpt.data-00000-of-00001").read_bytes() != first
     assert sorted(p.name for p in out.parent.iterdir()) == ["random"]   # no temporary folder left
+    os.symlink(out, tmp_path / "link")   # through a link: the folder it names is replaced, the link stays
+    maker.main(["--size", "base", "-o", str(tmp_path / "link"), "--seed", "3"])
+    assert (tmp_path / "link").is_symlink() and (out / "model.ckpt.index").is_file()
     run("builder.py", "-m", out, "-c", out, "-o", tmp_path / "r.engine", "-s", "32")
+
+
+def test_a_single_valued_option_given_twice_is_refused_in_argument_groups_too():
+    from helpers.errors import StrictParser
+    parser = StrictParser(prog="x")
+    parser.add_argument("-a")
+    parser.add_argument("-b", action="append")
+    parser.add_argument_group("more").add_argument("-k")
+    parser.add_mutually_exclusive_group().add_argument("-m")
+    assert vars(parser.parse_args(["-a", "1", "-b", "2", "-b", "3", "-k", "4", "-m", "5"])) == {
+        "a": "1", "b": ["2", "3"], "k": "4", "m": "5"}
+    for flags in (["-a", "1", "-a", "2"], ["-k", "1", "-k", "2"], ["-m", "1", "-m", "2"]):
+        with pytest.raises(BertError, match=f"argument {flags[0]}: given more than once"):
+            parser.parse_args(flags)
+    assert parser.parse_args(["-a", "1"]).a == "1"   # the parser is reusable after a refusal
