@@ -186,14 +186,18 @@ def _check_positive(name, value):
         raise BertError(f"{name} must be a positive integer, got {value!r}")
 
 
+class QuestionError(BertError):
+    """A question there is nothing to ask with: empty, or nothing left of it after tokenization."""
+
+
 def question_tokens(question_text, tokenizer, max_query_length):
     """The question's word pieces, cut to max_query_length as upstream cuts them; an empty question, or one the
-    tokenizer leaves nothing of (zero-width characters only, say), is a BertError."""
+    tokenizer leaves nothing of (zero-width characters only, say), is a QuestionError."""
     if not isinstance(question_text, str) or not question_text.strip():
-        raise BertError("the question is empty")
+        raise QuestionError("the question is empty")
     tokens = tokenizer.tokenize(question_text)[:max_query_length]
     if not tokens:
-        raise BertError(f"the question has no tokens after tokenization: {question_text!r}")
+        raise QuestionError(f"the question has no tokens after tokenization: {question_text!r}")
     return tokens
 
 

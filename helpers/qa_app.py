@@ -216,8 +216,8 @@ class QuestionAnswerer:
                     do_lower_case=self.tokenizer.do_lower_case)
 
     def answer(self, doc_tokens, question):
-        """(prediction text, n-best list) for one question about a passage."""
-        require_text(question, "question")
+        """(prediction text, n-best list) for one question about a passage; dp.QuestionError for an empty or
+        tokenless question."""
         features = dp.convert_example_to_features(doc_tokens, question, self.tokenizer, self.max_seq_length,
                                                   self.doc_stride, self.max_query_length)
         prediction, nbest, _ = dp.get_predictions(doc_tokens, features, self.run_features(features),
@@ -370,12 +370,11 @@ def run_app(args, runner, batch_size=1):
         question = _prompt("Question (to exit, type one of ['exit', 'quit']): ")
         if question is None or question.strip() in ("exit", "quit"):
             return 0
-        try:   # a blank question, or one the tokenizer leaves nothing of, is reported and another one asked
-            dp.question_tokens(question, tokenizer, args.max_query_length)
-        except BertError as exc:
+        try:
+            prediction, nbest = qa.answer(doc_tokens, question)
+        except dp.QuestionError as exc:   # reported, and another question asked; any other failure ends the run
             print(f"error: {exc}", file=sys.stderr)
             continue
-        prediction, nbest = qa.answer(doc_tokens, question)   # any other failure ends the run (status 2)
         print_answer(prediction, nbest, qa)
 
 
