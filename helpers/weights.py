@@ -225,13 +225,18 @@ def _rename_encoder_tokens(tokens):
         tokens[-2] = {"weight_quantizer": "kernel", "input_quantizer": "input"}.get(tokens[-2], tokens[-2])
 
 
+def _integer_weight(name, array):
+    """An integer or bool array under a name other than a sparsity mask's: no BERT weight is one."""
+    return array.dtype.kind in "biu" and not name.endswith("_mask")
+
+
 def _canonical_value(name, array):
     """float32 for weights and scales; sparsity masks (`_mask`) stay int8 as upstream reads them."""
     try:
         array = np.asarray(array)
         if np.iscomplexobj(array):   # the cast would drop the imaginary part with only a warning
             raise BertError(f"weight {name} holds complex numbers")
-        if array.dtype.kind in "biu" and not name.endswith("_mask"):   # a cast would make a wrong model, silently
+        if _integer_weight(name, array):   # a cast would make a wrong model, silently
             raise BertError(f"weight {name} holds {array.dtype} values, not floating-point numbers")
         with np.errstate(all="ignore"):   # values beyond float32 become inf, which validation names
             return array.astype(np.int8 if name.endswith("_mask") else np.float32)
@@ -246,12 +251,34 @@ def _add_weight(weights, key, array, source, name):
     weights[key] = array
 
 
-def from_state_dict(state, source="state dict"):
-    """A PyTorch-style {name: array} (Hugging Face or DeepLearningExamples names) -> canonical map."""
-    weights = {}
+def _named_items(state, source):
+    """A loaded state's (name, value) pairs; a pickle may hold keys of any type, and one that is no name is an
+    error rather than a traceback further on."""
     for name, value in state.items():
         if not isinstance(name, str):
             raise BertError(f"{source}: key {name!r} is not a tensor name")
+        yield name, value
+
+
+def _unpickled(load, what, path):
+    """load() of the pickle-based file `what` at `path`. Unpickling runs the file's own constructors, which may
+    raise anything: all of it is one line, but for running out of memory (run_cli says so)."""
+    try:
+        return load()
+    except MemoryError:
+        raise
+    except IsADirectoryError:
+        raise BertError(f"{what} is a directory: {path}") from None
+    except Exception as exc:  # noqa: BLE001 -- see above
+        if isinstance(exc, OSError) and not os.path.exists(path):
+            raise BertError(f"{what} not found: {path}") from None
+        raise BertError(f"cannot read {what} {path}: {' '.join(str(exc).split())[:200]}") from None
+
+
+def from_state_dict(state, source="state dict"):
+    """A PyTorch-style {name: array} (Hugging Face or DeepLearningExamples names) -> canonical map."""
+    weights = {}
+    for name, value in _named_items(state, source):
         if _STATE_SKIPPED.search(name):
             continue
         key = onnx_to_trt_name(name)
@@ -270,7 +297,7 @@ def load_tf_checkpoint(path):
             key = tf_to_trt_name(name)
             array = checkpoint.read(name)
             bar.update()
-            if array.dtype.kind in "biu" and not key.endswith("_mask"):
+            if _integer_weight(key, array):
                 continue   # training state (AMP loss scaling's good_steps, bad_steps): TF BERT weights are floats
             array = _canonical_value(key, array)
             if "kernel" in name:  # TF dense kernels are [in, out]
@@ -307,20 +334,17 @@ def _torch_to_numpy(value, name, source):
 def load_pytorch_checkpoint(path):
     """`torch.save({"model": state_dict})` (DeepLearningExamples names) or a bare state dict -> canonical map."""
     torch = _import_torch()
-    try:
+
+    def load():
         with warnings.catch_warnings():   # torch's warnings about the file would precede the one-line error
             warnings.simplefilter("ignore")
             try:
-                obj = torch.load(path, map_location="cpu", weights_only=True)
+                return torch.load(path, map_location="cpu", weights_only=True)
             except pickle.UnpicklingError:
                 # Holds objects beyond tensors and containers: unpickle fully, as upstream always does.
-                obj = torch.load(path, map_location="cpu", weights_only=False)
-    except MemoryError:
-        raise
-    except Exception as exc:  # noqa: BLE001 -- unpickling runs the file's own constructors, which may raise anything
-        if isinstance(exc, OSError) and not os.path.exists(path):
-            raise BertError(f"PyTorch checkpoint not found: {path}") from None
-        raise BertError(f"cannot read PyTorch checkpoint {path}: {' '.join(str(exc).split())[:200]}") from None
+                return torch.load(path, map_location="cpu", weights_only=False)
+
+    obj = _unpickled(load, "PyTorch checkpoint", path)
     state = obj.get("model", obj) if isinstance(obj, dict) else obj
     if not isinstance(state, dict) or not state:
         raise BertError(f"PyTorch checkpoint {path} holds no state dict (expected {{'model': state_dict}})")
@@ -447,25 +471,17 @@ def load_megatron_pickle(path, config):
     Its fused `query_key_value` kernels are [3E, E] = [Wq; Wk; Wv] (the `-il` layout, not transposed); they are
     split into the canonical query/key/value kernels so `fuse_qkv` can lay them out for either plugin.
     """
-    try:
+    def load():
         with open(path, "rb") as f:
-            state = pickle.load(f)
-    except FileNotFoundError:
-        raise BertError(f"Megatron pickle not found: {path}") from None
-    except IsADirectoryError:
-        raise BertError(f"Megatron pickle is a directory: {path}") from None
-    except MemoryError:
-        raise
-    except Exception as exc:  # noqa: BLE001 -- unpickling runs the file's own constructors, which may raise anything
-        raise BertError(f"cannot read Megatron pickle {path}: {' '.join(str(exc).split())[:200]}") from None
+            return pickle.load(f)
+
+    state = _unpickled(load, "Megatron pickle", path)
     if not isinstance(state, dict):
         raise BertError(f"Megatron pickle {path} does not hold a dict of tensors")
     e = config.hidden_size
     source = f"Megatron pickle {path}"
     weights = {}
-    for name, value in state.items():
-        if not isinstance(name, str):
-            raise BertError(f"{source}: key {name!r} is not a tensor name")
+    for name, value in _named_items(state, source):
         if "scale" in name:
             continue
         key = onnx_to_trt_name(name)
