@@ -320,24 +320,16 @@ def _unaligned_final_text(orig_text, pred_text, do_lower_case):
     known = [n for n, p in enumerate(pred) if p != "[UNK]"]
     unknown = [n for n, p in enumerate(pred) if p == "[UNK]"]   # the run's tokens they stand for may be anything
     last = len(tokens) - len(pred)
-    if known:   # the runs where the first known piece is in place: a few, found through an index
-        anchor = known[0]
-        firsts = [i - anchor for i, token in enumerate(tokens) if token == pred[anchor] and 0 <= i - anchor <= last]
-    else:
-        firsts = range(last + 1)
     punct = [len(token) == 1 and is_punctuation(ord(token)) for token in tokens]
-    if known:
-        costs = ((first, sum(punct[first + n] for n in unknown)) for first in firsts
+    if known:   # the runs where the first known piece is in place (found through it), and what else they need
+        anchor = known[0]
+        firsts = (i - anchor for i, token in enumerate(tokens) if token == pred[anchor] and 0 <= i - anchor <= last)
+        costs = ((sum(punct[first + n] for n in unknown), first) for first in firsts
                  if all(tokens[first + n] == pred[n] for n in known))
     else:   # every piece unknown: each run's punctuation count, sliding along the tokens
         window = list(itertools.accumulate(punct, initial=0))
-        costs = ((first, window[first + len(pred)] - window[first]) for first in firsts)
-    best = None
-    for first, cost in costs:
-        if best is None or cost < best[0]:
-            best = (cost, first)
-            if cost == 0:
-                break
+        costs = ((window[first + len(pred)] - window[first], first) for first in range(last + 1))
+    best = min(costs, default=None)   # the fewest punctuation marks, then the first run
     if best is None:
         return _trim_unmatched_punctuation(orig_text, pred_text, do_lower_case)
     first = best[1]
