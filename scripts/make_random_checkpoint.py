@@ -7,21 +7,19 @@ Writes OUT/model.ckpt.{index,data-00000-of-00001} (TensorFlow V2 format, Google 
 float32, made without TensorFlow), OUT/checkpoint, OUT/bert_config.json and OUT/vocab.txt -- the layout builder.py's
 `-m OUT/model.ckpt -c OUT` expects. The answers are meaningless; speed is the same as a trained model's.
 OUT is new, empty or an earlier output of this script (a folder holding other files, such as a real model's, is
-refused); the files are written into a temporary folder beside it, which then takes its place.
+refused); the files are written into a folder beside it, which then takes its place.
 """
 import json
 import os
 import re
 import shutil
 import sys
-import tempfile
 
 import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from helpers.atomic import write_text_atomic  # noqa: E402
 from helpers.errors import BertError, StrictParser, run_cli  # noqa: E402
 from helpers.tf_checkpoint import write_checkpoint  # noqa: E402
 
@@ -91,17 +89,18 @@ def main(argv=None):
     parent = os.path.dirname(output)
     os.makedirs(parent, exist_ok=True)
     config = {**COMMON, **SIZES[args.size]}
-    staging = tempfile.mkdtemp(prefix=f".{os.path.basename(output)}.", dir=parent)
+    # the folder's rename is what makes the output appear whole, so the files in it are written plainly
+    staging = os.path.join(parent, f".{os.path.basename(output)}.partial-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)   # a crashed run's with the same process id
+    os.mkdir(staging)
     try:
         write_checkpoint(os.path.join(staging, "model.ckpt"), random_tf_variables(config, args.seed))
-        write_text_atomic(os.path.join(staging, "checkpoint"),
-                          'model_checkpoint_path: "model.ckpt"\nall_model_checkpoint_paths: "model.ckpt"\n')
-        write_text_atomic(os.path.join(staging, "bert_config.json"),
-                          json.dumps(config, indent=2, sort_keys=True) + "\n")
+        for name, text in (("checkpoint", 'model_checkpoint_path: "model.ckpt"\n'
+                                          'all_model_checkpoint_paths: "model.ckpt"\n'),
+                           ("bert_config.json", json.dumps(config, indent=2, sort_keys=True) + "\n")):
+            with open(os.path.join(staging, name), "w", encoding="utf-8") as f:
+                f.write(text)
         shutil.copyfile(VOCAB, os.path.join(staging, "vocab.txt"))
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(staging, 0o777 & ~umask)   # mkdtemp's folder is private; a new folder's mode follows the umask
         if os.path.isdir(output):   # an earlier output of this script (checked above): replaced whole
             shutil.rmtree(output)
         os.rename(staging, output)
