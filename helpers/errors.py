@@ -36,12 +36,11 @@ class StrictParser(argparse.ArgumentParser):
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("allow_abbrev", False)
         super().__init__(*args, **kwargs)
-        self.given = set()   # dests of single-valued options met by the parse under way
         for name in (None, "store"):   # the default action, in the registry that argument groups share too
             self.register("action", name, _StoreOnce)
 
     def parse_known_args(self, args=None, namespace=None):
-        self.given = set()
+        self.given = set()   # dests of the single-valued options met by this parse (parse_args comes here too)
         return super().parse_known_args(args, namespace)
 
     def error(self, message):

@@ -610,12 +610,14 @@ def test_safetensors_whose_header_length_looks_like_a_pickle_is_read_as_safetens
         W.load_weights(TINY, pytorch=str(tmp_path / "cut.safetensors"))
 
 
-@pytest.mark.parametrize("content", ["[]", "null", '"uncased"', "{not json"])
-def test_a_tokenizer_config_that_is_no_json_object_is_ignored(tmp_path, content):
-    """tokenizer_config.json is only a hint for do_lower_case: a malformed one leaves the default."""
+@pytest.mark.parametrize("content, lower", [("[]", True), ("null", True), ('"uncased"', True), ("{not json", True),
+                                            ('{"do_lower_case": false}', False)])
+def test_a_tokenizer_config_that_is_no_json_object_is_ignored(tmp_path, content, lower):
+    """tokenizer_config.json is only a hint for do_lower_case: a malformed one leaves the default (lower-casing),
+    a well-formed one is read."""
     shutil.copy(MODEL_DIR / "config.json", tmp_path / "config.json")
     (tmp_path / "tokenizer_config.json").write_text(content)
-    assert load_config(str(tmp_path)).do_lower_case is True
+    assert load_config(str(tmp_path)).do_lower_case is lower
 
 
 def test_onnx_path_that_is_no_file_says_so(tmp_path):
