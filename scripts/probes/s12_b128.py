@@ -96,11 +96,17 @@ def profile_replay(replay, stream, label):
     with torch.cuda.stream(stream):
         replay()
     stream.synchronize()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
         with torch.cuda.stream(stream):
+            start.record()
             replay()
             replay()
+            end.record()
         stream.synchronize()
+    print(f"B {label}: the two profiled replays took {start.elapsed_time(end) / 2:.3f} ms each", flush=True)
+    if os.environ.get("OUT"):
+        prof.export_chrome_trace(os.path.join(os.environ["OUT"], f"trace_{label}.json"))
     rows = []
     for evt in prof.key_averages():
         total = getattr(evt, "device_time_total", None) or getattr(evt, "cuda_time_total", 0)
