@@ -5,6 +5,7 @@ A  ours and the peer's (bench/torch_baseline.py's model, built as it builds it) 
    in alternating rounds (ABBA): does the standing check's order (our process right after its tuning, then the
    peer's process) move the ratio?
 B  per-kernel GPU time of one graph replay of each (torch.profiler).
+D  the thermal transient: each engine's replays after the GPU idled, medians of consecutive blocks.
 C  the LayerNorms' rows taken last-first (gpu_kernels.LAYERNORM_REVERSE) against first-last, in the whole forward:
    two graphs of our engine, interleaved. Last-first reads first the rows the product before wrote last (still in
    L2) and writes last the rows the product after reads first.
@@ -125,6 +126,7 @@ def main():
     ap.add_argument("--rounds", type=int, default=8)
     ap.add_argument("--replays", type=int, default=15)
     ap.add_argument("--skip", default="", help="parts to skip, e.g. B")
+    ap.add_argument("--idle", type=float, default=15.0, help="D: seconds of idle GPU before each engine's run")
     args = ap.parse_args()
     config = bench.model_config("large")
     eng = build_native_engine(config, bench.random_weights("large"), precision="fp16",
@@ -145,6 +147,20 @@ def main():
     if "B" not in args.skip:
         profile_replay(ours, stream, "ours")
         profile_replay(peer, stream, "peer")
+    if "D" not in args.skip:
+        import time
+        for name, replay in (("ours", ours), ("peer", peer)):
+            time.sleep(args.idle)
+            marks = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(150)]
+            with torch.cuda.stream(stream):
+                for a, b in marks:
+                    a.record()
+                    replay()
+                    b.record()
+            stream.synchronize()
+            ms = [a.elapsed_time(b) for a, b in marks]
+            print(f"D {name} after {args.idle:.0f} s idle, medians of blocks of 25 replays: "
+                  + " ".join(f"{statistics.median(ms[i:i + 25]):.2f}" for i in range(0, 150, 25)), flush=True)
     if "C" not in args.skip:
         K.LAYERNORM_REVERSE = True
         runner.reset_graphs()
