@@ -15,6 +15,10 @@ Phases (run in this order, each one independent of the others' success):
            latency measured in the same run; prints the ratio table. Each engine variant runs in a process of its
            own, as perf.py runs it (--in-process: all in this one; implied by the tune phase, whose plans stay
            installed in this process only)
+  compare  ours (one engine variant, --compare-variant) and the peer's model, built as bench/torch_baseline.py
+           builds it, in this one process, their CUDA graphs timed in alternating rounds (ABBA), so that both see
+           the same thermal state: an H200 at its power limit runs 2-3% slower a few seconds into a full load than
+           just after idling, which engines timed one after another in processes of their own feel unequally
   profile  per-kernel GPU time of one eager forward pass (torch.profiler), BERT-Large
   variant  (the latency phase's child process) one model's one variant, its result as a RESULT json line
 Random weights come from scripts/make_random_checkpoint.py's generator.
@@ -57,14 +61,16 @@ LAYERNORM_CONFIGS = [(2, 8), (1, 4), (2, 4), (4, 4), (4, 8), (8, 8), (8, 16), (1
 GELU_CONFIGS = [(4, 1024, 4), (8, 1024, 8), (16, 1024, 8), (32, 512, 8), (8, 512, 4), (64, 256, 8)]
 
 
-def load_script(name):
-    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "scripts", f"{name}.py"))
+def load_module(path):
+    """A script of this repository (path relative to its root) as a module."""
+    spec = importlib.util.spec_from_file_location(os.path.splitext(os.path.basename(path))[0], os.path.join(ROOT, path))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-RANDOM_CKPT = load_script("make_random_checkpoint")
+RANDOM_CKPT = load_module("scripts/make_random_checkpoint.py")
+PEER = load_module("bench/torch_baseline.py")
 
 
 class Log:
@@ -249,6 +255,37 @@ def peer_latency(size, shapes):
     return peer
 
 
+def peer_forward(size, B, S):
+    """The peer's latency forward (bench/torch_baseline.py latency: Hugging Face BERT QA, random weights from seed 0,
+    FP16, SDPA attention, all-ones mask) as a CUDA-graph replay in this process, built as that script builds it."""
+    from transformers import BertConfig, BertForQuestionAnswering
+    models = peer_forward.models
+    if size not in models:
+        models.clear()   # one model at a time
+        torch.manual_seed(0)
+        models[size] = BertForQuestionAnswering(BertConfig(**PEER.SIZES[size], attn_implementation="sdpa")) \
+            .cuda().half().eval()
+    model = models[size]
+    ids = torch.randint(0, 30522, (B, S), device="cuda")
+    segs, mask = torch.zeros_like(ids), torch.ones_like(ids)
+    with torch.inference_mode():
+        def run():
+            return model(input_ids=ids, token_type_ids=segs, attention_mask=mask)
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(3):
+                run()
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            run()
+    return graph.replay
+
+
+peer_forward.models = {}
+
+
 def measure_variant(size, weights, variant, args):
     """Our latency per shape for one engine variant, its product tuning and its GPU memory; logs each."""
     config = model_config(size)
@@ -355,6 +392,62 @@ def phase_latency(args, weights_by_model):
             + " | ".join(f"{row[v]:.3f}" for v in args.variants)
             + f" | {peer if peer else 'n/a'} | {ratio:.3f} ({row['best']}) | "
             + (f"<= {target}" + (" met" if ratio <= target else " MISSED") if target else "") + " |")
+
+
+def replay_ms(forward, stream, replays, warmup=3):
+    """Median GPU ms of `replays` back-to-back calls of forward on stream (CUDA events around each)."""
+    marks = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(replays)]
+    with torch.cuda.stream(stream):
+        for _ in range(warmup):
+            forward()
+        for start, end in marks:
+            start.record()
+            forward()
+            end.record()
+    stream.synchronize()
+    return statistics.median(start.elapsed_time(end) for start, end in marks)
+
+
+def phase_compare(args, weights_by_model):
+    results = LOG.results.setdefault("compare", {})
+    table = []
+    for size in args.models:
+        config = model_config(size)
+        gemm, gelu, runner_options = parse_variant(args.compare_variant)
+        eng = build_native_engine(config, weights_by_model[size], precision="fp16",
+                                  profiles=fixed_profiles(sorted({b for b, _ in args.shapes}),
+                                                          sorted({s for _, s in args.shapes})),
+                                  variable_seqlen=False)
+        eng.numerics = dict(eng.numerics, gelu=gelu)
+        runner = GpuRunner(eng, gemm=gemm, **runner_options)
+        peer_stream = torch.cuda.Stream()
+        for B, S in args.shapes:
+            ours, peer = runner.benchmark_forward(B, S, seed=12345), peer_forward(size, B, S)
+            sides = {"ours": (ours, runner.stream), "peer": (peer, peer_stream)}
+            replays = 15 if B * S >= 8192 else 100
+            rounds = {name: [] for name in sides}
+            for r in range(args.rounds):
+                for name in (("ours", "peer") if r % 2 == 0 else ("peer", "ours")):
+                    rounds[name].append(replay_ms(*sides[name], replays))
+            row = {"model": size, "batch": B, "seq": S, "variant": args.compare_variant, "rounds": rounds,
+                   "ours_ms": statistics.median(rounds["ours"]), "peer_ms": statistics.median(rounds["peer"])}
+            row["ratio"] = row["ours_ms"] / row["peer_ms"]
+            row["round_ratios"] = [o / p for o, p in zip(rounds["ours"], rounds["peer"])]
+            LOG(f"compare {size} {B}x{S}: ours " + " ".join(f"{t:.3f}" for t in rounds["ours"]) + " | peer "
+                + " ".join(f"{t:.3f}" for t in rounds["peer"]))
+            table.append(row)
+            results[f"{size} {B}x{S}"] = row
+            del ours, peer, sides
+        del runner
+        torch.cuda.empty_cache()
+    LOG("")
+    LOG(f"| model | b x s | ours {args.compare_variant} ms | peer ms | ratio | rounds' ratios | target |")
+    LOG("|---|---|---|---|---|---|---|")
+    for row in table:
+        target = TARGETS.get((row["model"], row["batch"], row["seq"]))
+        LOG(f"| {row['model']} | {row['batch']}x{row['seq']} | {row['ours_ms']:.3f} | {row['peer_ms']:.3f} | "
+            f"{row['ratio']:.3f} | {min(row['round_ratios']):.3f}-{max(row['round_ratios']):.3f} | "
+            + (f"<= {target}" + (" met" if row["ratio"] <= target else " MISSED") if target else "") + " |")
 
 
 def parse_variant(variant):
@@ -474,6 +567,8 @@ def main():
     ap.add_argument("--micro-m", default="128,384,49152", help="GEMM row counts of the micro phase")
     ap.add_argument("--iterations", type=int, default=200)
     ap.add_argument("--no-peer", action="store_true")
+    ap.add_argument("--compare-variant", default="auto/tanh", help="the engine variant the compare phase times")
+    ap.add_argument("--rounds", type=int, default=8, help="compare: alternating rounds per shape")
     ap.add_argument("--in-process", action="store_true",
                     help="latency: measure every engine variant in this process (default: one process each)")
     ap.add_argument("--out", default=os.environ.get("OUT", ""))
@@ -490,7 +585,7 @@ def main():
         f"{triton.__version__}, CUDA {torch.version.cuda}")
     started = time.time()
     weights_by_model = {}
-    if set(phases) & {"check", "profile", "tune", "variant"} or ("latency" in phases and args.in_process):
+    if set(phases) & {"check", "profile", "tune", "variant", "compare"} or ("latency" in phases and args.in_process):
         for size in args.models:
             t0 = time.time()
             weights_by_model[size] = random_weights(size)
@@ -502,6 +597,7 @@ def main():
              "tune": lambda: phase_tune(args, weights_by_model),
              "latency": lambda: phase_latency(args, weights_by_model),
              "variant": lambda: phase_variant(args, weights_by_model),
+             "compare": lambda: phase_compare(args, weights_by_model),
              "profile": lambda: phase_profile(args, weights_by_model)}[phase]()
         except Exception:
             LOG(f"phase {phase} FAILED:\n{traceback.format_exc()}")

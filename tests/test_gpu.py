@@ -483,6 +483,22 @@ def test_benchmark_times_graph_replays_and_checks_profiles(small_weights):
         runner.infer_fixed(*random_inputs(SMALL, 2, 64, seed=2))
 
 
+def test_benchmark_forward_computes_the_perf_batch(small_weights):
+    """The replay that gpu_bench.py's compare phase times is the forward of perf.py's batch: its logits are the
+    reference forward's of the same ids and segments (all-ones mask)."""
+    from helpers.backends.inputs import perf_inputs
+    runner = GpuRunner(engine(SMALL, small_weights, "fp32", fixed_profiles([3], [96])))
+    run = runner.benchmark_forward(3, 96, seed=5)
+    runner.buffers.logits.zero_()
+    with torch.cuda.stream(runner.stream):
+        run()
+    runner.stream.synchronize()
+    logits = runner.buffers.logits[:3 * 96].cpu().numpy()
+    ids, segs = perf_inputs(3, 96, 5, SMALL.vocab_size, SMALL.type_vocab_size)
+    ref = reference.forward(small_weights, SMALL, ids.reshape(3, 96), segs.reshape(3, 96), np.ones((3, 96), np.int32))
+    assert rel_err(logits, np.asarray(ref).reshape(-1, 2)) < REL_TOL[torch.float32]
+
+
 def test_bad_inputs_raise_one_line_errors(small_weights):
     runner = GpuRunner(engine(SMALL, small_weights, "fp16", varseqlen_profiles([2], 160), variable_seqlen=True))
     ids = np.array([1, 2, 3], np.int32)

@@ -167,16 +167,12 @@ def embed_layernorm(ids, segs, cu_seqlens, num_seqs, max_seqlen, word, pos, type
 def _add_layernorm_kernel(x_ptr, res_ptr, bias_ptr, gamma_ptr, beta_ptr, out_ptr, head_w_ptr, head_b_ptr, logits_ptr,
                           T, E, eps, pf_a, pf_a_bytes, pf_b, pf_b_bytes, pf_chunk, PARTS: tl.constexpr,
                           ADD_BIAS: tl.constexpr, ADD_RES: tl.constexpr, HEAD: tl.constexpr, ROWS: tl.constexpr,
-                          BLOCK_E: tl.constexpr, PDL: tl.constexpr, PREFETCH: tl.constexpr, THREADS: tl.constexpr,
-                          REVERSE: tl.constexpr):
+                          BLOCK_E: tl.constexpr, PDL: tl.constexpr, PREFETCH: tl.constexpr, THREADS: tl.constexpr):
     """out = LN(x [+ bias] [+ res]). PARTS = 0: x is one (T, E) tensor. PARTS > 0: x holds PARTS float32 partial
     products of a split-K GEMM, [PARTS, T, E], summed here (the GEMM's reduction, fused)."""
     _prefetch_weights(pf_a, pf_a_bytes, pf_b, pf_b_bytes, pf_chunk, PREFETCH, THREADS)
     _pdl_enter(PDL)
-    block = tl.program_id(0)
-    if REVERSE:
-        block = tl.num_programs(0) - 1 - block
-    rows = block * ROWS + tl.arange(0, ROWS)
+    rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
     cols = tl.arange(0, BLOCK_E)
     row_mask = rows < T
     col_mask = cols < E
@@ -225,10 +221,7 @@ def _layernorm_launch(x, res, bias, gamma, beta, eps, out, head_w, head_b, logit
                                 head_w, head_b, logits, T, E, eps, **prefetch_args(prefetch, grid[0], warps, gamma),
                                 PARTS=parts, ADD_BIAS=bias is not None,
                                 ADD_RES=res is not None, HEAD=head, ROWS=rows, BLOCK_E=triton.next_power_of_2(E),
-                                PDL=pdl, REVERSE=LAYERNORM_REVERSE, num_warps=warps, **_launch_options(pdl))
-
-
-LAYERNORM_REVERSE = False
+                                PDL=pdl, num_warps=warps, **_launch_options(pdl))
 
 
 def add_layernorm(x, res, bias, gamma, beta, eps, out, pdl=False, config=None, prefetch=()):
