@@ -16,9 +16,11 @@ Phases (run in this order, each one independent of the others' success):
            own, as perf.py runs it (--in-process: all in this one; implied by the tune phase, whose plans stay
            installed in this process only)
   compare  ours (one engine variant, --compare-variant) and the peer's model, built as bench/torch_baseline.py
-           builds it, in this one process, their CUDA graphs timed in alternating rounds (ABBA), so that both see
-           the same thermal state: an H200 at its power limit runs 2-3% slower a few seconds into a full load than
-           just after idling, which engines timed one after another in processes of their own feel unequally
+           builds it, each in a process of its own that stays up, their CUDA graphs timed in alternating rounds
+           (ABBA), so that both see the same thermal state: an H200 at its power limit runs 2-3% slower a few
+           seconds into a full load than just after idling, which engines timed one after another feel unequally.
+           (Both in one process would not do: what ran before in a process slows our b1 s384 by 5-8%, run 21.)
+  serve    (the compare phase's children) one side's forwards, timed on request
   profile  per-kernel GPU time of one eager forward pass (torch.profiler), BERT-Large
   variant  (the latency phase's child process) one model's one variant, its result as a RESULT json line
 Random weights come from scripts/make_random_checkpoint.py's generator.
@@ -408,38 +410,83 @@ def replay_ms(forward, stream, replays, warmup=3):
     return statistics.median(start.elapsed_time(end) for start, end in marks)
 
 
-def phase_compare(args, weights_by_model):
-    results = LOG.results.setdefault("compare", {})
-    table = []
-    for size in args.models:
-        config = model_config(size)
+def phase_serve(args, weights_by_model):
+    """The compare phase's child: one side (--side ours: our engine variant; peer: the peer's model) of one model,
+    every shape's forward set up (ours tuned, graphs captured), then timed on request: reads 'B S replays' lines,
+    answers 'MS <median ms>' lines."""
+    size, = args.models
+    if args.side == "ours":
         gemm, gelu, runner_options = parse_variant(args.compare_variant)
-        eng = build_native_engine(config, weights_by_model[size], precision="fp16",
+        eng = build_native_engine(model_config(size), weights_by_model[size], precision="fp16",
                                   profiles=fixed_profiles(sorted({b for b, _ in args.shapes}),
                                                           sorted({s for _, s in args.shapes})),
                                   variable_seqlen=False)
         eng.numerics = dict(eng.numerics, gelu=gelu)
         runner = GpuRunner(eng, gemm=gemm, **runner_options)
-        peer_stream = torch.cuda.Stream()
-        for B, S in args.shapes:
-            ours, peer = runner.benchmark_forward(B, S, seed=12345), peer_forward(size, B, S)
-            sides = {"ours": (ours, runner.stream), "peer": (peer, peer_stream)}
-            replays = 15 if B * S >= 8192 else 100
-            rounds = {name: [] for name in sides}
-            for r in range(args.rounds):
-                for name in (("ours", "peer") if r % 2 == 0 else ("peer", "ours")):
-                    rounds[name].append(replay_ms(*sides[name], replays))
-            row = {"model": size, "batch": B, "seq": S, "variant": args.compare_variant, "rounds": rounds,
-                   "ours_ms": statistics.median(rounds["ours"]), "peer_ms": statistics.median(rounds["peer"])}
-            row["ratio"] = row["ours_ms"] / row["peer_ms"]
-            row["round_ratios"] = [o / p for o, p in zip(rounds["ours"], rounds["peer"])]
-            LOG(f"compare {size} {B}x{S}: ours " + " ".join(f"{t:.3f}" for t in rounds["ours"]) + " | peer "
-                + " ".join(f"{t:.3f}" for t in rounds["peer"]))
-            table.append(row)
-            results[f"{size} {B}x{S}"] = row
-            del ours, peer, sides
-        del runner
-        torch.cuda.empty_cache()
+        forwards = {(B, S): (runner.benchmark_forward(B, S, seed=12345), runner.stream) for B, S in args.shapes}
+    else:
+        stream = torch.cuda.Stream()
+        forwards = {(B, S): (peer_forward(size, B, S), stream) for B, S in args.shapes}
+    print("READY", flush=True)
+    for line in sys.stdin:
+        B, S, replays = (int(v) for v in line.split())
+        print(f"MS {replay_ms(*forwards[(B, S)], replays)!r}", flush=True)
+
+
+class Server:
+    """A phase_serve child process."""
+
+    def __init__(self, side, size, args):
+        cmd = [sys.executable, os.path.abspath(__file__), "--phases", "serve", "--side", side, "--models", size,
+               "--shapes", ",".join(f"{B}x{S}" for B, S in args.shapes), "--compare-variant", args.compare_variant,
+               "--out", ""]
+        self.label = f"{size} {side}"
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self._reply("READY")
+
+    def _reply(self, tag):
+        for line in self.proc.stdout:
+            if line.startswith(tag):
+                return line[len(tag):].strip()
+            if not line.startswith(("device ", "random ")):
+                LOG(line.rstrip("\n"))
+        raise RuntimeError(f"the {self.label} process ended (exit {self.proc.wait()})")
+
+    def time(self, B, S, replays):
+        self.proc.stdin.write(f"{B} {S} {replays}\n")
+        self.proc.stdin.flush()
+        return float(self._reply("MS "))
+
+    def close(self):
+        self.proc.stdin.close()
+        self.proc.wait()
+
+
+def phase_compare(args, weights_by_model):
+    results = LOG.results.setdefault("compare", {})
+    table = []
+    for size in args.models:
+        # one after the other: our tuning must not share the GPU with the peer's set-up
+        servers = {"ours": Server("ours", size, args)}
+        servers["peer"] = Server("peer", size, args)
+        try:
+            for B, S in args.shapes:
+                replays = 15 if B * S >= 8192 else 100
+                rounds = {side: [] for side in servers}
+                for r in range(args.rounds):
+                    for side in (("ours", "peer") if r % 2 == 0 else ("peer", "ours")):
+                        rounds[side].append(servers[side].time(B, S, replays))
+                row = {"model": size, "batch": B, "seq": S, "variant": args.compare_variant, "rounds": rounds,
+                       "ours_ms": statistics.median(rounds["ours"]), "peer_ms": statistics.median(rounds["peer"]),
+                       "round_ratios": [o / p for o, p in zip(rounds["ours"], rounds["peer"])]}
+                row["ratio"] = row["ours_ms"] / row["peer_ms"]
+                LOG(f"compare {size} {B}x{S}: ours " + " ".join(f"{t:.3f}" for t in rounds["ours"]) + " | peer "
+                    + " ".join(f"{t:.3f}" for t in rounds["peer"]))
+                table.append(row)
+                results[f"{size} {B}x{S}"] = row
+        finally:
+            for server in servers.values():
+                server.close()
     LOG("")
     LOG(f"| model | b x s | ours {args.compare_variant} ms | peer ms | ratio | rounds' ratios | target |")
     LOG("|---|---|---|---|---|---|---|")
@@ -569,6 +616,7 @@ def main():
     ap.add_argument("--no-peer", action="store_true")
     ap.add_argument("--compare-variant", default="auto/tanh", help="the engine variant the compare phase times")
     ap.add_argument("--rounds", type=int, default=8, help="compare: alternating rounds per shape")
+    ap.add_argument("--side", choices=("ours", "peer"), help="serve: which side this child times")
     ap.add_argument("--in-process", action="store_true",
                     help="latency: measure every engine variant in this process (default: one process each)")
     ap.add_argument("--out", default=os.environ.get("OUT", ""))
@@ -585,7 +633,9 @@ def main():
         f"{triton.__version__}, CUDA {torch.version.cuda}")
     started = time.time()
     weights_by_model = {}
-    if set(phases) & {"check", "profile", "tune", "variant", "compare"} or ("latency" in phases and args.in_process):
+    needs_weights = (set(phases) & {"check", "profile", "tune", "variant"}
+                     or ("serve" in phases and args.side == "ours") or ("latency" in phases and args.in_process))
+    if needs_weights:
         for size in args.models:
             t0 = time.time()
             weights_by_model[size] = random_weights(size)
@@ -598,6 +648,7 @@ def main():
              "latency": lambda: phase_latency(args, weights_by_model),
              "variant": lambda: phase_variant(args, weights_by_model),
              "compare": lambda: phase_compare(args, weights_by_model),
+             "serve": lambda: phase_serve(args, weights_by_model),
              "profile": lambda: phase_profile(args, weights_by_model)}[phase]()
         except Exception:
             LOG(f"phase {phase} FAILED:\n{traceback.format_exc()}")
