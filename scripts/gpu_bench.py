@@ -282,7 +282,12 @@ def peer_forward(size, B, S):
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
             run()
-    return graph.replay
+    inputs = (ids, segs, mask)   # the graph reads these buffers: they must outlive it
+
+    def replay():
+        graph.replay()
+        return inputs
+    return replay
 
 
 peer_forward.models = {}
