@@ -402,17 +402,22 @@ def phase_latency(args, weights_by_model):
 
 
 def replay_ms(forward, stream, replays, warmup=3):
-    """Median GPU ms of `replays` back-to-back calls of forward on stream (CUDA events around each)."""
-    marks = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(replays)]
+    """Median GPU ms of `replays` calls of forward on stream, timed as perf.py and the peer time them: CUDA events
+    around each call and a wait for it before the next (so a graph's launch is part of its latency; back to back,
+    the peer's 551-node graph at b1 s384 hid 8% of its time behind the call before)."""
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    times = []
     with torch.cuda.stream(stream):
         for _ in range(warmup):
             forward()
-        for start, end in marks:
+        stream.synchronize()
+        for _ in range(replays):
             start.record()
             forward()
             end.record()
-    stream.synchronize()
-    return statistics.median(start.elapsed_time(end) for start, end in marks)
+            end.synchronize()
+            times.append(start.elapsed_time(end))
+    return statistics.median(times)
 
 
 def phase_serve(args, weights_by_model):
