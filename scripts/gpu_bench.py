@@ -401,29 +401,11 @@ def phase_latency(args, weights_by_model):
             + (f"<= {target}" + (" met" if ratio <= target else " MISSED") if target else "") + " |")
 
 
-def replay_ms(forward, stream, replays, warmup=3):
-    """Median GPU ms of `replays` calls of forward on stream, timed as perf.py and the peer time them: CUDA events
-    around each call and a wait for it before the next (so a graph's launch is part of its latency; back to back,
-    the peer's 551-node graph at b1 s384 hid 8% of its time behind the call before)."""
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    times = []
-    with torch.cuda.stream(stream):
-        for _ in range(warmup):
-            forward()
-        stream.synchronize()
-        for _ in range(replays):
-            start.record()
-            forward()
-            end.record()
-            end.synchronize()
-            times.append(start.elapsed_time(end))
-    return statistics.median(times)
-
-
 def phase_serve(args, weights_by_model):
     """The compare phase's child: one side (--side ours: our engine variant; peer: the peer's model) of one model,
-    every shape's forward set up (ours tuned, graphs captured), then timed on request: reads 'B S replays' lines,
-    answers 'MS <median ms>' lines."""
+    every shape's forward set up (ours tuned, graphs captured), then timed on request, each side by its own
+    script's timing code (perf.py's GpuRunner.benchmark; bench/torch_baseline.py's time_ms): reads
+    'B S replays' lines, answers 'MS <median ms>' lines."""
     size, = args.models
     if args.side == "ours":
         gemm, gelu, runner_options = parse_variant(args.compare_variant)
@@ -433,14 +415,20 @@ def phase_serve(args, weights_by_model):
                                   variable_seqlen=False)
         eng.numerics = dict(eng.numerics, gelu=gelu)
         runner = GpuRunner(eng, gemm=gemm, **runner_options)
-        forwards = {(B, S): (runner.benchmark_forward(B, S, seed=12345), runner.stream) for B, S in args.shapes}
-    else:   # timed on the default stream, as bench/torch_baseline.py times it (a side stream made it 8% faster at b1)
-        stream = torch.cuda.default_stream()
-        forwards = {(B, S): (peer_forward(size, B, S), stream) for B, S in args.shapes}
+        for B, S in args.shapes:
+            runner.benchmark_forward(B, S, seed=12345)   # tuned and captured before any timing
+
+        def median_ms(B, S, replays):
+            return statistics.median(runner.benchmark(B, S, warmup=3, iterations=replays, duration=0.0, seed=12345))
+    else:
+        forwards = {(B, S): peer_forward(size, B, S) for B, S in args.shapes}
+
+        def median_ms(B, S, replays):
+            return PEER.time_ms(forwards[(B, S)], replays, warmup=3)[0]
     print("READY", flush=True)
     for line in sys.stdin:
         B, S, replays = (int(v) for v in line.split())
-        print(f"MS {replay_ms(*forwards[(B, S)], replays)!r}", flush=True)
+        print(f"MS {median_ms(B, S, replays)!r}", flush=True)
 
 
 class Server:
