@@ -2,6 +2,7 @@
 import json
 import os
 from dataclasses import asdict, dataclass, fields
+from typing import Optional
 
 from .errors import BertError
 
@@ -27,7 +28,7 @@ class BertConfig:
     type_vocab_size: int = 2
     hidden_act: str = "gelu"
     layer_norm_eps: float = 1e-12
-    do_lower_case: bool = True
+    do_lower_case: Optional[bool] = None   # None: nothing said so; the tokenizer asks the vocabulary
 
     def __post_init__(self):
         for name, limit in _SIZE_LIMITS.items():
@@ -42,7 +43,7 @@ class BertConfig:
         if not isinstance(self.layer_norm_eps, (int, float)) or isinstance(self.layer_norm_eps, bool) \
                 or not 0 < self.layer_norm_eps < 1:
             raise BertError(f"model config: layer_norm_eps must be a number in (0, 1), got {self.layer_norm_eps!r}")
-        if not isinstance(self.do_lower_case, bool):
+        if self.do_lower_case is not None and not isinstance(self.do_lower_case, bool):
             raise BertError(f"model config: do_lower_case must be true or false, got {self.do_lower_case!r}")
         if not isinstance(self.hidden_act, str) or self.hidden_act not in GELU_KINDS:
             raise BertError(f"model config: hidden_act {self.hidden_act!r} is not supported "
@@ -80,7 +81,9 @@ def find_config_file(path):
 
 
 def load_config(path):
-    """Read the model config; lower-casing comes from the config or tokenizer_config.json beside it (default True)."""
+    """Read the model config; lower-casing comes from the config or tokenizer_config.json beside it, else it stays
+    unstated (None) and the tokenizer tells it from the vocabulary: Google's bert_config.json never says, and a
+    cased model's vocabulary lower-cased would turn every capitalised word into other pieces, silently."""
     config_file = find_config_file(path)
     try:
         with open(config_file, encoding="utf-8") as f:

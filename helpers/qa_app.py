@@ -94,18 +94,13 @@ def require_text(text, what):
 VOCAB_PADDING_LIMIT = 1024
 
 
-def infer_lower_case(vocab):
-    """A vocabulary with cased word pieces (e.g. 'The') belongs to a cased model. A character counts as cased only
-    if lower-casing changes it: Google's uncased vocabulary holds 'ℝ', upper-case with no lower-case form."""
-    return not any(any(ch.lower() != ch for ch in token) for token in vocab if not token.startswith("["))
-
-
 def make_tokenizer(vocab_file, engine_info):
     if not vocab_file:
         raise BertError("no vocabulary given: pass -v/--vocab-file (the model's vocab.txt)")
+    # TensorRT engines carry no config, and a config may not say: then the vocabulary tells the case
     config = getattr(engine_info, "config", None)
+    tokenizer = FullTokenizer(vocab_file, do_lower_case=None if config is None else config.do_lower_case)
     if config is not None:
-        tokenizer = FullTokenizer(vocab_file, do_lower_case=config.do_lower_case)
         # The model's embedding table may be padded past its vocabulary to a multiple of 8 (DeepLearningExamples:
         # 30,528 rows for 30,522 tokens; Megatron: of 128 per tensor-parallel rank), never shorter, and never by a
         # thousand rows: anything else (a vocabulary missing a line, say) is another model's, whose ids would give
@@ -115,10 +110,6 @@ def make_tokenizer(vocab_file, engine_info):
         if not (padding == 0 or (0 < padding < VOCAB_PADDING_LIMIT and config.vocab_size % 8 == 0)):
             raise BertError(f"vocabulary {vocab_file} has {size} tokens but the engine's model has "
                             f"{config.vocab_size}: it is not this model's vocabulary")
-        return tokenizer
-    tokenizer = FullTokenizer(vocab_file, do_lower_case=True)
-    if not infer_lower_case(tokenizer.vocab):
-        tokenizer = FullTokenizer(vocab_file, do_lower_case=False)
     return tokenizer
 
 

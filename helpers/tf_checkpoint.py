@@ -8,6 +8,7 @@ shard, offset, size, masked CRC-32C of the bytes). Both protobufs are decoded by
 """
 import functools
 import os
+import re
 import struct
 from dataclasses import dataclass
 
@@ -291,10 +292,13 @@ def checkpoint_files(path):
 
 
 def resolve_prefix(path):
-    """Accept upstream's checkpoint prefix, the `.index` file itself, or a folder with a `checkpoint` file."""
+    """Accept upstream's checkpoint prefix, the `.index` file or a data shard itself, or a folder with a
+    `checkpoint` file."""
     path = os.fspath(path)
     if path.endswith(".index"):
         path = path[:-len(".index")]
+    elif re.search(r"\.data-\d{5}-of-\d{5}$", path):
+        path = path[:path.rindex(".data-")]
     if os.path.isdir(path):
         state = os.path.join(path, "checkpoint")
         indexes = sorted(n[:-len(".index")] for n in os.listdir(path) if n.endswith(".index"))

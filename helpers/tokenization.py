@@ -234,15 +234,24 @@ class WordpieceTokenizer:
         return pieces
 
 
+def vocab_is_uncased(vocab):
+    """A vocabulary with cased word pieces (e.g. 'The') belongs to a cased model. A character counts as cased only
+    if lower-casing changes it: Google's uncased vocabulary holds 'ℝ', upper-case with no lower-case form."""
+    return not any(any(ch.lower() != ch for ch in token) for token in vocab if not token.startswith("["))
+
+
 class FullTokenizer:
-    """BasicTokenizer then WordpieceTokenizer, with the vocabulary's id lookups."""
+    """BasicTokenizer then WordpieceTokenizer, with the vocabulary's id lookups. do_lower_case=None: as the
+    vocabulary's case says (vocab_is_uncased), for models whose config does not say."""
 
     def __init__(self, vocab_file, do_lower_case=True):
         self.vocab_file = vocab_file
         self.vocab = load_vocab(vocab_file)
         self.inv_vocab = {index: token for token, index in self.vocab.items()}
+        if do_lower_case is None:
+            do_lower_case = vocab_is_uncased(self.vocab)
         self.do_lower_case = bool(do_lower_case)
-        self.basic_tokenizer = BasicTokenizer(do_lower_case=do_lower_case)
+        self.basic_tokenizer = BasicTokenizer(do_lower_case=self.do_lower_case)
         self.wordpiece_tokenizer = WordpieceTokenizer(vocab=self.vocab)
         self._words = {}
 

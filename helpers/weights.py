@@ -27,9 +27,6 @@ from .progress import progress_bar
 FIXED_PRIORITY = ("onnx", "pytorch", "ckpt")  # builder.py's order when several sources are given
 VARSEQLEN_PRIORITY = ("onnx", "pytorch", "ckpt", "pickle")  # builder_varseqlen.py's order
 
-# TF variables upstream drops (case-sensitively, so we also drop TF's own `Adam`/`beta1_power` optimizer slots,
-# which upstream would carry along unused).
-_TF_SKIPPED = re.compile(r"adam|global_step|pooler|beta[12]_power|_CHECKPOINTABLE_OBJECT_GRAPH", re.IGNORECASE)
 # what a PyTorch state dict may hold beside the QA model: the pooler (DeepLearningExamples' SQuAD checkpoints keep
 # it) and the integer position-id and token-type-id buffers (some Hugging Face checkpoints)
 _STATE_SKIPPED = re.compile(r"(^|\.)pooler\.|(^|\.)(position|token_type)_ids$")
@@ -175,6 +172,8 @@ def tf_to_trt_name(name):
 _MATMUL_QUANTIZERS = {"matmul_q_quantizer": "qv_a_input_quantizer", "matmul_k_quantizer": "qv_b_input_quantizer",
                       "matmul_v_quantizer": "av_b_input_quantizer", "matmul_a_quantizer": "av_a_input_quantizer"}
 _QKV_TOKENS = {"key", "value", "query", "query_key_value"}
+# LayerNorm parameters: `weight`/`bias` (PyTorch), `gamma`/`beta` (pytorch-pretrained-bert's state dicts)
+_LAYERNORM_PARAMS = {"weight": "gamma", "gamma": "gamma", "bias": "beta", "beta": "beta"}
 
 
 def onnx_to_trt_name(name):
@@ -194,7 +193,7 @@ def onnx_to_trt_name(name):
                 tokens[0] = f"l{int(tokens[0])}"
         elif tokens[0] == "bert":
             if tokens[-2] == "layernorm":
-                tokens[-1] = "beta" if tokens[-1] == "bias" else "gamma"
+                tokens[-1] = _LAYERNORM_PARAMS[tokens[-1]]
             else:  # embeddings: drop the trailing `weight`, keeping a trailing `amax` in its place
                 if tokens[-1] == "amax":
                     tokens[-2] = "amax"
@@ -218,7 +217,7 @@ def _rename_encoder_tokens(tokens):
     elif tokens[-2].startswith("matmul"):
         tokens[-2] = _MATMUL_QUANTIZERS[tokens[-2].replace("input_", "")]
     if tokens[-2] == "layernorm":
-        tokens[-1] = "beta" if tokens[-1] == "bias" else "gamma"
+        tokens[-1] = _LAYERNORM_PARAMS[tokens[-1]]
     elif (tokens[-2] == "dense" or tokens[-2] in _QKV_TOKENS) and tokens[-1] == "weight":
         tokens[-1] = "kernel"
     elif (tokens[-3] == "dense" or tokens[-3] in _QKV_TOKENS) and tokens[-1] == "amax":
@@ -287,18 +286,30 @@ def from_state_dict(state, source="state dict"):
 
 
 # ---------------------------------------------------------------------------------------------------- loaders
+def _qa_model_tensor(tf_name):
+    """Whether a TensorFlow variable is one of the question-answering model's tensors (every encoder tensor is a
+    layer's, so one in the encoder naming no layer is not)."""
+    try:
+        key = tf_to_trt_name(tf_name)
+    except BertError:
+        return False
+    layer = re.fullmatch(r"l\d+_(\w+)", key)
+    return layer.group(1) in _LAYER_TENSORS if layer else key in _GLOBAL_TENSORS
+
+
 def load_tf_checkpoint(path):
-    """TensorFlow V2 checkpoint (prefix, `.index` file or folder) -> canonical map."""
+    """TensorFlow V2 checkpoint (prefix, `.index` file or folder) -> canonical map of the QA model's tensors.
+    Training checkpoints hold more, all dropped: the pooler, optimizer slots (Adam's, LAMB's, momentum,
+    accumulators), the step counter and mixed precision's loss-scaling state (`current_loss_scale`, 2^32 in
+    DeepLearningExamples' AMP runs, beyond float16). Upstream carries them into its weight map unused."""
     checkpoint = tf_checkpoint.TFCheckpoint(path)
     weights = {}
-    names = [name for name in sorted(checkpoint.names()) if not _TF_SKIPPED.search(name)]
+    names = [name for name in sorted(checkpoint.names()) if _qa_model_tensor(name)]
     with progress_bar(len(names), "tensor", "reading the TensorFlow checkpoint") as bar:   # BERT-Large: ~15 s
         for name in names:
             key = tf_to_trt_name(name)
             array = checkpoint.read(name)
             bar.update()
-            if _integer_weight(key, array):
-                continue   # training state (AMP loss scaling's good_steps, bad_steps): TF BERT weights are floats
             array = _canonical_value(key, array)
             if "kernel" in name:  # TF dense kernels are [in, out]
                 array = np.ascontiguousarray(array.T)

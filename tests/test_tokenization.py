@@ -271,19 +271,35 @@ def test_vocab_without_unk_raises_bert_error_when_needed(tmp_path):
         tokenizer.convert_tokens_to_ids(tokens)
 
 
-def test_case_is_read_from_the_vocabulary_when_the_engine_has_no_config(uncased_vocab, cased_vocab):
-    """TensorRT engines carry no model config, so the vocabulary tells whether to lower-case. Google's uncased
-    vocabulary holds 'ℝ', which str.isupper() calls upper case although it has no lower-case form."""
+def test_case_is_read_from_the_vocabulary_when_nothing_says_it(uncased_vocab, cased_vocab, tmp_path):
+    """TensorRT engines carry no model config, and Google's bert_config.json does not say whether to lower-case:
+    then the vocabulary tells. Google's uncased vocabulary holds 'ℝ', which str.isupper() calls upper case
+    although it has no lower-case form. A config that says wins over the vocabulary."""
     from types import SimpleNamespace
 
-    from helpers.qa_app import infer_lower_case, make_tokenizer
+    from helpers.config import load_config
+    from helpers.qa_app import make_tokenizer
+    from helpers.tokenization import vocab_is_uncased
     model_vocab = ROOT / "models" / "minilm-l6-squad11" / "vocab.txt"
     assert "ℝ" in load_vocab(model_vocab)
-    assert infer_lower_case(load_vocab(model_vocab)) and infer_lower_case(load_vocab(uncased_vocab))
-    assert not infer_lower_case(load_vocab(cased_vocab))
+    assert vocab_is_uncased(load_vocab(model_vocab)) and vocab_is_uncased(load_vocab(uncased_vocab))
+    assert not vocab_is_uncased(load_vocab(cased_vocab))
     no_config = SimpleNamespace(config=None)
     question = "Which NFL team represented the AFC at Super Bowl 50?"
     tokenizer = make_tokenizer(str(model_vocab), no_config)
     assert tokenizer.tokenize(question) == hf_tokenizer(model_vocab, lowercase=True).encode(
         question, add_special_tokens=False).tokens
     assert make_tokenizer(str(cased_vocab), no_config).tokenize("Super Bowl") == ["Super", "Bowl"]
+
+    # a native engine's config read from a Google-style bert_config.json (no do_lower_case, no tokenizer_config)
+    google = {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12, "intermediate_size": 3072,
+              "vocab_size": len(load_vocab(cased_vocab)), "hidden_act": "gelu", "type_vocab_size": 2}
+    (tmp_path / "bert_config.json").write_text(json.dumps(google))
+    config = load_config(str(tmp_path))
+    assert config.do_lower_case is None
+    cased = make_tokenizer(str(cased_vocab), SimpleNamespace(config=config))
+    assert cased.tokenize("Where is Paris?") == hf_tokenizer(cased_vocab, lowercase=False).encode(
+        "Where is Paris?", add_special_tokens=False).tokens == ["Where", "is", "Paris", "?"]
+    (tmp_path / "bert_config.json").write_text(json.dumps({**google, "do_lower_case": True}))
+    stated = make_tokenizer(str(cased_vocab), SimpleNamespace(config=load_config(str(tmp_path))))
+    assert stated.tokenize("Where is Paris?")[0] == "where"

@@ -137,19 +137,20 @@ def test_tf_optimizer_slots_and_pooler_are_dropped(tmp_path):
     variables = tiny_tf_variables()
     extra = {"global_step": np.array(1000, np.int64), "beta1_power": np.array(0.9, np.float32),
              "bert/pooler/dense/kernel": np.ones((8, 8), np.float32),
-             # mixed-precision training's loss-scaling state: integer counters beside a float scale
+             # mixed-precision training's loss-scaling state: integer counters beside a float scale (2^32 in
+             # DeepLearningExamples' AMP runs: beyond float16, so carried along it would refuse an fp16 build)
              "good_steps": np.array(17, np.int32), "bad_steps": np.array(0, np.int64),
-             "current_loss_scale": np.array(65536, np.float32)}
-    for name in ("bert/encoder/layer_0/attention/self/query/kernel", "cls/squad/output_bias"):
-        extra.update({f"{name}/adam_m": variables[name], f"{name}/Adam": variables[name],
-                      f"{name}/Adam_1": variables[name]})
+             "current_loss_scale": np.array(2.0 ** 32, np.float32),
+             "bert/encoder/layer_norm_stats/accum": np.ones(8, np.float32)}
+    for name in ("bert/encoder/layer_0/attention/self/query/kernel", "cls/squad/output_bias",
+                 "bert/embeddings/LayerNorm/gamma"):
+        extra.update({f"{name}/{slot}": variables[name]
+                      for slot in ("adam_m", "Adam", "Adam_1", "LAMB", "LAMB_1", "Momentum", "accum")})
     tf_checkpoint.write_checkpoint(str(tmp_path / "plain"), variables)
     tf_checkpoint.write_checkpoint(str(tmp_path / "trained"), {**variables, **extra})
     plain = W.load_tf_checkpoint(str(tmp_path / "plain"))
     W.validate(plain, TINY)
-    trained = W.load_tf_checkpoint(str(tmp_path / "trained"))
-    trained.pop(W.tf_to_trt_name("current_loss_scale"))   # an unused float, carried along as upstream does
-    assert_same_map(trained, plain)
+    assert_same_map(W.load_tf_checkpoint(str(tmp_path / "trained")), plain)
     np.testing.assert_array_equal(plain["l1_output_dense_kernel"],
                                   variables["bert/encoder/layer_1/output/dense/kernel"].T)
 
@@ -184,6 +185,14 @@ def tiny_ckpt(tmp_path):
     prefix = str(tmp_path / "model.ckpt")
     tf_checkpoint.write_checkpoint(prefix, tiny_tf_variables())
     return prefix
+
+
+def test_checkpoint_named_by_its_index_or_data_file(tiny_ckpt):
+    """Besides the prefix, a user may name either file of the checkpoint (upstream takes only the prefix)."""
+    plain = W.load_tf_checkpoint(tiny_ckpt)
+    for path in (tiny_ckpt + ".index", tiny_ckpt + ".data-00000-of-00001"):
+        assert tf_checkpoint.checkpoint_files(path)[0] == tiny_ckpt + ".index"
+        assert_same_map(W.load_tf_checkpoint(path), plain)
 
 
 def test_missing_checkpoint_files(tiny_ckpt, tmp_path):
@@ -326,6 +335,11 @@ def test_priority_order(tmp_path, fixture_config, tf_weights, fixture_ckpt):
     ("bert.encoder.layer.2.output.dense._input_quantizer._amax", "l2_output_dense_input_amax"),
     ("bert.embeddings.word_embeddings.weight", "bert_embeddings_word_embeddings"),
     ("bert.embeddings.LayerNorm.bias", "bert_embeddings_layernorm_beta"),
+    # pytorch-pretrained-bert's state dicts name LayerNorm parameters gamma and beta
+    ("bert.embeddings.LayerNorm.gamma", "bert_embeddings_layernorm_gamma"),
+    ("bert.embeddings.LayerNorm.beta", "bert_embeddings_layernorm_beta"),
+    ("bert.encoder.layer.5.output.LayerNorm.beta", "l5_output_layernorm_beta"),
+    ("bert.encoder.layer.5.attention.output.LayerNorm.gamma", "l5_attention_output_layernorm_gamma"),
     ("bert.embeddings.word_embeddings._weight_quantizer._amax", "bert_embeddings_word_embeddings_amax"),
     ("bert.encoder.layers.4.attention.query_key_value.weight", "l4_attention_query_key_value_kernel"),
 ])
@@ -333,7 +347,7 @@ def test_onnx_to_trt_name(name, expected):
     assert W.onnx_to_trt_name(name) == expected
 
 
-@pytest.mark.parametrize("name", ["cls.predictions.bias", "encoder.layer.0.x",
+@pytest.mark.parametrize("name", ["cls.predictions.bias", "encoder.layer.0.x", "bert.embeddings.LayerNorm.scale",
                                   "bert.encoder.layer.0.attention.self.matmul_z_input_quantizer._amax"])
 def test_onnx_to_trt_name_unknown(name):
     with pytest.raises(BertError, match="unknown weight name"):
@@ -610,11 +624,11 @@ def test_safetensors_whose_header_length_looks_like_a_pickle_is_read_as_safetens
         W.load_weights(TINY, pytorch=str(tmp_path / "cut.safetensors"))
 
 
-@pytest.mark.parametrize("content, lower", [("[]", True), ("null", True), ('"uncased"', True), ("{not json", True),
+@pytest.mark.parametrize("content, lower", [("[]", None), ("null", None), ('"uncased"', None), ("{not json", None),
                                             ('{"do_lower_case": false}', False)])
 def test_a_tokenizer_config_that_is_no_json_object_is_ignored(tmp_path, content, lower):
-    """tokenizer_config.json is only a hint for do_lower_case: a malformed one leaves the default (lower-casing),
-    a well-formed one is read."""
+    """tokenizer_config.json is only a hint for do_lower_case: a malformed one leaves it unstated (the tokenizer
+    then asks the vocabulary), a well-formed one is read."""
     shutil.copy(MODEL_DIR / "config.json", tmp_path / "config.json")
     (tmp_path / "tokenizer_config.json").write_text(content)
     assert load_config(str(tmp_path)).do_lower_case is lower
