@@ -111,6 +111,7 @@ def load_model(args, priority):
             missing = f" (its checkpoint index {needed} is missing)" if os.path.exists(path) else ""
             raise BertError(f"{SOURCE_FLAGS[name]} {path}: not found{missing}")
     weights = load_weights(config=config, priority=priority, **sources)
+    print(f"Found {len(weights)} entries in weight map")   # upstream's line (its TF loader's)
     return config, weights
 
 

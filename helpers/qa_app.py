@@ -148,11 +148,15 @@ class QuestionAnswerer:
             self.batch_size = max(batch_size, 1)
         else:
             if info.select_profile(batch_size, self.max_seq_length) is None:
-                raise BertError(f"Could not find any profile that can run batch size {batch_size} "
-                                f"and sequence length {self.max_seq_length}; the engine's profiles cover "
+                raise BertError(f"Could not find any profile that can run batch size {batch_size}. (sequence "
+                                f"length {self.max_seq_length}; the engine's profiles cover "
                                 + ", ".join(f"batch {p.batch[0]}-{p.batch[2]} x seq {p.seq[0]}-{p.seq[2]}"
-                                            for p in info.profiles))
+                                            for p in info.profiles) + ")")
             self.batch_size = batch_size
+        self.restart_timing()
+
+    def restart_timing(self):
+        """Start counting engine time afresh: each interactive question reports its own rate, as upstream."""
         self.seconds, self.features_run = 0.0, 0
 
     # ---- features -> logits -----------------------------------------------------------------------------------
@@ -361,6 +365,7 @@ def run_app(args, runner, batch_size=1):
         question = _prompt("Question (to exit, type one of ['exit', 'quit']): ")
         if question is None or question.strip() in ("exit", "quit"):
             return 0
+        qa.restart_timing()
         try:
             prediction, nbest = qa.answer(doc_tokens, question)
         except dp.QuestionError as exc:   # reported, and another question asked; any other failure ends the run

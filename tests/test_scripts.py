@@ -56,8 +56,9 @@ def assert_one_line_error(proc, pattern):
 # ---- the main job ------------------------------------------------------------------------------------------------
 def test_builder_prints_upstream_lines(tmp_path):
     proc = run("builder.py", "-pt", MODEL_DIR, "-c", MODEL_DIR, "-o", tmp_path / "e.engine", "-s", "64", "--fp16")
-    assert re.search(r"Using configuration file: .*\nbuild engine in \d+\.\d{3} Sec\nSaving Engine to .*e\.engine\n"
-                     r"Done\.\n$", proc.stdout), proc.stdout
+    # 103 = 16 tensors in each of the 6 layers + 7 outside them
+    assert re.search(r"Using configuration file: .*\nFound 103 entries in weight map\nbuild engine in \d+\.\d{3} Sec\n"
+                     r"Saving Engine to .*e\.engine\nDone\.\n$", proc.stdout), proc.stdout
 
 
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
@@ -114,6 +115,33 @@ def test_files_and_interactive_questions(engines, tmp_path):
     # a blank line, and one the tokenizer leaves nothing of, ask again instead of ending the loop
     assert proc.stderr.splitlines() == ["error: the question is empty",
                                         "error: the question has no tokens after tokenization: '\\u200b'"]
+
+
+def test_each_interactive_answer_reports_its_own_rate(engines, monkeypatch, capsys):
+    """Sentences/Sec of an interactive answer is that question's, as upstream times each question: a slow first
+    question (0.5 s more in the engine) must not drag down the next one's rate."""
+    import io
+
+    from helpers.backends import cpu
+    from helpers.errors import StrictParser
+    from helpers.qa_app import add_inference_args, parse_inference_args, run_app
+    from helpers.runtime import open_engine
+    original, calls = cpu.CpuRunner.infer_fixed, []
+
+    def slow_first_call(self, *inputs):
+        calls.append(None)
+        if len(calls) == 1:
+            time.sleep(0.5)
+        return original(self, *inputs)
+    monkeypatch.setattr(cpu.CpuRunner, "infer_fixed", slow_first_call)
+    monkeypatch.setattr(sys, "stdin", io.StringIO("What is TensorRT?\nWhat does TensorRT include?\nexit\n"))
+    parser = StrictParser()
+    add_inference_args(parser)
+    args = parse_inference_args(parser, ["-e", str(engines["fixed128"]), "-v", VOCAB, "-p", PASSAGE])
+    assert run_app(args, open_engine(args.engine, "cpu")) == 0
+    rates = [float(r) for r in re.findall(r"Running inference in ([\d.]+) Sentences/Sec", capsys.readouterr().out)]
+    assert len(calls) == 2 and len(rates) == 2
+    assert rates[0] < 2.1 and rates[1] > 5 * rates[0], rates
 
 
 def test_text_the_terminal_cannot_encode_is_escaped(engines):
