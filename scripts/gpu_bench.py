@@ -419,12 +419,12 @@ def phase_serve(args, weights_by_model):
             runner.benchmark_forward(B, S, seed=12345)   # tuned and captured before any timing
 
         def median_ms(B, S, replays):
-            return statistics.median(runner.benchmark(B, S, warmup=3, iterations=replays, duration=0.0, seed=12345))
+            return statistics.median(runner.benchmark(B, S, warmup=10, iterations=replays, duration=0.0, seed=12345))
     else:
         forwards = {(B, S): peer_forward(size, B, S) for B, S in args.shapes}
 
         def median_ms(B, S, replays):
-            return PEER.time_ms(forwards[(B, S)], replays, warmup=3)[0]
+            return PEER.time_ms(forwards[(B, S)], replays)[0]   # its own warm-up (10 calls), as perf.py's -w 10
     print("READY", flush=True)
     for line in sys.stdin:
         B, S, replays = (int(v) for v in line.split())
