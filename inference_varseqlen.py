@@ -30,7 +30,7 @@ def main(argv=None):
     info = runner.engine_info
     if not info.variable_seqlen:
         raise BertError(f"{args.engine} is a fixed-sequence-length engine: run it with inference.py")
-    batch = info.max_batch if args.squad_json and not (args.passage or args.passage_file) else 1
+    batch = info.max_batch if args.squad_json and args.passage is None and not args.passage_file else 1
     return run_app(args, runner, batch_size=batch)
 
 

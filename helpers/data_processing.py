@@ -187,7 +187,8 @@ def _check_positive(name, value):
 
 
 class QuestionError(BertError):
-    """A question there is nothing to ask with: empty, or nothing left of it after tokenization."""
+    """A question that cannot be asked: empty, nothing left of it after tokenization, or too long to leave room for
+    the passage in a window. The interactive loop reports it and asks again."""
 
 
 def question_tokens(question_text, tokenizer, max_query_length):
@@ -218,9 +219,10 @@ def convert_example_to_features(doc_tokens, question_text, tokenizer, max_seq_le
     if not doc.tokens:
         raise BertError("the passage has no tokens after tokenization")
     max_tokens_for_doc = max_seq_length - len(query_tokens) - 3  # [CLS], [SEP] and [SEP]
-    if max_tokens_for_doc <= 0:
-        raise BertError(f"max_seq_length {max_seq_length} leaves no room for the passage after a "
-                        f"{len(query_tokens)}-token question (it needs at least {len(query_tokens) + 4})")
+    if max_tokens_for_doc <= 0:   # a property of this question (another may fit): a QuestionError
+        raise QuestionError(f"sequence length {max_seq_length} leaves no room for the passage after a "
+                            f"{len(query_tokens)}-token question (a window needs at least {len(query_tokens) + 4}: "
+                            f"a larger -s, or a smaller --max-query-length)")
 
     cls_id, sep_id = tokenizer.convert_tokens_to_ids(["[CLS]", "[SEP]"])
     query_ids = tokenizer.convert_tokens_to_ids(query_tokens)
@@ -281,7 +283,7 @@ def _basic_tokenizer(do_lower_case):
     return BasicTokenizer(do_lower_case=do_lower_case)
 
 
-def get_final_text(pred_text, orig_text, do_lower_case):
+def get_final_text(pred_text, orig_text, do_lower_case, unknown_word=None):
     """Map the predicted (normalised) WordPiece text back onto the original passage text.
 
     Google's heuristic: basic-tokenize orig_text, find pred_text in it, and if both agree character
@@ -290,45 +292,51 @@ def get_final_text(pred_text, orig_text, do_lower_case):
     decomposed accents, zero-width characters) Google returned the whole words of orig_text, punctuation and
     all ("深圳." for 深圳); here the basic tokens of orig_text that the prediction's are, else orig_text less the
     punctuation the prediction lacks at either end.
-    do_lower_case must match the model: a cased prediction is never found in lower-cased text.
+    do_lower_case must match the model: a cased prediction is never found in lower-cased text. unknown_word: the
+    tokenizer's test of whether a basic token is one WordPiece piece-splits to [UNK] (FullTokenizer.is_unknown_word);
+    without it an unknown piece may stand for any token.
     """
     tok_text = " ".join(_basic_tokenizer(bool(do_lower_case)).tokenize(orig_text))
     start = tok_text.find(pred_text)
     end = start + len(pred_text) - 1
     if start == -1 or end < start:
-        return _unaligned_final_text(orig_text, pred_text, do_lower_case)
+        return _unaligned_final_text(orig_text, pred_text, do_lower_case, unknown_word)
     orig_chars = [i for i, c in enumerate(orig_text) if c != " "]
     if len(orig_chars) != len(tok_text) - tok_text.count(" "):
-        return _unaligned_final_text(orig_text, pred_text, do_lower_case)
+        return _unaligned_final_text(orig_text, pred_text, do_lower_case, unknown_word)
     if tok_text[start] == " " or tok_text[end] == " ":  # only non-space characters are aligned
-        return _unaligned_final_text(orig_text, pred_text, do_lower_case)
+        return _unaligned_final_text(orig_text, pred_text, do_lower_case, unknown_word)
     ns_start = start - tok_text.count(" ", 0, start)
     ns_end = end - tok_text.count(" ", 0, end)
     return orig_text[orig_chars[ns_start]:orig_chars[ns_end] + 1]
 
 
-def _unaligned_final_text(orig_text, pred_text, do_lower_case):
+def _unaligned_final_text(orig_text, pred_text, do_lower_case, unknown_word=None):
     """get_final_text where characters cannot be aligned: the run of orig_text's basic tokens that pred_text's are,
-    an unknown piece ([UNK]) standing for any one token, else _trim_unmatched_punctuation. Of several runs, the
-    one whose unknown pieces stand for the fewest punctuation characters (a vocabulary knows most punctuation, so
-    '[UNK]' in '"ᏣᎳᎩ"' is the word, not the quote), then the first."""
+    an unknown piece ([UNK]) standing for one token the vocabulary does not know (unknown_word; without it, for any
+    token), else _trim_unmatched_punctuation. Of several runs, the one whose unknown pieces stand for the fewest
+    punctuation characters (a vocabulary knows most punctuation, so '[UNK]' in '"ᏣᎳᎩ"' is the word, not the
+    quote), then the first."""
     spans = _basic_tokenizer(bool(do_lower_case)).token_spans(orig_text)
     tokens = [token for _, _, token in spans]
     pred = pred_text.split()
     if not pred or len(pred) > len(tokens):
         return _trim_unmatched_punctuation(orig_text, pred_text, do_lower_case)
     known = [n for n, p in enumerate(pred) if p != "[UNK]"]
-    unknown = [n for n, p in enumerate(pred) if p == "[UNK]"]   # the run's tokens they stand for may be anything
+    unknown = [n for n, p in enumerate(pred) if p == "[UNK]"]
     last = len(tokens) - len(pred)
     punct = [len(token) == 1 and is_punctuation(ord(token)) for token in tokens]
+    fits = [True] * len(tokens) if unknown_word is None else [unknown_word(token) for token in tokens]
     if known:   # the runs where the first known piece is in place (found through it), and what else they need
         anchor = known[0]
         firsts = (i - anchor for i, token in enumerate(tokens) if token == pred[anchor] and 0 <= i - anchor <= last)
         costs = ((sum(punct[first + n] for n in unknown), first) for first in firsts
-                 if all(tokens[first + n] == pred[n] for n in known))
-    else:   # every piece unknown: each run's punctuation count, sliding along the tokens
+                 if all(tokens[first + n] == pred[n] for n in known) and all(fits[first + n] for n in unknown))
+    else:   # every piece unknown: the runs of tokens that all fit, by punctuation count, sliding along the tokens
         window = list(itertools.accumulate(punct, initial=0))
-        costs = ((window[first + len(pred)] - window[first], first) for first in range(last + 1))
+        fitting = list(itertools.accumulate(fits, initial=0))
+        costs = ((window[first + len(pred)] - window[first], first) for first in range(last + 1)
+                 if fitting[first + len(pred)] - fitting[first] == len(pred))
     best = min(costs, default=None)   # the fewest punctuation marks, then the first run
     if best is None:
         return _trim_unmatched_punctuation(orig_text, pred_text, do_lower_case)
@@ -437,7 +445,7 @@ def _prelim_predictions(features, results, n_best_size, max_answer_length, versi
     return prelims, null
 
 
-def _nbest_entries(doc_tokens, features, prelims, do_lower_case):
+def _nbest_entries(doc_tokens, features, prelims, do_lower_case, unknown_word):
     """N-best entries in score order, one per distinct answer text; start index 0 is the null answer."""
     seen = set()
     for _, feature_index, start, end, start_logit, end_logit in prelims:
@@ -446,7 +454,7 @@ def _nbest_entries(doc_tokens, features, prelims, do_lower_case):
             orig_start = feature.token_to_orig_map[start]
             orig_end = feature.token_to_orig_map[end]
             text = get_final_text(_wordpiece_text(feature.tokens[start:end + 1]),
-                                  " ".join(doc_tokens[orig_start:orig_end + 1]), do_lower_case)
+                                  " ".join(doc_tokens[orig_start:orig_end + 1]), do_lower_case, unknown_word)
             if text in seen:
                 continue
         else:
@@ -468,7 +476,8 @@ def _choose(entries, null, null_score_diff_threshold):
 
 
 def get_predictions(doc_tokens, features, results, n_best_size, max_answer_length,
-                    version_2_with_negative=False, null_score_diff_threshold=0.0, do_lower_case=True):
+                    version_2_with_negative=False, null_score_diff_threshold=0.0, do_lower_case=True,
+                    unknown_word=None):
     """(prediction text, n-best list of dicts, null score difference) for one question.
 
     With version_2_with_negative, the null score is the smallest start[0] + end[0] over the features,
@@ -477,7 +486,7 @@ def get_predictions(doc_tokens, features, results, n_best_size, max_answer_lengt
     """
     prelims, null = _prelim_predictions(features, results, n_best_size, max_answer_length,
                                         version_2_with_negative)
-    entries = _nbest_entries(doc_tokens, features, prelims, do_lower_case)
+    entries = _nbest_entries(doc_tokens, features, prelims, do_lower_case, unknown_word)
     nbest = list(itertools.islice(entries, min(n_best_size, sys.maxsize)))   # any larger n: every entry
     if null is not None and all(entry.text for entry in nbest):
         nbest.append(_NbestPrediction("", null.start_logit, null.end_logit))
@@ -493,11 +502,12 @@ def get_predictions(doc_tokens, features, results, n_best_size, max_answer_lengt
 
 
 def get_best_prediction(doc_tokens, features, results, n_best_size, max_answer_length,
-                        version_2_with_negative=False, null_score_diff_threshold=0.0, do_lower_case=True):
+                        version_2_with_negative=False, null_score_diff_threshold=0.0, do_lower_case=True,
+                        unknown_word=None):
     """(prediction, null score difference) as get_predictions gives them, without building the n-best list."""
     prelims, null = _prelim_predictions(features, results, n_best_size, max_answer_length,
                                         version_2_with_negative)
-    entries = _nbest_entries(doc_tokens, features, prelims, do_lower_case)
+    entries = _nbest_entries(doc_tokens, features, prelims, do_lower_case, unknown_word)
     return _choose(entries, null, null_score_diff_threshold)
 
 

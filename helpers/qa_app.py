@@ -29,9 +29,9 @@ def add_inference_args(parser, *, batch=True, doc_stride=True):
     if batch:
         parser.add_argument("-b", "--batch-size", default=1, type=int,
                             help="Batch size for inference: feature windows run together per launch")
-    parser.add_argument("-p", "--passage", nargs="*", default="", help="Text for paragraph/passage for BERT QA")
+    parser.add_argument("-p", "--passage", nargs="*", help="Text for paragraph/passage for BERT QA")
     parser.add_argument("-pf", "--passage-file", default="", help="File containing input passage")
-    parser.add_argument("-q", "--question", nargs="*", default="", help="Text for query/question for BERT QA")
+    parser.add_argument("-q", "--question", nargs="*", help="Text for query/question for BERT QA")
     parser.add_argument("-qf", "--question-file", default="", help="File containing input question")
     parser.add_argument("-sq", "--squad-json", default="", help="SQuAD json file")
     parser.add_argument("-o", "--output-prediction-file", default=None,
@@ -57,12 +57,13 @@ def parse_inference_args(parser, argv):
     """parse_args, refusing flag combinations that would leave a flag unused (upstream's if/elif silently used the
     first of -p, -pf, -sq and ignored the rest, and ignored -o outside SQuAD runs)."""
     args = parser.parse_args(argv)
+    # -p and -q given with no words are given (an empty passage or question, an error), not absent
     for words, path, flag in ((args.passage, args.passage_file, "-p"), (args.question, args.question_file, "-q")):
-        if words and path:
+        if words is not None and path:
             raise BertError(f"{flag} and {flag}f both give the {'passage' if flag == '-p' else 'question'}: pass one")
     if args.squad_json:
-        others = [flag for flag, value in (("-p", args.passage), ("-pf", args.passage_file), ("-q", args.question),
-                                           ("-qf", args.question_file)) if value]
+        others = [flag for flag, given in (("-p", args.passage is not None), ("-pf", args.passage_file),
+                                           ("-q", args.question is not None), ("-qf", args.question_file)) if given]
         if others:
             raise BertError(f"-sq answers every question of the SQuAD file: {', '.join(others)} cannot go with it")
         if args.output_prediction_file is None:
@@ -74,7 +75,7 @@ def parse_inference_args(parser, argv):
 
 def read_text_arg(words, file_path, what):
     """Text from `-p/-q` words or a `-pf/-qf` file; None if neither was given."""
-    if words:
+    if words is not None:
         return " ".join(words)
     if file_path:
         try:
@@ -133,8 +134,8 @@ class QuestionAnswerer:
         self.null_threshold = args.null_score_diff_threshold or 0.0
         if not np.isfinite(self.null_threshold):
             raise BertError("--null-score-diff-threshold must be a finite number")
-        for name in ("n_best_size", "max_answer_length", "max_query_length"):
-            if getattr(args, name) < 1:
+        for name in ("n_best_size", "max_answer_length", "max_query_length", "doc_stride"):
+            if getattr(self, name) < 1:   # inference_c.py has no --doc-stride: upstream's 128
                 raise BertError(f"--{name.replace('_', '-')} must be at least 1")
         config = getattr(info, "config", None)
         if self.max_seq_length < 1:
@@ -208,7 +209,7 @@ class QuestionAnswerer:
     # ---- answers ----------------------------------------------------------------------------------------------
     def _decode_args(self):
         return dict(version_2_with_negative=self.version_2, null_score_diff_threshold=self.null_threshold,
-                    do_lower_case=self.tokenizer.do_lower_case)
+                    do_lower_case=self.tokenizer.do_lower_case, unknown_word=self.tokenizer.is_unknown_word)
 
     def answer(self, doc_tokens, question):
         """(prediction text, n-best list) for one question about a passage; dp.QuestionError for an empty or

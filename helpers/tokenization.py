@@ -271,6 +271,10 @@ class FullTokenizer:
                 word_index.extend([index] * len(pieces))
         return tokens, word_index
 
+    def is_unknown_word(self, token):
+        """Whether WordPiece makes [UNK] of this basic token (it does so for a whole token or none of it)."""
+        return self.wordpiece_tokenizer.tokenize_word(token) == [self.wordpiece_tokenizer.unk_token]
+
     def _tokenize_word(self, word):
         pieces = []
         for token in self.basic_tokenizer.split_word(word):

@@ -590,6 +590,32 @@ def test_get_final_text_equals_literal_heuristic(dev_examples):
                     _literal_final_text(pred_text, orig_text, lower), (pred_text, orig_text, lower)
 
 
+def test_an_unknown_piece_stands_for_a_token_the_vocabulary_lacks(dev_examples):
+    """Given the tokenizer's test, an [UNK] of a prediction is a token WordPiece made [UNK] of, never a known word
+    beside it: 'ᎩᏟ' of 'dog=ᎩᏟ,', not 'dog'. Predictions are whole tokens' pieces of passages salted with words of
+    scripts the embedded model's vocabulary lacks; the answer's tokens must be the prediction's."""
+    from helpers.tokenization import BasicTokenizer
+    tokenizer = FullTokenizer(str(ROOT / "models" / "minilm-l6-squad11" / "vocab.txt"), True)
+    basic, unknown = BasicTokenizer(True), tokenizer.is_unknown_word
+    rare = ["\u13a9\u13df", "\u13e3\u13b3\u13a9", "\ua4d0\ua4f3", "\u16a0\u16a2", "\u0f40\u0f41"]
+    assert all(unknown(basic.tokenize(word)[0]) for word in rare)
+    assert dp.get_final_text("[UNK]", "dog=\u13a9\u13df,", True, unknown) == "\u13a9\u13df"
+    rng = random.Random(11)
+    for example in dev_examples[::5]:
+        words = list(example.doc_tokens)
+        for _ in range(3):
+            words.insert(rng.randrange(len(words) + 1), rng.choice(words) + rng.choice("=/-,(") + rng.choice(rare))
+        first = rng.randrange(len(words))
+        orig_text = " ".join(words[first:first + rng.randint(1, 5)])
+        tokens = basic.tokenize(orig_text)
+        start = rng.randrange(len(tokens))
+        run = tokens[start:start + rng.randint(1, 3)]
+        pred_text = dp._wordpiece_text([p for t in run for p in tokenizer.wordpiece_tokenizer.tokenize_word(t)])
+        answer = basic.tokenize(dp.get_final_text(pred_text, orig_text, True, unknown))
+        assert len(answer) == len(run) and all(unknown(a) if unknown(r) else a == r for a, r in zip(answer, run)), \
+            (pred_text, orig_text, answer)
+
+
 def test_shipped_copies_equal_the_shared_files():
     """The repo's SQuAD v1.1 dev set and vocabulary stand in for the shared folder's: they must be the same bytes."""
     from conftest import SHIPPED_COPIES, shared_dir

@@ -117,6 +117,17 @@ def test_files_and_interactive_questions(engines, tmp_path):
                                         "error: the question has no tokens after tokenization: '\\u200b'"]
 
 
+def test_interactive_loop_goes_on_after_a_question_too_long_for_the_window(tmp_path):
+    """A question that leaves no room for the passage at this -s is that question's problem: reported, and the
+    next one answered."""
+    engine = build(tmp_path, "fixed32.engine", "-s", "32", "-b", "1")
+    long_question = "Which " + "very " * 30 + "long question is this?"
+    proc = run("inference.py", "-e", engine, "-s", "32", "-v", VOCAB, "-p", "The cat sat on the mat.",
+               stdin=f"{long_question}\nWhere did the cat sit?\nexit\n")
+    assert re.findall(r"Answer: '(.*)'", proc.stdout) == ["the mat"], proc.stdout
+    assert len(proc.stderr.splitlines()) == 1 and "leaves no room for the passage" in proc.stderr, proc.stderr
+
+
 def test_each_interactive_answer_reports_its_own_rate(engines, monkeypatch, capsys):
     """Sentences/Sec of an interactive answer is that question's, as upstream times each question: a slow first
     question (0.5 s more in the engine) must not drag down the next one's rate."""
@@ -295,6 +306,14 @@ def test_corrupt_engine(engines, tmp_path):
     ("sequence beyond model", ["-e", "{var384}", "-s", "600", "-v", VOCAB, "-p", "a", "-q", "b"], "512 positions"),
     ("empty passage", ["-e", "{fixed128}", "-v", VOCAB, "-p", "", "-q", "b"], "passage is empty"),
     ("blank question", ["-e", "{fixed128}", "-v", VOCAB, "-p", "a b", "-q", "   "], "question is empty"),
+    # -q / -p with no words give an empty question or passage (upstream joined the empty list), not the prompt
+    ("bare -q", ["-e", "{fixed128}", "-v", VOCAB, "-p", "a b", "-q"], "question is empty"),
+    ("bare -p", ["-e", "{fixed128}", "-v", VOCAB, "-q", "c", "-p"], "passage is empty"),
+    ("doc stride 0", ["-e", "{fixed128}", "-v", VOCAB, "-p", "a b", "--doc-stride", "0"],
+     "--doc-stride must be at least 1"),
+    ("question too long for -s", ["-e", "{fixed128}", "-v", VOCAB, "-p", "a b", "--max-query-length", "200", "-q",
+                                  *["word"] * 130], "sequence length 128 leaves no room for the passage after a "
+     "130-token question .*a larger -s, or a smaller --max-query-length"),
     ("unwritable output", ["-e", "{var384}", "-s", "384", "-v", VOCAB, "-sq", "squad/dev-v1.1.json", "-o",
                            "{bad}/missing/predictions.json"], "does not exist"),
     ("unknown flag", ["-e", "{fixed128}", "--frobnicate"], "unrecognized arguments: --frobnicate"),
