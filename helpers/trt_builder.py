@@ -22,6 +22,10 @@ from .trt_plugins import bert_plugins_shipped, import_tensorrt, load_plugin_libr
 
 FIXED_INPUTS = ("input_ids", "segment_ids", "input_mask")
 INT8_MULTIHEAD_SEQ_LENGTHS = (64, 96, 128, 384)  # the fused INT8 attention kernels (spec §3C)
+# Where the FP16/INT8 embedding plugin packs the attention mask for the fused kernels (spec §3C), which exist for
+# head size 64 only; another head size takes the unfused path, which reads the mask as lengths (spec §11 #10).
+PACKED_MASK_SEQ_LENGTHS = (64, 96, 128, 384)
+VARSEQLEN_MAX_POSITIONS = 384   # the variable-length embedding kernel's largest grid (spec §3C)
 
 
 @dataclass(frozen=True)
@@ -173,6 +177,12 @@ def check_fixed(args, config, session):
     if session.plain and args.int8:
         raise BertError("--int8 needs TensorRT 10's BERT plugins; TensorRT 11's plugin-free network builds FP32 "
                         "or FP16")
+    packed = sorted(set(args.sequence_length) & set(PACKED_MASK_SEQ_LENGTHS))
+    if not session.plain and (args.fp16 or args.int8) and config.head_size != 64 and packed:
+        raise BertError(f"-s {packed[0]} with --fp16/--int8 needs head size 64 on TensorRT's plugins (their "
+                        f"embedding packs the mask for fused attention kernels that exist for 64 only; this model's "
+                        f"{config.head_size} would read it wrongly): use another -s, FP32, builder_varseqlen.py "
+                        f"or the native backend")
     fused_int8_shapes = (len(set(args.sequence_length)) == 1 and args.sequence_length[0] in INT8_MULTIHEAD_SEQ_LENGTHS
                          and config.head_size == 64)
     if args.force_int8_multihead and args.int8 and not fused_int8_shapes:
@@ -270,9 +280,13 @@ def check_varseqlen(args, config, session, qat):
             raise BertError("--int8 needs TensorRT 10's BERT plugins; TensorRT 11's plugin-free network builds FP32 "
                             "or FP16")
         return
-    if not (args.fp16 or args.int8):
-        raise BertError("variable-length engines need --fp16 or --int8: TensorRT's variable-length attention plugin "
-                        "has no FP32 kernels")
+    if not args.fp16:
+        raise BertError("variable-length engines need --fp16 (with --int8 too: the embedding plugin then outputs "
+                        "half precision): TensorRT's variable-length attention plugin has no FP32 kernels")
+    if args.max_sequence_length > VARSEQLEN_MAX_POSITIONS:
+        raise BertError(f"-s {args.max_sequence_length}: TensorRT's variable-length embedding plugin writes positions "
+                        f"below {VARSEQLEN_MAX_POSITIONS} only (TensorRT issue 2948), so longer sequences would give "
+                        f"NaN: use -s {VARSEQLEN_MAX_POSITIONS} or less, or the native backend")
     if config.head_size > 64:
         raise BertError(f"the variable-length attention plugin supports head sizes up to 64, not {config.head_size}")
     capability = cuda_utils.compute_capability()

@@ -70,10 +70,25 @@ def test_varseqlen_matches_reference(trt, fixture_model, deprecated):
         assert float(np.abs(logits - expected).max()) < TOLERANCE
 
 
-def test_varseqlen_fp32_with_plugins_is_refused(trt, fixture_model):
+def test_plugin_builds_the_plugins_cannot_run_are_refused(trt, fixture_model):
+    """Refused before any build: what TensorRT's BERT plugins have no kernels for, or would compute wrongly."""
     config, weights = fixture_model
-    with pytest.raises(BertError, match="--fp16 or --int8"):
+    # variable length: no FP32 attention kernels; INT8 alone leaves the half-precision embeddings without FP16
+    with pytest.raises(BertError, match="need --fp16"):
         build_varseqlen_engine(varseqlen_args(max_batch_size=[1], max_sequence_length=32), config, weights)
+    with pytest.raises(BertError, match=r"need --fp16 \(with --int8 too"):
+        build_varseqlen_engine(varseqlen_args(int8=True, max_batch_size=[1], max_sequence_length=32,
+                                              onnx="model.onnx"), config, {**weights, **qat_scales(config)})
+    # the variable-length embedding kernel leaves positions from 384 on unwritten (NaN logits)
+    with pytest.raises(BertError, match="-s 512: .* positions below 384 only"):
+        build_varseqlen_engine(varseqlen_args(fp16=True, max_batch_size=[1], max_sequence_length=512), config,
+                               weights)
+    # fixed length: at -s 64/96/128/384 the FP16 embedding packs the mask for fused kernels of head size 64 only
+    assert config.head_size == 32
+    for s in (64, 128, 384):
+        with pytest.raises(BertError, match=f"-s {s} with --fp16/--int8 needs head size 64"):
+            build_fixed_engine(builder_args(batch_size=[1], sequence_length=[24, s], fp16=True), config, weights)
+    build_fixed_engine(builder_args(batch_size=[1], sequence_length=[128]), config, weights)   # FP32: unpacked
 
 
 @pytest.mark.parametrize("precision, tolerance", [("fp32", TOLERANCE), ("fp16", 2e-3)])
