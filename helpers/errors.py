@@ -96,6 +96,9 @@ def run_cli(main, argv=None):
         finished()
     except BertError as exc:
         fail(str(exc), finished)
+    except ModuleNotFoundError as exc:   # run outside the environment the quick start installs
+        fail(f"the Python package {exc.name!r} is missing: run the scripts with .venv/bin/python (made by "
+             f"scripts/quickstart.sh), or pip install -e . into this Python", finished)
     except BrokenPipeError:
         os._exit(1)
     except OSError as exc:  # missing, unreadable or unwritable files, full disks

@@ -21,7 +21,7 @@ sys.path.insert(0, ROOT)
 
 
 def parse_args():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     ap.add_argument("--model-dir", default=os.path.join(ROOT, "models", "minilm-l6-squad11"))
     ap.add_argument("--squad", default=os.path.join(ROOT, "squad", "dev-v1.1.json"))
     ap.add_argument("--device", choices=("cpu", "gpu"), default="cpu")

@@ -503,6 +503,27 @@ def test_sigterm_during_an_atomic_write_leaves_no_temporary_file(tmp_path, capsy
     assert [p.name for p in tmp_path.iterdir()] == ["out.engine"] and target.read_bytes() == b"old"
 
 
+def test_a_missing_package_is_one_line(capsys):
+    """Run with a Python that lacks the project's dependencies (outside .venv): one line naming the package."""
+    import signal
+
+    from helpers.errors import run_cli
+
+    def main(argv):
+        import threadpoolctl_that_is_not_installed  # noqa: F401
+    saved = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    try:
+        with pytest.raises(SystemExit) as exit_info:
+            run_cli(main, [])
+    finally:
+        signal.signal(signal.SIGINT, saved[0])
+        signal.signal(signal.SIGTERM, saved[1])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: the Python package 'threadpoolctl_that_is_not_installed'"
+                                                    " is missing: run the scripts with .venv/bin/python"), err
+
+
 def test_builder_never_overwrites_a_tensorflow_checkpoint(tmp_path, fixture_ckpt):
     """However the checkpoint is named (prefix or .index), its index and data shards are inputs; -c elsewhere."""
     import glob
