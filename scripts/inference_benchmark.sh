@@ -13,7 +13,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-usage() { echo "usage: $0 [--gpu Volta|Xavier|Turing|Ampere|Hopper]"; }
+usage() {
+    echo "usage: $0 [--gpu Volta|Xavier|Turing|Ampere|Hopper]"
+    echo "  narrow the matrix with BENCH_MODELS, BENCH_PRECISIONS, BENCH_SEQS, BENCH_BATCHES, BENCH_ITERATIONS"
+    echo "  (see the comments at the top of this script); without a CUDA GPU the native engines run on the CPU"
+}
 arch=Volta
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -42,9 +46,16 @@ for prec in $PRECISIONS; do
 done
 
 command -v nvidia-smi >/dev/null && nvidia-smi -q || echo "(nvidia-smi not available)"
+have_gpu=0
+$PY -c "import torch; assert torch.cuda.is_available()" 2>/dev/null && have_gpu=1
+where=$arch   # what the headers, the table and the results file name: the GPU, or the CPU the engines ran on
+if [ $have_gpu = 0 ]; then
+    where=CPU
+    echo "No CUDA GPU: native engines run on the CPU (perf.py times wall clock), and no peer is timed"
+fi
 mkdir -p engines results
-results=results/inference_benchmark_${arch}.tsv
-rows=$(mktemp "results/.inference_benchmark_${arch}.XXXXXX")   # replaces $results only when the run completes
+results=results/inference_benchmark_${where}.tsv
+rows=$(mktemp "results/.inference_benchmark_${where}.XXXXXX")   # replaces $results only when the run completes
 trap 'rm -f "$rows"' EXIT
 have_trt=0
 $PY -c "import tensorrt" 2>/dev/null && have_trt=1
@@ -52,7 +63,7 @@ $PY -c "import tensorrt" 2>/dev/null && have_trt=1
 for model in $MODELS; do
     for prec in $PRECISIONS; do
         for seq in $SEQS; do
-            header="==== Benchmarking BERT ${model} ${prec} SEQLEN ${seq} on ${arch} ===="
+            header="==== Benchmarking BERT ${model} ${prec} SEQLEN ${seq} on ${where} ===="
             if [ "$prec" = int8-qat ] && [ "$model" != large ]; then
                 continue   # upstream's matrix has INT8 QAT for BERT-Large only
             fi
@@ -108,7 +119,7 @@ print("\t".join(sys.argv[1:] + [num("Average"), num("95th Percentile"), num("99t
             done
         done
     done
-    if [ "${PRECISIONS/fp16/}" != "$PRECISIONS" ] && $PY -c "import torch; assert torch.cuda.is_available()" 2>/dev/null; then
+    if [ "${PRECISIONS/fp16/}" != "$PRECISIONS" ] && [ $have_gpu = 1 ]; then
         shapes=()
         for seq in $SEQS; do for batch in $BATCHES; do shapes+=(--shape "${batch}x${seq}"); done; done
         $PY bench/torch_baseline.py latency --model "$model" "${shapes[@]}" | $PY -c '
@@ -122,7 +133,7 @@ for line in sys.stdin:
 done
 chmod 644 "$rows" && mv "$rows" "$results"
 
-$PY - "$results" "$arch" <<'EOF'
+$PY - "$results" "$where" <<'EOF'
 import sys
 from collections import defaultdict
 
