@@ -289,6 +289,9 @@ def check_varseqlen(args, config, session, qat):
                         f"NaN: use -s {VARSEQLEN_MAX_POSITIONS} or less, or the native backend")
     if config.head_size > 64:
         raise BertError(f"the variable-length attention plugin supports head sizes up to 64, not {config.head_size}")
+    if args.interleaved and config.head_size != 64:   # its kernels, and their hard-coded 1/sqrt(64) scale
+        raise BertError(f"-il/--interleaved needs head size 64 (TensorRT's interleaved INT8 attention kernels exist "
+                        f"for it only), not {config.head_size}")
     capability = cuda_utils.compute_capability()
     if capability is not None and capability < (7, 2):
         raise BertError("This variable-length BERT demo only support Xavier+ GPU (compute capability 7.2 or higher).")

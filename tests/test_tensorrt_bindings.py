@@ -18,7 +18,7 @@ from enum import EnumMeta
 
 import pytest
 from conftest import ROOT, load_fixture_model
-from trt_support import builder_args, qat_scales, varseqlen_args
+from trt_support import builder_args, head64_model, qat_scales, varseqlen_args
 
 TARGET_VERSION = "10.16.1.11"      # the last TensorRT with demoBERT (spec §0)
 TENSORRT_11_VERSION = "11.4.0.106"
@@ -292,9 +292,10 @@ def exercise_plugin_builds(config, weights, tmp_path):
     build_fixed_engine(builder_args(sequence_length=[16], int8=True, calib_path=str(cache)), config, weights)
     plans.append(build_varseqlen_engine(varseqlen_args(fp16=True, max_batch_size=[2], max_sequence_length=16),
                                         config, weights))
+    head64, head64_weights = head64_model()   # the interleaved INT8 kernels' head size
     build_varseqlen_engine(varseqlen_args(fp16=True, int8=True, interleaved=True, megatron=True, pickle="x",
                                           max_batch_size=[1], max_sequence_length=16, use_deprecated_plugins=False),
-                           config, {**weights, **qat_scales(config, megatron=True)})
+                           head64, {**head64_weights, **qat_scales(head64, megatron=True)})
     return plans, (TrtRunner, bind_addresses, engine_info, run_bound, set_shapes)
 
 

@@ -5,7 +5,7 @@ import sys
 
 import numpy as np
 import pytest
-from trt_support import builder_args, qat_scales, varseqlen_args
+from trt_support import builder_args, head64_model, qat_scales, varseqlen_args
 
 from helpers import trt_plugins
 from helpers.errors import BertError
@@ -319,8 +319,8 @@ def test_fixed_ptq_ranges_and_missing_scales(trt, fixture_model, capture, tmp_pa
         build_fixed_engine(builder_args(sequence_length=[16], int8=True), config, {**weights, **scales})
 
 
-def test_megatron_network_ranges_and_plugins(trt, fixture_model, capture):
-    config, weights = fixture_model
+def test_megatron_network_ranges_and_plugins(trt, capture):
+    config, weights = head64_model()
     scales = qat_scales(config, megatron=True)
     build_varseqlen_engine(varseqlen_args(fp16=True, int8=True, interleaved=True, megatron=True, pickle="x.pkl",
                                           max_batch_size=[1], max_sequence_length=32), config, {**weights, **scales})
@@ -345,7 +345,8 @@ def test_megatron_network_ranges_and_plugins(trt, fixture_model, capture):
     first = megatron_layers[0].get_output(1)
     value = float(scales["l0_output_add_residual_input_quantizer_amax"])
     assert first.dynamic_range == pytest.approx((-value, value))
-    assert capture.tensors()["embeddings_output"].shape == (-1, E, 1, 1)
+    hidden = config.hidden_size
+    assert capture.tensors()["embeddings_output"].shape == (-1, hidden, 1, 1)
     interleave = capture.consumer(capture.tensors()["embeddings_output"])
-    assert interleave.second_transpose == (2, 1, 0, 3) and interleave.get_output(0).shape == (1, E, -1, 1)
+    assert interleave.second_transpose == (2, 1, 0, 3) and interleave.get_output(0).shape == (1, hidden, -1, 1)
     assert capture.layer("cls_squad_logits").second_transpose == (1, 2, 0, 3)

@@ -10,7 +10,7 @@ from itertools import pairwise
 
 import numpy as np
 import pytest
-from trt_support import StandinEngine, builder_args, pack, qat_scales, sample_inputs, varseqlen_args
+from trt_support import StandinEngine, builder_args, head64_model, pack, qat_scales, sample_inputs, varseqlen_args
 
 from helpers.errors import BertError
 from helpers.reference import Numerics, forward, gelu, layer_norm
@@ -83,6 +83,11 @@ def test_plugin_builds_the_plugins_cannot_run_are_refused(trt, fixture_model):
     with pytest.raises(BertError, match="-s 512: .* positions below 384 only"):
         build_varseqlen_engine(varseqlen_args(fp16=True, max_batch_size=[1], max_sequence_length=512), config,
                                weights)
+    # the interleaved INT8 kernels exist for head size 64 only
+    with pytest.raises(BertError, match="-il/--interleaved needs head size 64"):
+        build_varseqlen_engine(varseqlen_args(fp16=True, int8=True, interleaved=True, onnx="model.onnx",
+                                              max_batch_size=[1], max_sequence_length=32),
+                               config, {**weights, **qat_scales(config)})
     # fixed length: at -s 64/96/128/384 the FP16 embedding packs the mask for fused kernels of head size 64 only
     assert config.head_size == 32
     for s in (64, 128, 384):
@@ -155,9 +160,9 @@ def megatron_reference(weights, config, ids, segs, cu):
     return np.concatenate(logits).T
 
 
-def test_megatron_topology_from_a_megatron_pickle(trt, fixture_model, tmp_path):
+def test_megatron_topology_from_a_megatron_pickle(trt, tmp_path):
     from helpers.weights import load_megatron_pickle, save_megatron_pickle
-    config, weights = fixture_model
+    config, weights = head64_model()
     path = tmp_path / "megatron.pkl"
     save_megatron_pickle({**weights, **qat_scales(config, megatron=True)}, config, path)
     megatron_weights = load_megatron_pickle(path, config)

@@ -50,6 +50,16 @@ LAYER_SCALES = ("attention_self_qv_a_input_quantizer_amax", "attention_self_qv_b
 MEGATRON_SCALES = ("attention_output_add_residual_input_quantizer_amax", "output_add_residual_input_quantizer_amax")
 
 
+def head64_model(seed=7):
+    """A small random model with 64-wide heads, as TensorRT's interleaved INT8 kernels need (the fixture's are 32),
+    and the fixture's six layers: (config, weights)."""
+    from conftest import random_weights
+    from helpers.config import BertConfig
+    config = BertConfig(num_hidden_layers=6, hidden_size=128, num_attention_heads=2, intermediate_size=256,
+                        vocab_size=2000, max_position_embeddings=64)
+    return config, random_weights(config, seed)
+
+
 def qat_scales(config, megatron=False):
     """Distinct made-up `_amax` scales under upstream's names (spec §3.3/§3.4), one shared by Q, K and V."""
     scales, value = {}, 1.0
