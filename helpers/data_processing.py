@@ -326,7 +326,8 @@ def _unaligned_final_text(orig_text, pred_text, do_lower_case, unknown_word=None
     unknown = [n for n, p in enumerate(pred) if p == "[UNK]"]
     last = len(tokens) - len(pred)
     punct = [len(token) == 1 and is_punctuation(ord(token)) for token in tokens]
-    fits = [True] * len(tokens) if unknown_word is None else [unknown_word(token) for token in tokens]
+    # which tokens an unknown piece may stand for (asked only when there is one)
+    fits = [True] * len(tokens) if unknown_word is None or not unknown else [unknown_word(t) for t in tokens]
     if known:   # the runs where the first known piece is in place (found through it), and what else they need
         anchor = known[0]
         firsts = (i - anchor for i, token in enumerate(tokens) if token == pred[anchor] and 0 <= i - anchor <= last)

@@ -97,6 +97,8 @@ def run_cli(main, argv=None):
     except BertError as exc:
         fail(str(exc), finished)
     except ModuleNotFoundError as exc:   # run outside the environment the quick start installs
+        if (exc.name or "helpers").split(".")[0] == "helpers":
+            raise   # the project's own module: a bug, shown whole
         fail(f"the Python package {exc.name!r} is missing: run the scripts with .venv/bin/python (made by "
              f"scripts/quickstart.sh), or pip install -e . into this Python", finished)
     except BrokenPipeError:

@@ -21,10 +21,10 @@ from .trt_network_plain import PlainNetwork
 from .trt_plugins import bert_plugins_shipped, import_tensorrt, load_plugin_library
 
 FIXED_INPUTS = ("input_ids", "segment_ids", "input_mask")
-INT8_MULTIHEAD_SEQ_LENGTHS = (64, 96, 128, 384)  # the fused INT8 attention kernels (spec §3C)
-# Where the FP16/INT8 embedding plugin packs the attention mask for the fused kernels (spec §3C), which exist for
-# head size 64 only; another head size takes the unfused path, which reads the mask as lengths (spec §11 #10).
-PACKED_MASK_SEQ_LENGTHS = (64, 96, 128, 384)
+# The fused fixed-length attention kernels' sequence lengths (spec §3C), head size 64 only. At these the FP16/INT8
+# embedding plugin packs the attention mask for them; another head size takes the unfused path, which reads the
+# mask as lengths (spec §11 #10).
+FUSED_SEQ_LENGTHS = (64, 96, 128, 384)
 VARSEQLEN_MAX_POSITIONS = 384   # the variable-length embedding kernel's largest grid (spec §3C)
 
 
@@ -177,13 +177,13 @@ def check_fixed(args, config, session):
     if session.plain and args.int8:
         raise BertError("--int8 needs TensorRT 10's BERT plugins; TensorRT 11's plugin-free network builds FP32 "
                         "or FP16")
-    packed = sorted(set(args.sequence_length) & set(PACKED_MASK_SEQ_LENGTHS))
+    packed = sorted(set(args.sequence_length) & set(FUSED_SEQ_LENGTHS))
     if not session.plain and (args.fp16 or args.int8) and config.head_size != 64 and packed:
         raise BertError(f"-s {packed[0]} with --fp16/--int8 needs head size 64 on TensorRT's plugins (their "
                         f"embedding packs the mask for fused attention kernels that exist for 64 only; this model's "
                         f"{config.head_size} would read it wrongly): use another -s, FP32, builder_varseqlen.py "
                         f"or the native backend")
-    fused_int8_shapes = (len(set(args.sequence_length)) == 1 and args.sequence_length[0] in INT8_MULTIHEAD_SEQ_LENGTHS
+    fused_int8_shapes = (len(set(args.sequence_length)) == 1 and args.sequence_length[0] in FUSED_SEQ_LENGTHS
                          and config.head_size == 64)
     if args.force_int8_multihead and args.int8 and not fused_int8_shapes:
         raise BertError("-imh/--force-int8-multihead needs one sequence length of 64, 96, 128 or 384 and head "

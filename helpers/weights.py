@@ -286,15 +286,15 @@ def from_state_dict(state, source="state dict"):
 
 
 # ---------------------------------------------------------------------------------------------------- loaders
-def _qa_model_tensor(tf_name):
-    """Whether a TensorFlow variable is one of the question-answering model's tensors (every encoder tensor is a
-    layer's, so one in the encoder naming no layer is not)."""
+def _qa_model_key(tf_name):
+    """A TensorFlow variable's canonical name if it is one of the question-answering model's tensors, else None
+    (every encoder tensor is a layer's, so one in the encoder naming no layer is not)."""
     try:
         key = tf_to_trt_name(tf_name)
     except BertError:
-        return False
+        return None
     layer = re.fullmatch(r"l\d+_(\w+)", key)
-    return layer.group(1) in _LAYER_TENSORS if layer else key in _GLOBAL_TENSORS
+    return key if (layer.group(1) in _LAYER_TENSORS if layer else key in _GLOBAL_TENSORS) else None
 
 
 def load_tf_checkpoint(path):
@@ -304,10 +304,9 @@ def load_tf_checkpoint(path):
     DeepLearningExamples' AMP runs, beyond float16). Upstream carries them into its weight map unused."""
     checkpoint = tf_checkpoint.TFCheckpoint(path)
     weights = {}
-    names = [name for name in sorted(checkpoint.names()) if _qa_model_tensor(name)]
-    with progress_bar(len(names), "tensor", "reading the TensorFlow checkpoint") as bar:   # BERT-Large: ~15 s
-        for name in names:
-            key = tf_to_trt_name(name)
+    named = [(name, key) for name in sorted(checkpoint.names()) if (key := _qa_model_key(name)) is not None]
+    with progress_bar(len(named), "tensor", "reading the TensorFlow checkpoint") as bar:   # BERT-Large: ~15 s
+        for name, key in named:
             array = checkpoint.read(name)
             bar.update()
             array = _canonical_value(key, array)
