@@ -257,17 +257,17 @@ def peer_latency(size, shapes):
     return peer
 
 
-def peer_forward(size, B, S):
-    """The peer's latency forward (bench/torch_baseline.py latency: Hugging Face BERT QA, random weights from seed 0,
-    FP16, SDPA attention, all-ones mask) as a CUDA-graph replay in this process, built as that script builds it."""
+def peer_model(size):
+    """bench/torch_baseline.py latency's model: Hugging Face BERT QA, random weights from seed 0, FP16, SDPA."""
     from transformers import BertConfig, BertForQuestionAnswering
-    models = peer_forward.models
-    if size not in models:
-        models.clear()   # one model at a time
-        torch.manual_seed(0)
-        models[size] = BertForQuestionAnswering(BertConfig(**PEER.SIZES[size], attn_implementation="sdpa")) \
-            .cuda().half().eval()
-    model = models[size]
+    torch.manual_seed(0)
+    return BertForQuestionAnswering(BertConfig(**PEER.SIZES[size], attn_implementation="sdpa")).cuda().half().eval()
+
+
+def peer_forward(model, B, S):
+    """The peer's latency forward (all-ones mask) as a CUDA-graph replay in this process, captured as
+    bench/torch_baseline.py captures it (its set-up is not a function of its own to call, and that file stays as
+    shared)."""
     ids = torch.randint(0, 30522, (B, S), device="cuda")
     segs, mask = torch.zeros_like(ids), torch.ones_like(ids)
     with torch.inference_mode():
@@ -290,22 +290,24 @@ def peer_forward(size, B, S):
     return replay
 
 
-peer_forward.models = {}
+def variant_engine(size, weights, variant, shapes):
+    """An FP16 engine of the model for these (B, S) shapes with the variant's GELU, and the variant's GpuRunner
+    options (gemm included)."""
+    gemm, gelu, runner_options = parse_variant(variant)
+    eng = build_native_engine(model_config(size), weights, precision="fp16",
+                              profiles=fixed_profiles(sorted({b for b, _ in shapes}), sorted({s for _, s in shapes})),
+                              variable_seqlen=False)
+    eng.numerics = dict(eng.numerics, gelu=gelu)
+    return eng, dict(runner_options, gemm=gemm)
 
 
 def measure_variant(size, weights, variant, args):
     """Our latency per shape for one engine variant, its product tuning and its GPU memory; logs each."""
-    config = model_config(size)
-    batches = sorted({b for b, _ in args.shapes})
-    seqs = sorted({s for _, s in args.shapes})
-    gemm, gelu, runner_options = parse_variant(variant)
-    eng = build_native_engine(config, weights, precision="fp16", profiles=fixed_profiles(batches, seqs),
-                              variable_seqlen=False)
-    eng.numerics = dict(eng.numerics, gelu=gelu)
+    eng, runner_options = variant_engine(size, weights, variant, args.shapes)
     torch.cuda.synchronize()
     torch.cuda.empty_cache()
     base_alloc = torch.cuda.memory_allocated()
-    runner = GpuRunner(eng, gemm=gemm, **runner_options)
+    runner = GpuRunner(eng, **runner_options)
     loaded = runner.memory_report()
     loaded["allocated"] -= base_alloc
     medians = {}
@@ -408,20 +410,16 @@ def phase_serve(args, weights_by_model):
     'B S replays' lines, answers 'MS <median ms>' lines."""
     size, = args.models
     if args.side == "ours":
-        gemm, gelu, runner_options = parse_variant(args.compare_variant)
-        eng = build_native_engine(model_config(size), weights_by_model[size], precision="fp16",
-                                  profiles=fixed_profiles(sorted({b for b, _ in args.shapes}),
-                                                          sorted({s for _, s in args.shapes})),
-                                  variable_seqlen=False)
-        eng.numerics = dict(eng.numerics, gelu=gelu)
-        runner = GpuRunner(eng, gemm=gemm, **runner_options)
+        eng, runner_options = variant_engine(size, weights_by_model[size], args.compare_variant, args.shapes)
+        runner = GpuRunner(eng, **runner_options)
         for B, S in args.shapes:
             runner.benchmark_forward(B, S, seed=12345)   # tuned and captured before any timing
 
         def median_ms(B, S, replays):
             return statistics.median(runner.benchmark(B, S, warmup=10, iterations=replays, duration=0.0, seed=12345))
     else:
-        forwards = {(B, S): peer_forward(size, B, S) for B, S in args.shapes}
+        model = peer_model(size)
+        forwards = {(B, S): peer_forward(model, B, S) for B, S in args.shapes}
 
         def median_ms(B, S, replays):
             return PEER.time_ms(forwards[(B, S)], replays)[0]   # its own warm-up (10 calls), as perf.py's -w 10
