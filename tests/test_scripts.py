@@ -523,6 +523,13 @@ def test_a_missing_package_is_one_line(capsys):
     assert err.count("\n") == 1 and err.startswith("error: the Python package 'threadpoolctl_that_is_not_installed'"
                                                     " is missing: run the scripts with .venv/bin/python"), err
 
+    def broken(argv):   # the project's own module missing is a bug: shown whole, not blamed on the environment
+        import helpers.no_such_module  # noqa: F401
+    with pytest.raises(ModuleNotFoundError, match="helpers.no_such_module"):
+        run_cli(broken, [])
+    signal.signal(signal.SIGINT, saved[0])
+    signal.signal(signal.SIGTERM, saved[1])
+
 
 def test_builder_never_overwrites_a_tensorflow_checkpoint(tmp_path, fixture_ckpt):
     """However the checkpoint is named (prefix or .index), its index and data shards are inputs; -c elsewhere."""
