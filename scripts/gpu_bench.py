@@ -20,6 +20,9 @@ Phases (run in this order, each one independent of the others' success):
            (ABBA), so that both see the same thermal state: an H200 at its power limit runs 2-3% slower a few
            seconds into a full load than just after idling, which engines timed one after another feel unequally.
            (Both in one process would not do: what ran before in a process slows our b1 s384 by 5-8%, run 21.)
+           The peer's side is flattered, never ours: a PyTorch process that lives while another process runs GPU
+           work runs its b1 graphs 7% faster from then on (session 13; ours does not move), so the peer's b1 rows
+           here are 7% below what its own script measures alone and are no measure of the b1 targets
   serve    (the compare phase's children) one side's forwards, timed on request
   profile  per-kernel GPU time of one eager forward pass (torch.profiler), BERT-Large
   variant  (the latency phase's child process) one model's one variant, its result as a RESULT json line
