@@ -38,8 +38,9 @@ def parse_args(argv):
     parser.add_argument("--distributive_independence", action="store_true",
                         help="Set DISTRIBUTIVE_INDEPENDENCE and build a single optimization profile")
     args = parser.parse_args(argv)
-    args.batch_size = args.batch_size or [1]
-    args.sequence_length = args.sequence_length or [128]
+    # a repeated value counts once, for both backends (upstream's TensorRT builder made a duplicate profile)
+    args.batch_size = list(dict.fromkeys(args.batch_size or [1]))
+    args.sequence_length = list(dict.fromkeys(args.sequence_length or [128]))
     if args.workspace_size is None:
         args.workspace_size = 2500
     return args
@@ -60,4 +61,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    run_cli(main)
+    run_cli(main, result_is_a_file=True)

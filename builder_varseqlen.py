@@ -34,7 +34,7 @@ def parse_args(argv):
     parser.add_argument("--megatron", action="store_true",
                         help="use megatron fused kernel (requires --int8 -il and --pickle; TensorRT only)")
     args = parser.parse_args(argv)
-    args.max_batch_size = args.max_batch_size or [1]
+    args.max_batch_size = list(dict.fromkeys(args.max_batch_size or [1]))   # a repeated value counts once
     if args.megatron and not (args.int8 and args.interleaved and args.pickle):
         raise BertError("--megatron requires --int8, -il/--interleaved and --pickle")
     if args.interleaved and not args.int8:
@@ -60,4 +60,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    run_cli(main)
+    run_cli(main, result_is_a_file=True)

@@ -1,39 +1,52 @@
 """Atomic file writes: a crash never leaves a half-written engine, cache or predictions file."""
 import os
+import signal
 import stat
 import tempfile
+import threading
 from contextlib import contextmanager
 
 from .errors import BertError
 
+# The files this process has replaced atomically, in order: an interrupt's message names the last one, which is
+# complete and in place (a Ctrl-C that lands just after the rename must not read as "nothing was written").
+WRITTEN = []
+_TEMP_SUFFIX_CHARS = 1 + 8 + 4   # mkstemp's ".", its 8 random characters and ".tmp"
 
-def check_writable(path, inputs=()):
+
+def check_writable(path, inputs=(), what="output"):
     """Raise BertError unless `path` could be written atomically (before long work, not after); touches nothing.
 
     `inputs`: (what, path) pairs the run reads: files, or folders whose files it reads (engines in them excepted:
-    rebuilding one is the point). An output that would replace one is refused."""
+    rebuilding one is the point). An output that would replace one is refused. `what` names the path in messages
+    (an output, a timing cache...)."""
     named = path
     if not os.fspath(path):
-        raise BertError("output path is empty")
+        raise BertError(f"{what} path is empty")
     if os.fspath(path).endswith(os.sep):   # names a folder: realpath below would drop the slash and write a file
-        raise BertError(f"output path names a directory: {named}")
+        raise BertError(f"{what} path names a directory: {named}")
     try:
-        mode = os.stat(named).st_mode   # what the name reaches, through symlinks (/dev/stdout: a pipe, say)
+        info = os.stat(named)   # what the name reaches, through symlinks (/dev/stdout: a pipe, say)
     except FileNotFoundError:
-        mode = None
+        info = None
     except OSError as exc:
-        raise BertError(f"output path {named} cannot be reached: {exc.strerror}") from None   # a symlink loop
-    if mode is not None and stat.S_ISDIR(mode):
-        raise BertError(f"output path is a directory: {named}")
-    if mode is not None and not stat.S_ISREG(mode):
-        raise BertError(f"output path is not a regular file (a device or pipe?): {named}")
+        raise BertError(f"{what} path {named} cannot be reached: {exc.strerror}") from None   # a symlink loop
+    if info is not None and stat.S_ISDIR(info.st_mode):
+        raise BertError(f"{what} path is a directory: {named}")
+    if info is not None and not stat.S_ISREG(info.st_mode):
+        raise BertError(f"{what} path is not a regular file (a device or pipe?): {named}")
     path = os.path.realpath(os.fspath(path))  # through symlinks: replace the file they point to, not the link
     folder = os.path.dirname(path)
-    _refuse_overwriting_inputs(named, path, mode is not None, inputs)
+    _refuse_overwriting_inputs(named, path, info is not None, inputs)
     if not os.path.isdir(folder):
-        raise BertError(f"output folder does not exist: {folder}")
+        raise BertError(f"{what} folder does not exist: {folder}")
+    if len(os.fsencode(os.path.basename(path))) > _name_max(folder):
+        raise BertError(f"{what} file name is longer than its file system allows: {named}")
     if not os.access(folder, os.W_OK | os.X_OK):
         raise BertError(f"cannot write {path}: its folder is not writable")
+    if info is not None and _sticky_refuses_replacing(folder, info):
+        raise BertError(f"cannot replace {path}: it belongs to another user, in a folder where only a file's owner "
+                        f"may replace it")
     return path, folder
 
 
@@ -41,8 +54,10 @@ def check_writable(path, inputs=()):
 def atomic_open(path, mode="wb"):
     """Open a temporary file beside `path`; on success fsync it and rename it over `path`."""
     path, folder = check_writable(path)
+    # the temporary name must fit the file system's limit even when `path`'s own name nearly fills it
+    stem = os.fsencode(os.path.basename(path))[:max(1, _name_max(folder) - 1 - _TEMP_SUFFIX_CHARS)]
     try:
-        fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
+        fd, tmp = tempfile.mkstemp(prefix="." + os.fsdecode(stem) + ".", suffix=".tmp", dir=folder)
     except OSError as exc:
         raise BertError(f"cannot write {path}: {exc.strerror}") from None
     try:
@@ -52,7 +67,12 @@ def atomic_open(path, mode="wb"):
             os.fsync(f.fileno())
         # an existing file keeps its permissions (a private file stays private); a new one gets the umask's
         os.chmod(tmp, os.stat(path).st_mode & 0o7777 if os.path.isfile(path) else 0o666 & ~_umask())
-        os.replace(tmp, path)
+        with _signals_held():   # the rename and its record happen together: an interrupt is raised after both
+            try:
+                os.replace(tmp, path)
+            except OSError as exc:   # name the destination, not the hidden temporary file
+                raise BertError(f"cannot write {path}: {exc.strerror}") from None
+            WRITTEN.append(path)
     except BaseException:
         try:
             os.unlink(tmp)
@@ -96,6 +116,44 @@ def _is_engine(path):
     except OSError:
         return False
     return head.startswith((MAGIC, TENSORRT_PLAN_MAGIC))
+
+
+@contextmanager
+def _signals_held():
+    """Ctrl-C and SIGTERM held back until this ends, then acted on as they would have been. Python runs signal
+    handlers in the main thread whichever thread the signal reached, so the handlers are swapped (a signal mask
+    would hold it back from this thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending = []
+    previous = {signum: signal.signal(signum, lambda signum, frame: pending.append(signum))
+                for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        if pending:
+            handler = previous[pending[0]]
+            if callable(handler):
+                handler(pending[0], None)   # KeyboardInterrupt, or errors.Terminated
+            elif handler == signal.SIG_DFL:
+                signal.raise_signal(pending[0])
+
+
+def _name_max(folder):
+    try:
+        return os.pathconf(folder, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        return 255
+
+
+def _sticky_refuses_replacing(folder, info):
+    """In a sticky folder (/tmp) only the file's owner, the folder's owner or root may rename over a file."""
+    uid = os.geteuid()
+    folder_info = os.stat(folder)
+    return bool(folder_info.st_mode & stat.S_ISVTX) and uid not in (0, info.st_uid, folder_info.st_uid)
 
 
 def _umask():

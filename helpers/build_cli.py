@@ -11,6 +11,7 @@ from .tf_checkpoint import checkpoint_files
 
 SOURCE_FLAGS = {"ckpt": "-m/--ckpt", "onnx": "-x/--onnx", "pytorch": "-pt/--pytorch", "pickle": "--pickle"}
 DEFAULT_VOCAB = "./pre-trained_model/uncased_L-24_H-1024_A-16/vocab.txt"
+MAX_WORKSPACE_MIB = 2 ** 44   # TensorRT's memory pool limit is a size_t of bytes
 
 
 def make_parser(description="TensorRT BERT Sample"):
@@ -75,16 +76,32 @@ def choose_backend(args):
     backend = args.backend
     if backend == "auto":
         backend = "tensorrt" if tensorrt_available() else "native"
+    paths = {"-m/--ckpt": args.ckpt, "-x/--onnx": args.onnx, "-pt/--pytorch": args.pytorch,
+             "--pickle": getattr(args, "pickle", None), "-c/--config-dir": args.config_dir,
+             "-v/--vocab-file": args.vocab_file, "-j/--squad-json": args.squad_json,
+             "-tcf/--timing-cache-file": args.timing_cache_file, "-p/--calib-path": getattr(args, "calib_path", None)}
+    for flag, path in paths.items():   # '' would otherwise read as the flag not given, or name no file
+        if path == "":
+            raise BertError(f"{flag} is an empty path")
     checkpoint = [("TensorFlow checkpoint", f) for f in checkpoint_files(args.ckpt)] if args.ckpt else []
     # the caches are read when they exist and written after a TensorRT build: never the engine's own path
     caches = [("timing cache (-tcf)", args.timing_cache_file),
               ("calibration cache (-p)", getattr(args, "calib_path", None))]
+    # -c may name the config file itself; the run also reads the tokenizer_config.json beside it
+    config = ([("config folder", args.config_dir)] if os.path.isdir(args.config_dir) else
+              [("config", args.config_dir), ("tokenizer config", os.path.join(os.path.dirname(args.config_dir),
+                                                                               "tokenizer_config.json"))])
     check_writable(args.output, inputs=checkpoint + caches + [
         ("ONNX model", args.onnx), ("PyTorch weights", args.pytorch),
-        ("Megatron pickle", getattr(args, "pickle", None)), ("config folder", args.config_dir),
+        ("Megatron pickle", getattr(args, "pickle", None))] + config + [
         ("vocabulary", args.vocab_file), ("SQuAD json", args.squad_json)])
-    if args.workspace_size is not None and args.workspace_size < 0:
-        raise BertError(f"-w/--workspace-size must be >= 0 MiB, got {args.workspace_size}")
+    if args.workspace_size is not None and not 0 <= args.workspace_size < MAX_WORKSPACE_MIB:
+        raise BertError(f"-w/--workspace-size must be >= 0 MiB and below {MAX_WORKSPACE_MIB} MiB (2^64 bytes), got "
+                        f"{args.workspace_size}")
+    if backend == "tensorrt":   # written after the build: a path that cannot take them must fail now, not then
+        for (what, cache), written in zip(caches, (True, args.int8)):
+            if cache and written:
+                check_writable(cache, what=what)
     if backend == "native":
         native_precision(args)
     elif args.numerics == "model":

@@ -9,6 +9,7 @@ Differences from upstream, all deliberate:
     instead of sorting them, and `get_best_prediction` skips the n-best list when only the answer
     is wanted; the features and answers are the same.
 """
+import bisect
 import collections
 import functools
 import gzip
@@ -24,12 +25,15 @@ from operator import itemgetter
 
 import numpy as np
 
-from .errors import BertError, read_bytes
+from .errors import BertError, read_bytes, require_unicode
 from .tokenization import BasicTokenizer, is_blank, is_punctuation, separates_words
 
 Example = collections.namedtuple("Example", ["id", "question_text", "doc_tokens"])
+# leading_pieces: how many WordPieces of the window's first passage word lie before the window (a window may start
+# inside a word), so that a position's place among its word's pieces is known
 Feature = collections.namedtuple(
-    "Feature", ["input_ids", "input_mask", "segment_ids", "tokens", "token_to_orig_map", "token_is_max_context"])
+    "Feature", ["input_ids", "input_mask", "segment_ids", "tokens", "token_to_orig_map", "token_is_max_context",
+                "leading_pieces"], defaults=(0,))
 NetworkOutput = collections.namedtuple("NetworkOutput", ["start_logits", "end_logits", "feature_index"])
 _NbestPrediction = collections.namedtuple("NbestPrediction", ["text", "start_logit", "end_logit"])
 _NullAnswer = collections.namedtuple("NullAnswer", ["score", "start_logit", "end_logit"])
@@ -97,10 +101,11 @@ def load_squad_json(path):
     for a, article in enumerate(_get(dataset, "data", list, "the top level", path)):
         for p, paragraph in enumerate(_get(article, "paragraphs", list, f"data[{a}]", path)):
             where = f"data[{a}].paragraphs[{p}]"
-            _get(paragraph, "context", str, where, path)
+            require_unicode(_get(paragraph, "context", str, where, path), f"SQuAD file {path}: {where}.context")
             for q, qa in enumerate(_get(paragraph, "qas", list, where, path)):
-                _get(qa, "id", str, f"{where}.qas[{q}]", path)
-                _get(qa, "question", str, f"{where}.qas[{q}]", path)
+                for key in ("id", "question"):
+                    require_unicode(_get(qa, key, str, f"{where}.qas[{q}]", path),
+                                    f"SQuAD file {path}: {where}.qas[{q}].{key}")
     return dataset
 
 
@@ -123,7 +128,7 @@ def read_squad_json(path):
                 raise BertError(f"SQuAD file {path}: data[{a}].paragraphs[{p}] has an empty context")
             for qa in paragraph["qas"]:
                 if not qa["question"].strip():
-                    raise BertError(f"SQuAD file {path}: question {qa['id']} is empty")
+                    raise BertError(f"SQuAD file {path}: question {qa['id']!r} is empty")
                 if qa["id"] in seen:  # predictions.json is keyed by id: a repeat would silently drop an answer
                     raise BertError(f"SQuAD file {path}: question id {qa['id']!r} appears more than once")
                 seen.add(qa["id"])
@@ -243,6 +248,9 @@ def convert_example_to_features(doc_tokens, question_text, tokenizer, max_seq_le
         segment_ids = np.zeros(max_seq_length, dtype=np.int32)
         segment_ids[offset:n] = 1
         positions = range(offset, n - 1)
+        word, leading = doc.tok_to_orig_index[window.start], 0
+        while window.start - leading > 0 and doc.tok_to_orig_index[window.start - leading - 1] == word:
+            leading += 1
         features.append(Feature(
             input_ids=input_ids,
             input_mask=input_mask,
@@ -250,6 +258,7 @@ def convert_example_to_features(doc_tokens, question_text, tokenizer, max_seq_le
             tokens=head + doc.tokens[window.start:end] + ["[SEP]"],
             token_to_orig_map=dict(zip(positions, doc.tok_to_orig_index[window.start:end])),
             token_is_max_context=dict(zip(positions, window.is_max_context)),
+            leading_pieces=leading,
         ))
     return features
 
@@ -283,42 +292,49 @@ def _basic_tokenizer(do_lower_case):
     return BasicTokenizer(do_lower_case=do_lower_case)
 
 
-def get_final_text(pred_text, orig_text, do_lower_case, unknown_word=None):
+def get_final_text(pred_text, orig_text, do_lower_case, word_pieces=None, piece_span=None):
     """Map the predicted (normalised) WordPiece text back onto the original passage text.
 
     Google's heuristic: basic-tokenize orig_text, find pred_text in it, and if both agree character
     for character once spaces are removed, return the matching slice of orig_text (so "steve smith"
     in "Steve Smith's" gives "Steve Smith"). Where they cannot be aligned (pieces unknown to the vocabulary,
     decomposed accents, zero-width characters) Google returned the whole words of orig_text, punctuation and
-    all ("深圳." for 深圳); here the basic tokens of orig_text that the prediction's are, else orig_text less the
-    punctuation the prediction lacks at either end.
-    do_lower_case must match the model: a cased prediction is never found in lower-cased text. unknown_word: the
-    tokenizer's test of whether a basic token is one WordPiece piece-splits to [UNK] (FullTokenizer.is_unknown_word);
-    without it an unknown piece may stand for any token.
+    all ("深圳." for 深圳); here the basic tokens of orig_text that the prediction's pieces came from, else
+    orig_text less the punctuation the prediction lacks at either end.
+    do_lower_case must match the model: a cased prediction is never found in lower-cased text. word_pieces: the
+    tokenizer's WordPieces of one basic token (FullTokenizer.word_pieces). piece_span: (first, count), where the
+    prediction's pieces lie among the pieces of orig_text's words; with both, the tokens are found by position
+    (exact), else by their text, an unknown piece standing for a token WordPiece makes [UNK] of (for any token
+    without word_pieces).
     """
     tok_text = " ".join(_basic_tokenizer(bool(do_lower_case)).tokenize(orig_text))
     start = tok_text.find(pred_text)
     end = start + len(pred_text) - 1
-    if start == -1 or end < start:
-        return _unaligned_final_text(orig_text, pred_text, do_lower_case, unknown_word)
+    unaligned = (start == -1 or end < start
+                 or len(orig_text) - orig_text.count(" ") != len(tok_text) - tok_text.count(" ")
+                 or tok_text[start] == " " or tok_text[end] == " ")   # only non-space characters are aligned
+    if unaligned:
+        return _unaligned_final_text(orig_text, pred_text, do_lower_case, word_pieces, piece_span)
     orig_chars = [i for i, c in enumerate(orig_text) if c != " "]
-    if len(orig_chars) != len(tok_text) - tok_text.count(" "):
-        return _unaligned_final_text(orig_text, pred_text, do_lower_case, unknown_word)
-    if tok_text[start] == " " or tok_text[end] == " ":  # only non-space characters are aligned
-        return _unaligned_final_text(orig_text, pred_text, do_lower_case, unknown_word)
     ns_start = start - tok_text.count(" ", 0, start)
     ns_end = end - tok_text.count(" ", 0, end)
     return orig_text[orig_chars[ns_start]:orig_chars[ns_end] + 1]
 
 
-def _unaligned_final_text(orig_text, pred_text, do_lower_case, unknown_word=None):
-    """get_final_text where characters cannot be aligned: the run of orig_text's basic tokens that pred_text's are,
-    an unknown piece ([UNK]) standing for one token the vocabulary does not know (unknown_word; without it, for any
-    token), else _trim_unmatched_punctuation. Of several runs, the one whose unknown pieces stand for the fewest
-    punctuation characters (a vocabulary knows most punctuation, so '[UNK]' in '"ᏣᎳᎩ"' is the word, not the
-    quote), then the first."""
+def _unaligned_final_text(orig_text, pred_text, do_lower_case, word_pieces=None, piece_span=None):
+    """get_final_text where characters cannot be aligned. With the prediction's place (piece_span) and the
+    tokenizer's word_pieces: the basic tokens whose pieces it holds. Else by text: the run of orig_text's basic
+    tokens that pred_text's are, an unknown piece ([UNK]) standing for one token the vocabulary does not know
+    (without word_pieces, for any token), else _trim_unmatched_punctuation. Of several runs, the one whose unknown
+    pieces stand for the fewest punctuation characters (a vocabulary knows most punctuation, so '[UNK]' in
+    '"ᏣᎳᎩ"' is the word, not the quote), then the first: two runs of unknown pieces of one length cannot be told
+    apart by text, which is why the answers' path passes the place."""
     spans = _basic_tokenizer(bool(do_lower_case)).token_spans(orig_text)
     tokens = [token for _, _, token in spans]
+    if word_pieces is not None and piece_span is not None:
+        placed = _tokens_at(tokens, word_pieces, *piece_span)
+        if placed is not None:
+            return orig_text[spans[placed[0]][0]:spans[placed[1]][1]]
     pred = pred_text.split()
     if not pred or len(pred) > len(tokens):
         return _trim_unmatched_punctuation(orig_text, pred_text, do_lower_case)
@@ -327,7 +343,8 @@ def _unaligned_final_text(orig_text, pred_text, do_lower_case, unknown_word=None
     last = len(tokens) - len(pred)
     punct = [len(token) == 1 and is_punctuation(ord(token)) for token in tokens]
     # which tokens an unknown piece may stand for (asked only when there is one)
-    fits = [True] * len(tokens) if unknown_word is None or not unknown else [unknown_word(t) for t in tokens]
+    fits = ([True] * len(tokens) if word_pieces is None or not unknown
+            else [tuple(word_pieces(t)) == ("[UNK]",) for t in tokens])
     if known:   # the runs where the first known piece is in place (found through it), and what else they need
         anchor = known[0]
         firsts = (i - anchor for i, token in enumerate(tokens) if token == pred[anchor] and 0 <= i - anchor <= last)
@@ -343,6 +360,15 @@ def _unaligned_final_text(orig_text, pred_text, do_lower_case, unknown_word=None
         return _trim_unmatched_punctuation(orig_text, pred_text, do_lower_case)
     first = best[1]
     return orig_text[spans[first][0]:spans[first + len(pred) - 1][1]]
+
+
+def _tokens_at(tokens, word_pieces, first, count):
+    """(first, last) index of the basic tokens that hold pieces first .. first + count - 1 of `tokens`' pieces;
+    None if they have fewer pieces than that (a tokenizer that is not the one the passage was split with)."""
+    ends = list(itertools.accumulate(len(word_pieces(token)) for token in tokens))
+    if first < 0 or count < 1 or not ends or first + count > ends[-1]:
+        return None
+    return bisect.bisect_right(ends, first), bisect.bisect_right(ends, first + count - 1)
 
 
 def _trim_unmatched_punctuation(orig_text, pred_text, do_lower_case):
@@ -446,7 +472,16 @@ def _prelim_predictions(features, results, n_best_size, max_answer_length, versi
     return prelims, null
 
 
-def _nbest_entries(doc_tokens, features, prelims, do_lower_case, unknown_word):
+def _piece_in_word(feature, position):
+    """Where the piece at `position` lies among its passage word's WordPieces (0: the word's first)."""
+    word, first = feature.token_to_orig_map[position], position
+    while feature.token_to_orig_map.get(first - 1) == word:
+        first -= 1
+    before_window = feature.leading_pieces if first - 1 not in feature.token_to_orig_map else 0
+    return position - first + before_window
+
+
+def _nbest_entries(doc_tokens, features, prelims, do_lower_case, word_pieces):
     """N-best entries in score order, one per distinct answer text; start index 0 is the null answer."""
     seen = set()
     for _, feature_index, start, end, start_logit, end_logit in prelims:
@@ -455,7 +490,8 @@ def _nbest_entries(doc_tokens, features, prelims, do_lower_case, unknown_word):
             orig_start = feature.token_to_orig_map[start]
             orig_end = feature.token_to_orig_map[end]
             text = get_final_text(_wordpiece_text(feature.tokens[start:end + 1]),
-                                  " ".join(doc_tokens[orig_start:orig_end + 1]), do_lower_case, unknown_word)
+                                  " ".join(doc_tokens[orig_start:orig_end + 1]), do_lower_case, word_pieces,
+                                  (_piece_in_word(feature, start), end - start + 1))
             if text in seen:
                 continue
         else:
@@ -478,7 +514,7 @@ def _choose(entries, null, null_score_diff_threshold):
 
 def get_predictions(doc_tokens, features, results, n_best_size, max_answer_length,
                     version_2_with_negative=False, null_score_diff_threshold=0.0, do_lower_case=True,
-                    unknown_word=None):
+                    word_pieces=None):
     """(prediction text, n-best list of dicts, null score difference) for one question.
 
     With version_2_with_negative, the null score is the smallest start[0] + end[0] over the features,
@@ -487,7 +523,7 @@ def get_predictions(doc_tokens, features, results, n_best_size, max_answer_lengt
     """
     prelims, null = _prelim_predictions(features, results, n_best_size, max_answer_length,
                                         version_2_with_negative)
-    entries = _nbest_entries(doc_tokens, features, prelims, do_lower_case, unknown_word)
+    entries = _nbest_entries(doc_tokens, features, prelims, do_lower_case, word_pieces)
     nbest = list(itertools.islice(entries, min(n_best_size, sys.maxsize)))   # any larger n: every entry
     if null is not None and all(entry.text for entry in nbest):
         nbest.append(_NbestPrediction("", null.start_logit, null.end_logit))
@@ -504,11 +540,11 @@ def get_predictions(doc_tokens, features, results, n_best_size, max_answer_lengt
 
 def get_best_prediction(doc_tokens, features, results, n_best_size, max_answer_length,
                         version_2_with_negative=False, null_score_diff_threshold=0.0, do_lower_case=True,
-                        unknown_word=None):
+                        word_pieces=None):
     """(prediction, null score difference) as get_predictions gives them, without building the n-best list."""
     prelims, null = _prelim_predictions(features, results, n_best_size, max_answer_length,
                                         version_2_with_negative)
-    entries = _nbest_entries(doc_tokens, features, prelims, do_lower_case, unknown_word)
+    entries = _nbest_entries(doc_tokens, features, prelims, do_lower_case, word_pieces)
     return _choose(entries, null, null_score_diff_threshold)
 
 

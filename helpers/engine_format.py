@@ -139,6 +139,8 @@ class EngineFile(ProfileSet):
         try:
             (head_len,) = struct.unpack_from("<Q", data, len(MAGIC))
             start = len(MAGIC) + 8
+            if start + head_len > len(data):
+                raise ValueError("header longer than the file")
             header = json.loads(data[start:start + head_len].decode("utf-8"))
             blob_start = start + head_len + ((-(start + head_len)) % ALIGN)
             if not isinstance(header, dict):

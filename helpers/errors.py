@@ -6,6 +6,7 @@ OSErrors (missing or unwritable files, a full disk) are reported the same way.
 """
 import argparse
 import os
+import re
 import signal
 import stat
 import sys
@@ -70,6 +71,17 @@ def read_bytes(path, what):
         raise BertError(f"cannot read {what} {path}: {exc.strerror}") from None
 
 
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def require_unicode(text, what):
+    """`text`, unless it holds lone surrogates: bytes that were not UTF-8, as Python decodes command-line words and
+    standard input in a C locale (or a JSON \\ud800 escape). The tokenizer would drop them silently."""
+    if _LONE_SURROGATE.search(text):
+        raise BertError(f"{what} is not UTF-8 text (it holds bytes or escapes that are no characters)")
+    return text
+
+
 class Terminated(BaseException):
     """SIGTERM, raised in the main thread like Ctrl-C's KeyboardInterrupt, so that cleanups run (temporary files of
     atomic writes are removed) instead of the process dying where it stands."""
@@ -79,9 +91,52 @@ def _raise_terminated(signum, frame):
     raise Terminated()
 
 
-def run_cli(main, argv=None):
-    """Run `main(argv)`; turn expected failures into `error: ...` on stderr and exit status 2."""
+def _atomic_writes():
+    """The files this process has written atomically so far (helpers.atomic.WRITTEN; none if it is not loaded)."""
+    atomic = sys.modules.get(f"{__package__}.atomic")
+    return atomic.WRITTEN if atomic is not None else []
+
+
+def _written_note(before):
+    """An interrupt after an atomic write of this run finished must not read as 'nothing was written'."""
+    written = _atomic_writes()[before:]
+    return f" after {written[-1]} was written" if written else ""
+
+
+class _OutlivingItsReader:
+    """A standard stream for a run whose result is a file (a builder's engine): when the pipe's reader goes away
+    (`builder.py ... | head -1`), later lines go to /dev/null instead of ending the build."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def write(self, text):
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            self._to_devnull()
+            return len(text)
+
+    def flush(self):
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            self._to_devnull()
+
+    def _to_devnull(self):
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, self._stream.fileno())   # what the stream still buffers drains there too
+        os.close(null)
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+
+def run_cli(main, argv=None, result_is_a_file=False):
+    """Run `main(argv)`; turn expected failures into `error: ...` on stderr and exit status 2. `result_is_a_file`:
+    the run goes on when its stdout or stderr reader goes away (else it ends quietly, as Unix tools do)."""
     main_thread = threading.current_thread() is threading.main_thread()
+    written_before = len(_atomic_writes())
     if main_thread:
         signal.signal(signal.SIGINT, signal.default_int_handler)   # KeyboardInterrupt again: cleanups run
         signal.signal(signal.SIGTERM, _raise_terminated)
@@ -91,6 +146,8 @@ def run_cli(main, argv=None):
     for stream in (sys.stdout, sys.stderr):   # a passage the terminal's encoding lacks is escaped, not a traceback
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="backslashreplace")
+    if result_is_a_file:
+        sys.stdout, sys.stderr = _OutlivingItsReader(sys.stdout), _OutlivingItsReader(sys.stderr)
     try:
         code = main(argv)
         finished()
@@ -107,9 +164,9 @@ def run_cli(main, argv=None):
         name = exc.filename if exc.filename is not None else ""
         fail(f"{exc.strerror or exc}: {name}".rstrip(": "), finished)
     except KeyboardInterrupt:
-        fail("interrupted", finished)
+        fail("interrupted" + _written_note(written_before), finished)
     except Terminated:
-        fail("terminated", finished)
+        fail("terminated" + _written_note(written_before), finished)
     except MemoryError:
         fail("out of memory", finished)
     sys.exit(code or 0)

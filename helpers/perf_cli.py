@@ -3,6 +3,7 @@
 import math
 
 from .errors import BertError, StrictParser
+from .progress import progress_bar
 from .runtime import DEVICES, open_engine
 
 
@@ -69,7 +70,10 @@ def run_perf(argv, variable_seqlen):
             raise BertError(f"None of the dynamic shape profiles meets the requirement batch = {batch_size} and "
                             f"sequence = {args.sequence_length}.")
     for batch_size in args.batch_size:
-        times = runner.benchmark(batch_size, args.sequence_length, args.warm_up_runs, args.iterations,
-                                 args.duration, args.random_seed)
+        # a known count of runs, or an open one while -d's seconds decide
+        runs = args.warm_up_runs + args.iterations if args.duration == 0 else None
+        with progress_bar(runs, "run", f"batch {batch_size}") as bar:
+            times = runner.benchmark(batch_size, args.sequence_length, args.warm_up_runs, args.iterations,
+                                     args.duration, args.random_seed, progress=bar.update)
         report(batch_size, times)
     return 0

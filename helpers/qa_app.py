@@ -15,7 +15,7 @@ import numpy as np
 
 from . import data_processing as dp
 from .atomic import atomic_open, check_writable
-from .errors import BertError, read_bytes
+from .errors import BertError, read_bytes, require_unicode
 from .progress import progress_bar
 from .tokenization import FullTokenizer
 
@@ -76,7 +76,7 @@ def parse_inference_args(parser, argv):
 def read_text_arg(words, file_path, what):
     """Text from `-p/-q` words or a `-pf/-qf` file; None if neither was given."""
     if words is not None:
-        return " ".join(words)
+        return require_unicode(" ".join(words), f"the {what} (-{what[0]})")
     if file_path:
         try:
             text = read_bytes(file_path, f"{what} file").decode("utf-8-sig")   # a byte-order mark is no text
@@ -209,7 +209,7 @@ class QuestionAnswerer:
     # ---- answers ----------------------------------------------------------------------------------------------
     def _decode_args(self):
         return dict(version_2_with_negative=self.version_2, null_score_diff_threshold=self.null_threshold,
-                    do_lower_case=self.tokenizer.do_lower_case, unknown_word=self.tokenizer.is_unknown_word)
+                    do_lower_case=self.tokenizer.do_lower_case, word_pieces=self.tokenizer.word_pieces)
 
     def answer(self, doc_tokens, question):
         """(prediction text, n-best list) for one question about a passage; dp.QuestionError for an empty or
@@ -377,7 +377,7 @@ def run_app(args, runner, batch_size=1):
 
 def _prompt(text):
     try:
-        return input(text)
+        return require_unicode(input(text), "standard input")
     except EOFError:
         print()  # end the prompt's line
         return None

@@ -35,7 +35,7 @@ def load_dataset(path):
         answers = qa.get("answers")
         if not isinstance(answers, list) or not all(
                 isinstance(a, dict) and isinstance(a.get("text"), str) for a in answers):
-            raise BertError(f"malformed SQuAD file {path}: question {qa['id']} needs 'answers', "
+            raise BertError(f"malformed SQuAD file {path}: question {qa['id']!r} needs 'answers', "
                             f"a list of objects with a 'text' string")
     return dataset
 
@@ -106,7 +106,7 @@ def evaluate(dataset, predictions, restrict_to=None):
                     continue
                 ground_truths = [answer["text"] for answer in qa["answers"]]
                 if not ground_truths:
-                    raise BertError(f"question {qa['id']} has no answers: is this a SQuAD v2.0 file? "
+                    raise BertError(f"question {qa['id']!r} has no answers: is this a SQuAD v2.0 file? "
                                     f"(use evaluate-v2.0.py)")
                 prediction = predictions[qa["id"]]
                 exact_match += metric_max_over_ground_truths(exact_match_score, prediction, ground_truths)

@@ -271,9 +271,9 @@ class FullTokenizer:
                 word_index.extend([index] * len(pieces))
         return tokens, word_index
 
-    def is_unknown_word(self, token):
-        """Whether WordPiece makes [UNK] of this basic token (it does so for a whole token or none of it)."""
-        return self.wordpiece_tokenizer.tokenize_word(token) == [self.wordpiece_tokenizer.unk_token]
+    def word_pieces(self, token):
+        """The WordPieces of one basic token (all of it is [UNK] or none of it)."""
+        return tuple(self.wordpiece_tokenizer.tokenize_word(token))
 
     def _tokenize_word(self, word):
         pieces = []

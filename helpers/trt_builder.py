@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass, replace
 
 from . import cuda_utils
-from .atomic import write_bytes_atomic
+from .atomic import check_writable, write_bytes_atomic
 from .errors import BertError
 from .trt_network import FixedNetwork, NetworkOptions, VarSeqlenNetwork
 from .trt_network_plain import PlainNetwork
@@ -247,6 +247,7 @@ def ptq_calibrator(args, config, weights, session, settings, opts):
                                num_inputs=args.calib_num, do_lower_case=config.do_lower_case)
 
     if not os.path.exists(cache_file):
+        check_writable(cache_file, what="calibration cache")   # written by the calibration build: fail before it
         cuda_utils.require_cuda("INT8 calibration")
         calib_settings = replace(settings, fp16=False, timing_cache_file=None)
         calib_opts = replace(opts, fp16=False, calib_mode=True)

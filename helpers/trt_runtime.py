@@ -6,14 +6,13 @@ upstream (spec §13.10): perf on variable-length engines selects, per batch size
 of always profile 0. Addresses are bound per tensor name: with TensorRT 10's name-based API upstream's list padded
 with `profile_index * num_io_tensors` zeros binds every name to the same buffer as a plain name -> address map.
 """
-import time
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from . import cuda_utils
 from .engine_format import TENSORRT_PLAN_MAGIC, Profile, ProfileSet
-from .backends.inputs import perf_inputs
+from .backends.inputs import perf_inputs, perf_loop
 from .errors import BertError
 from .trt_plugins import import_tensorrt
 
@@ -238,7 +237,7 @@ class TrtRunner:
         run_bound(self.context, self.stream.handle)
         return self._fetch((2, len(ids), 1, 1)).reshape(2, len(ids))
 
-    def benchmark(self, batch_size, seq_len, warmup, iterations, duration, seed):
+    def benchmark(self, batch_size, seq_len, warmup, iterations, duration, seed, progress=None):
         """GPU time (ms) of execute_async_v3 alone per iteration, between CUDA events, as upstream's perf.py."""
         ids, segs = perf_inputs(batch_size, seq_len, seed, VOCAB_SIZE, TYPE_VOCAB_SIZE)
         if self.engine_info.variable_seqlen:
@@ -250,18 +249,18 @@ class TrtRunner:
             self._prepare({name: shape for name in FIXED_INPUTS},
                           {"input_ids": ids.reshape(shape), "segment_ids": segs.reshape(shape),
                            "input_mask": np.ones(shape, dtype=np.int32)})
-        for _ in range(warmup):
+        def run():
             run_bound(self.context, self.stream.handle)
-        self.stream.synchronize()
+
+        def time_run():
+            start.record(self.stream)
+            run()
+            end.record(self.stream)
+            return end.elapsed_ms_since(start)
         start, end = cuda_utils.CudaEvent(), cuda_utils.CudaEvent()
-        times, started = [], time.perf_counter()
         try:
-            while len(times) < iterations or time.perf_counter() - started < duration:
-                start.record(self.stream)
-                run_bound(self.context, self.stream.handle)
-                end.record(self.stream)
-                times.append(end.elapsed_ms_since(start))
+            return perf_loop(run, time_run, warmup, iterations, duration, progress,
+                             after_warmup=self.stream.synchronize)
         finally:
             start.destroy()
             end.destroy()
-        return times

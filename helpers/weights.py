@@ -525,7 +525,8 @@ def _sniff_pytorch_source(path):
     if os.path.isdir(path):
         return "folder"
     if not os.path.isfile(path):
-        raise BertError(f"PyTorch checkpoint not found: {path}")
+        raise BertError(f"PyTorch checkpoint {'is not a regular file' if os.path.exists(path) else 'not found'}: "
+                        f"{path}")
     with open(path, "rb") as f:
         head = f.read(16)
     # safetensors first: its first byte is the header length's lowest, which may be a pickle's 0x80 or a zip's "P";

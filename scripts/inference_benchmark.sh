@@ -21,9 +21,9 @@ usage() {
 arch=Volta
 while [ $# -gt 0 ]; do
     case "$1" in
-        --gpu) [ $# -ge 2 ] || { echo "error: --gpu needs a value" >&2; usage >&2; exit 2; }; arch="$2"; shift 2 ;;
+        --gpu) [ $# -ge 2 ] || { echo "error: --gpu needs a value (Volta, Xavier, Turing, Ampere, Hopper)" >&2; exit 2; }; arch="$2"; shift 2 ;;
         -h|--help) usage; exit 0 ;;
-        *) echo "error: unknown argument $1" >&2; usage >&2; exit 2 ;;
+        *) echo "error: unknown argument $1 (usage: $0 [--gpu ARCH]; --help)" >&2; exit 2 ;;
     esac
 done
 case "$arch" in

@@ -46,8 +46,8 @@ def main(argv=None):
         parser.print_help()
         return 1
     args = parser.parse_args(argv)
-    if not math.isfinite(args.na_prob_thresh):
-        raise BertError(f"--na-prob-thresh must be a finite number, got {args.na_prob_thresh}")
+    if math.isnan(args.na_prob_thresh):   # inf is the official script's way to never count a question no-answer
+        raise BertError(f"--na-prob-thresh must be a number, got {args.na_prob_thresh}")
     if args.out_image_dir:
         load_pyplot()  # fail before the work, as the official script's import does
     if args.out_file:   # before the work: a bad output path fails at once, and never replaces an input

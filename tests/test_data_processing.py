@@ -68,7 +68,7 @@ def _write(path, obj):
     ({"data": [{"paragraphs": [{"context": "c", "qas": [{"id": "q1"}]}]}]}, r"qas\[0\] has no 'question'"),
     ({"data": [{"paragraphs": [{"context": "c", "qas": [{"id": 7, "question": "q"}]}]}]}, "id is a number"),
     ({"data": [{"paragraphs": [{"context": " ", "qas": [{"id": "q1", "question": "q"}]}]}]}, "empty context"),
-    ({"data": [{"paragraphs": [{"context": "c", "qas": [{"id": "q1", "question": " "}]}]}]}, "q1 is empty"),
+    ({"data": [{"paragraphs": [{"context": "c", "qas": [{"id": "q1", "question": " "}]}]}]}, "'q1' is empty"),
 ])
 def test_read_squad_json_rejects_malformed_files(tmp_path, obj, message):
     path = _write(tmp_path / "bad.json", obj)
@@ -596,10 +596,11 @@ def test_an_unknown_piece_stands_for_a_token_the_vocabulary_lacks(dev_examples):
     scripts the embedded model's vocabulary lacks; the answer's tokens must be the prediction's."""
     from helpers.tokenization import BasicTokenizer
     tokenizer = FullTokenizer(str(ROOT / "models" / "minilm-l6-squad11" / "vocab.txt"), True)
-    basic, unknown = BasicTokenizer(True), tokenizer.is_unknown_word
+    basic = BasicTokenizer(True)
+    unknown = lambda token: tokenizer.word_pieces(token) == ("[UNK]",)  # noqa: E731
     rare = ["\u13a9\u13df", "\u13e3\u13b3\u13a9", "\ua4d0\ua4f3", "\u16a0\u16a2", "\u0f40\u0f41"]
     assert all(unknown(basic.tokenize(word)[0]) for word in rare)
-    assert dp.get_final_text("[UNK]", "dog=\u13a9\u13df,", True, unknown) == "\u13a9\u13df"
+    assert dp.get_final_text("[UNK]", "dog=\u13a9\u13df,", True, tokenizer.word_pieces) == "\u13a9\u13df"
     rng = random.Random(11)
     for example in dev_examples[::5]:
         words = list(example.doc_tokens)
@@ -611,9 +612,76 @@ def test_an_unknown_piece_stands_for_a_token_the_vocabulary_lacks(dev_examples):
         start = rng.randrange(len(tokens))
         run = tokens[start:start + rng.randint(1, 3)]
         pred_text = dp._wordpiece_text([p for t in run for p in tokenizer.wordpiece_tokenizer.tokenize_word(t)])
-        answer = basic.tokenize(dp.get_final_text(pred_text, orig_text, True, unknown))
+        answer = basic.tokenize(dp.get_final_text(pred_text, orig_text, True, tokenizer.word_pieces))
         assert len(answer) == len(run) and all(unknown(a) if unknown(r) else a == r for a, r in zip(answer, run)), \
             (pred_text, orig_text, answer)
+
+
+def test_answers_come_from_the_predicted_pieces_place(dev_examples):
+    """Through the answers' path, an answer's tokens are those at the predicted positions, also where text cannot
+    tell them apart: two runs of pieces WordPiece makes [UNK] of ('华为→深圳.' with the model's span on 深圳 gave
+    华为). Spans of whole tokens are drawn over passages salted with words of characters the vocabulary lacks, in
+    windows that start inside words too."""
+    from helpers.tokenization import BasicTokenizer
+    tokenizer = FullTokenizer(str(ROOT / "models" / "minilm-l6-squad11" / "vocab.txt"), True)
+    basic = BasicTokenizer(True)
+
+    def predict(doc, features, k, start, end):
+        starts = np.full(len(features[k].input_ids), -10.0, np.float32)
+        ends = starts.copy()
+        starts[start], ends[end] = 10.0, 10.0
+        outputs = [dp.NetworkOutput(starts if n == k else np.full_like(starts, -10.0),
+                                    ends if n == k else np.full_like(starts, -10.0), n) for n in range(len(features))]
+        return dp.get_predictions(doc, features, outputs, 20, 30, word_pieces=tokenizer.word_pieces)[0]
+
+    doc = dp.convert_doc_tokens("The headquarters: \u534e\u4e3a\u2192\u6df1\u5733.")
+    features = dp.convert_example_to_features(doc, "Where is it?", tokenizer, 128, 128, 64)
+    arrow = features[0].tokens.index("\u2192")
+    assert features[0].tokens[arrow - 2:arrow + 3] == ["[UNK]", "[UNK]", "\u2192", "[UNK]", "[UNK]"]
+    assert predict(doc, features, 0, arrow + 1, arrow + 2) == "\u6df1\u5733"
+    assert predict(doc, features, 0, arrow - 2, arrow - 1) == "\u534e\u4e3a"
+
+    rare = ["\u6df1\u5733", "\u534e\u4e3a", "\u13a9\u13df", "\u2600\u2601", "\u16a0\u16a2"]
+    rng = random.Random(13)
+    checked = 0
+    for example in dev_examples[::25]:
+        words = list(example.doc_tokens[:60])
+        for _ in range(8):
+            words.insert(rng.randrange(len(words) + 1), rng.choice(rare) + rng.choice("→-=,") + rng.choice(rare))
+        doc = dp.convert_doc_tokens(" ".join(words))
+        # every piece's basic token, counted over the passage, the independent way
+        token_of_piece, token_texts = [], []
+        for word in doc:
+            for token in basic.tokenize(word):
+                token_of_piece += [len(token_texts)] * len(tokenizer.word_pieces(token))
+                token_texts.append(token)
+        features = dp.convert_example_to_features(doc, "Which one?", tokenizer, 40, 8, 16)
+        for _ in range(12):
+            k = rng.randrange(len(features))
+            feature, window_start = features[k], 8 * k
+            offset = feature.tokens.index("[SEP]") + 1
+            length = len(feature.token_to_orig_map)
+            first = rng.randrange(length)
+            while first > 0 and token_of_piece[window_start + first - 1] == token_of_piece[window_start + first]:
+                first -= 1   # a whole token's first piece
+            last = first
+            for _ in range(rng.randint(0, 2)):   # one to three whole tokens, inside the window
+                nxt = last + 1
+                while nxt < length and token_of_piece[window_start + nxt] == token_of_piece[window_start + last]:
+                    nxt += 1
+                if nxt >= length or token_of_piece[window_start + nxt] == token_of_piece[window_start + last]:
+                    break
+                last = nxt
+            while last + 1 < length and token_of_piece[window_start + last + 1] == token_of_piece[window_start + last]:
+                last += 1
+            if (window_start + first > 0 and token_of_piece[window_start + first - 1] ==
+                    token_of_piece[window_start + first]) or not feature.token_is_max_context[offset + first]:
+                continue   # the token began before the window, or another window scores this start
+            expected = token_texts[token_of_piece[window_start + first]:token_of_piece[window_start + last] + 1]
+            answer = predict(doc, features, k, offset + first, offset + last)
+            assert basic.tokenize(answer) == expected, (answer, expected, feature.tokens[offset + first:offset + last + 1])
+            checked += 1
+    assert checked > 100
 
 
 def test_shipped_copies_equal_the_shared_files():

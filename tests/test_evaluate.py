@@ -270,7 +270,11 @@ def test_v2_cli_errors(tmp_path, v2_sample):
     bad_flag = run(EVAL_V2, path, complete, "--na-prob", "x.json")  # no prefix abbreviations
     assert bad_flag.returncode == 2 and bad_flag.stderr.startswith("error: ")
     nan_threshold = run(EVAL_V2, path, complete, "-t", "nan")
-    assert nan_threshold.returncode == 2 and "--na-prob-thresh must be a finite number" in nan_threshold.stderr
+    assert nan_threshold.returncode == 2 and "--na-prob-thresh must be a number" in nan_threshold.stderr
+    all_na = write_json(tmp_path / "all_na.json", {qa["id"]: 0.5 for qa in questions})
+    never = run(EVAL_V2, path, complete, "-n", all_na, "-t", "inf")   # the official script's way to turn it off
+    assert never.returncode == 0 and json.loads(never.stdout)["exact"] == \
+        json.loads(run(EVAL_V2, path, complete).stdout)["exact"]
     (tmp_path / "nan.json").write_text(json.dumps({qa["id"]: 0.5 for qa in questions}).replace("0.5", "NaN", 1))
     nan_prob = run(EVAL_V2, path, complete, "-n", tmp_path / "nan.json")
     assert nan_prob.returncode == 2 and "is not a finite number" in nan_prob.stderr

@@ -476,13 +476,25 @@ def test_interrupts_at_the_first_and_the_last_moment_give_one_line(signum, messa
     assert (proc.returncode, proc.stdout, proc.stderr) == (0, "done\n", "")
 
 
+def exit_status_of_run_cli(main):
+    """run_cli(main) in this process, the signal handlers it installs put back afterwards; its exit status."""
+    import signal
+    from helpers.errors import run_cli
+    saved = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    try:
+        with pytest.raises(SystemExit) as exit_info:
+            run_cli(main, [])
+    finally:
+        signal.signal(signal.SIGINT, saved[0])
+        signal.signal(signal.SIGTERM, saved[1])
+    return exit_info.value.code
+
+
 def test_sigterm_during_an_atomic_write_leaves_no_temporary_file(tmp_path, capsys):
     """SIGTERM is handled like Ctrl-C: one line, exit status 2, the half-written temporary file removed and the
     old file intact."""
-    import os
     import signal
     from helpers.atomic import atomic_open
-    from helpers.errors import run_cli
     target = tmp_path / "out.engine"
     target.write_bytes(b"old")
 
@@ -491,34 +503,16 @@ def test_sigterm_during_an_atomic_write_leaves_no_temporary_file(tmp_path, capsy
             f.write(b"partial")
             os.kill(os.getpid(), signal.SIGTERM)
             f.write(b"never")
-
-    saved = signal.getsignal(signal.SIGTERM)
-    try:
-        with pytest.raises(SystemExit) as exit_info:
-            run_cli(main, [])
-    finally:
-        signal.signal(signal.SIGTERM, saved)
-    assert exit_info.value.code == 2
+    assert exit_status_of_run_cli(main) == 2
     assert capsys.readouterr().err == "error: terminated\n"
     assert [p.name for p in tmp_path.iterdir()] == ["out.engine"] and target.read_bytes() == b"old"
 
 
 def test_a_missing_package_is_one_line(capsys):
     """Run with a Python that lacks the project's dependencies (outside .venv): one line naming the package."""
-    import signal
-
-    from helpers.errors import run_cli
-
     def main(argv):
         import threadpoolctl_that_is_not_installed  # noqa: F401
-    saved = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
-    try:
-        with pytest.raises(SystemExit) as exit_info:
-            run_cli(main, [])
-    finally:
-        signal.signal(signal.SIGINT, saved[0])
-        signal.signal(signal.SIGTERM, saved[1])
-    assert exit_info.value.code == 2
+    assert exit_status_of_run_cli(main) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("error: the Python package 'threadpoolctl_that_is_not_installed'"
                                                     " is missing: run the scripts with .venv/bin/python"), err
@@ -526,9 +520,7 @@ def test_a_missing_package_is_one_line(capsys):
     def broken(argv):   # the project's own module missing is a bug: shown whole, not blamed on the environment
         import helpers.no_such_module  # noqa: F401
     with pytest.raises(ModuleNotFoundError, match="helpers.no_such_module"):
-        run_cli(broken, [])
-    signal.signal(signal.SIGINT, saved[0])
-    signal.signal(signal.SIGTERM, saved[1])
+        exit_status_of_run_cli(broken)
 
 
 def test_builder_never_overwrites_a_tensorflow_checkpoint(tmp_path, fixture_ckpt):
@@ -607,6 +599,11 @@ def test_fixed_engine_refused_by_varseqlen_scripts(engines):
     ("builder.py", ["-pt", MODEL_DIR, "-c", MODEL_DIR, "-o", "{tmp}/nodir/e.engine"], "does not exist"),
     ("builder.py", ["-pt", MODEL_DIR, "-c", MODEL_DIR, "-o", "{tmp}/e.engine/"], "names a directory"),
     ("builder.py", ["-pt", MODEL_DIR, "-c", MODEL_DIR, "-o", "{tmp}/e.engine", "--fp32"], "unrecognized"),
+    ("builder.py", ["-pt", MODEL_DIR, "-c", MODEL_DIR, "-o", "{tmp}/e.engine", "-w", str(2 ** 44)],
+     "workspace-size must be"),
+    ("builder.py", ["-m", "", "-pt", MODEL_DIR, "-c", MODEL_DIR, "-o", "{tmp}/e.engine"], "-m/--ckpt is an empty path"),
+    ("builder.py", ["-x", "", "-c", MODEL_DIR, "-o", "{tmp}/e.engine"], "-x/--onnx is an empty path"),
+    ("builder.py", ["-pt", "/dev/zero", "-c", MODEL_DIR, "-o", "{tmp}/e.engine"], "not a regular file: /dev/zero"),
     ("builder_varseqlen.py", ["-pt", MODEL_DIR, "-c", MODEL_DIR, "-o", "{tmp}/e.engine", "--megatron"], "megatron"),
     ("builder_varseqlen.py", ["-pt", MODEL_DIR, "-c", MODEL_DIR, "-o", "{tmp}/e.engine", "--strict"],
      "unrecognized"),
@@ -620,6 +617,97 @@ def test_builder_bad_input(tmp_path, script, args, pattern):
     args = [str(a).format(tmp=tmp_path) for a in args]
     assert_one_line_error(run(script, *args, check=False), pattern)
     assert not (tmp_path / "e.engine").exists()
+
+
+def test_builder_protects_the_tokenizer_config_beside_a_config_file(tmp_path):
+    """-c may name the config file; the run also reads the tokenizer_config.json beside it (do_lower_case)."""
+    shutil.copytree(MODEL_DIR, tmp_path / "m")
+    target = tmp_path / "m" / "tokenizer_config.json"
+    before = target.read_bytes()
+    proc = run("builder.py", "-pt", tmp_path / "m" / "model.safetensors", "-c", tmp_path / "m" / "bert_config.json",
+               "-o", target, "-s", "64", check=False)
+    assert_one_line_error(proc, "would overwrite the tokenizer config this run reads")
+    assert target.read_bytes() == before
+
+
+def test_builder_writes_an_output_whose_name_nearly_fills_the_file_system_limit(tmp_path):
+    """The temporary file beside it must fit the 255-byte limit too; a name beyond it is refused before work."""
+    run("builder.py", "-pt", MODEL_DIR, "-c", MODEL_DIR, "-o", tmp_path / ("e" * 250), "-s", "64")
+    assert [p.name for p in tmp_path.iterdir()] == ["e" * 250]
+    proc = run("builder.py", "-pt", MODEL_DIR, "-c", MODEL_DIR, "-o", tmp_path / ("e" * 256), "-s", "64", check=False)
+    assert_one_line_error(proc, "File name too long|longer than its file system allows")
+    assert "Found" not in proc.stdout
+
+
+def test_builder_outlives_the_reader_of_its_output(tmp_path):
+    """`builder.py ... | head -1` with unbuffered output: the pipe's reader goes away, the build does not."""
+    env = {"PATH": "/usr/bin:/bin", "CUDA_VISIBLE_DEVICES": "", "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, str(ROOT / "builder.py"), "-pt", str(MODEL_DIR), "-c", str(MODEL_DIR),
+                             "-o", str(tmp_path / "e.engine"), "-s", "64"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, cwd=ROOT, env=env)
+    assert proc.stdout.readline().startswith(b"Using configuration file")
+    proc.stdout.close()
+    _, err = proc.communicate(timeout=300)
+    assert (proc.returncode, err) == (0, b"")
+    from helpers.engine_format import EngineFile
+    assert EngineFile.load(tmp_path / "e.engine").profiles
+
+
+def test_an_interrupt_after_the_rename_says_the_file_was_written(tmp_path, capsys, monkeypatch):
+    """A Ctrl-C that lands while the finished file is renamed into place is raised after the rename, and its one
+    line says the new file is there (it read as 'nothing was written' before)."""
+    import signal
+    from helpers import atomic
+    target = tmp_path / "out.engine"
+    target.write_bytes(b"old")
+    replace = os.replace
+
+    def replace_then_interrupt(src, dst):
+        os.kill(os.getpid(), signal.SIGINT)   # held until the rename is recorded
+        replace(src, dst)
+    monkeypatch.setattr(atomic.os, "replace", replace_then_interrupt)
+
+    def main(argv):
+        atomic.write_bytes_atomic(target, b"new")
+        return 0
+    assert exit_status_of_run_cli(main) == 2 and target.read_bytes() == b"new"
+    assert capsys.readouterr().err == f"error: interrupted after {target} was written\n"
+
+
+def test_a_file_another_user_owns_in_a_sticky_folder_is_refused_before_work(tmp_path, monkeypatch):
+    """Only its owner (or the folder's, or root) may rename over a file in a sticky folder such as /tmp."""
+    from helpers import atomic
+    folder = tmp_path / "shared"
+    folder.mkdir()
+    folder.chmod(0o1777)
+    (folder / "e.engine").write_bytes(b"theirs")
+    monkeypatch.setattr(atomic.os, "geteuid", lambda: os.stat(folder).st_uid + 4242)
+    with pytest.raises(BertError, match="belongs to another user"):
+        atomic.check_writable(folder / "e.engine")
+    atomic.check_writable(folder / "new.engine")   # a new file there is fine
+
+
+def test_perf_shows_progress_on_a_terminal_only(engines, monkeypatch):
+    import io
+    from helpers.perf_cli import run_perf
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+    for stream, shown in ((io.StringIO(), False), (Terminal(), True)):
+        monkeypatch.setattr("sys.stderr", stream)
+        run_perf(["-e", str(engines["fixed128"]), "-s", "128", "-i", "3", "-w", "1", "--device", "cpu"], False)
+        assert ("batch 1" in stream.getvalue()) is shown
+
+
+def test_engines_that_are_not_regular_files_or_lie_about_their_header(engines, tmp_path):
+    data = engines["fixed128"].read_bytes()
+    huge = tmp_path / "huge_header.engine"
+    huge.write_bytes(data[:8] + (2 ** 63).to_bytes(8, "little") + data[16:])
+    assert_one_line_error(run("perf.py", "-e", huge, "-s", "128", check=False), "corrupt")
+    fifo = tmp_path / "engine.fifo"
+    os.mkfifo(fifo)
+    assert_one_line_error(run("perf.py", "-e", fifo, "-s", "128", check=False), "not a regular file")
 
 
 def test_builder_names_missing_tensors(tmp_path):

@@ -50,3 +50,33 @@ def test_tensorrt_engines_refuse_the_models_own_numerics(trt, tmp_path):
         builder.main(["-pt", str(MODEL_DIR), "-c", str(MODEL_DIR), "-o", str(tmp_path / "x.plan"),
                       "--numerics", "model"])
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("flags, pattern", [
+    (["-tcf", "{tmp}/nodir/tc.bin"], "timing cache \\(-tcf\\) folder does not exist"),
+    (["-tcf", "{tmp}"], "timing cache \\(-tcf\\) path is a directory"),
+    (["-p", "{tmp}/nodir/calib.cache", "--int8"], "calibration cache \\(-p\\) folder does not exist"),
+])
+def test_caches_a_tensorrt_build_writes_are_checked_before_it(trt, tmp_path, monkeypatch, capsys, flags, pattern):
+    """A TensorRT build writes its timing and calibration caches after the build (minutes for BERT-Large): a path
+    that cannot take them is refused before the weights load, not after the build."""
+    import builder
+    monkeypatch.setattr(trt, "Builder", None)   # any build would fail loudly
+    with pytest.raises(BertError, match=pattern):
+        builder.main(["-pt", str(MODEL_DIR), "-c", str(MODEL_DIR), "-o", str(tmp_path / "x.plan"), "-s", "16",
+                      *(f.format(tmp=tmp_path) for f in flags)])
+    assert "Found" not in capsys.readouterr().out and not (tmp_path / "x.plan").exists()
+
+
+def test_a_repeated_batch_size_counts_once_in_both_backends(trt, tmp_path):
+    """-b 4 -b 4 is -b 4: a static batch for TensorRT (no profile) and one profile of batch 4 for the native
+    engine; before, the native engine got two identical dynamic profiles and TensorRT a static network."""
+    import builder
+    from helpers.engine_format import EngineFile
+    assert builder.main(["--backend", "native", "-pt", str(MODEL_DIR), "-c", str(MODEL_DIR), "-o",
+                         str(tmp_path / "n.engine"), "-b", "4", "-b", "4", "-s", "16", "-s", "16"]) == 0
+    assert [(p.batch, p.seq) for p in EngineFile.load(tmp_path / "n.engine").profiles] == [((4, 4, 4), (16, 16, 16))]
+    assert builder.main(["-pt", str(MODEL_DIR), "-c", str(MODEL_DIR), "-o", str(tmp_path / "t.plan"),
+                         "-b", "4", "-b", "4", "-s", "16"]) == 0
+    engine = StandinEngine(trt, (tmp_path / "t.plan").read_bytes()).engine
+    assert tuple(engine.get_tensor_shape("input_ids")) == (4, 16)   # static: the same network as a single -b 4

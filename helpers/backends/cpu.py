@@ -18,7 +18,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from ..engine_format import EngineFile
-from .inputs import check_packed_inputs, pack_fixed_inputs, perf_inputs
+from .inputs import check_packed_inputs, pack_fixed_inputs, perf_inputs, perf_loop
 
 ROW_BLOCK = 64            # rows per element-wise block: 64 x 1536 floats stay in a core's L2
 TOKENS_PER_CHUNK = 16384  # bounds activation memory when many sequences come at once
@@ -158,19 +158,20 @@ class CpuRunner:
                 first = last
         return out
 
-    def benchmark(self, batch_size, seq_len, warmup, iterations, duration, seed):
+    def benchmark(self, batch_size, seq_len, warmup, iterations, duration, seed, progress=None):
         """Per-iteration wall times (ms) of full-length synthetic batches, as upstream's perf.py feeds them."""
         ids, segs = (a.reshape(batch_size, seq_len) for a in perf_inputs(
             batch_size, seq_len, seed, self.config.vocab_size, self.config.type_vocab_size))
         mask = np.ones_like(ids)
-        for _ in range(warmup):
+
+        def run():
             self.infer_fixed(ids, segs, mask)
-        times, started = [], time.perf_counter()
-        while len(times) < iterations or time.perf_counter() - started < duration:
+
+        def time_run():
             t0 = time.perf_counter()
-            self.infer_fixed(ids, segs, mask)
-            times.append((time.perf_counter() - t0) * 1e3)
-        return times
+            run()
+            return (time.perf_counter() - t0) * 1e3
+        return perf_loop(run, time_run, warmup, iterations, duration, progress)
 
     # ---- internals ----------------------------------------------------------------------------------------------
     def _parallel(self, fn, items):

@@ -26,7 +26,6 @@ behind each choice.
 """
 import dataclasses
 import os
-import time
 from collections import OrderedDict
 
 import numpy as np
@@ -36,7 +35,7 @@ from ..engine_format import EngineFile
 from ..errors import BertError
 from . import gpu_kernels as K
 from .cublaslt import LtProducts
-from .inputs import check_packed_inputs, pack_fixed_inputs, perf_inputs
+from .inputs import check_packed_inputs, pack_fixed_inputs, perf_inputs, perf_loop
 
 MAX_GRAPHS = 64   # captured graphs kept per runner (each holds only kernel nodes: its buffers are shared)
 ATTENTION_ROUTES = ("auto", "triton", "sdpa")
@@ -303,23 +302,20 @@ class GpuRunner:
             raise BertError(f"no profile of the engine runs {B} sequences of up to {longest} tokens")
         return self._run(ids, segs, cu, profile.seq[2]).T.copy()
 
-    def benchmark(self, batch_size, seq_len, warmup, iterations, duration, seed):
+    def benchmark(self, batch_size, seq_len, warmup, iterations, duration, seed, progress=None):
         """Per-iteration GPU times (ms, CUDA events) of CUDA-graph replays on full-length synthetic batches, fed as
         upstream's perf.py feeds them (uniform random ids and segments, all-ones mask)."""
         run = self.benchmark_forward(batch_size, seq_len, seed)
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+
+        def time_run():
+            start.record()
+            run()
+            end.record()
+            end.synchronize()
+            return start.elapsed_time(end)
         with torch.cuda.stream(self.stream):
-            for _ in range(warmup):
-                run()
-            self.stream.synchronize()
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            times, began = [], time.perf_counter()
-            while len(times) < iterations or time.perf_counter() - began < duration:
-                start.record()
-                run()
-                end.record()
-                end.synchronize()
-                times.append(start.elapsed_time(end))
-        return times
+            return perf_loop(run, time_run, warmup, iterations, duration, progress, after_warmup=self.stream.synchronize)
 
     def benchmark_forward(self, batch_size, seq_len, seed):
         """The callable that runs one forward of benchmark()'s synthetic batch (a CUDA-graph replay; call it on

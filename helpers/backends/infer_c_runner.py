@@ -136,8 +136,9 @@ class InferCRunner:
             out[:, lo:hi] = logits[:, :hi - lo]
         return out
 
-    def benchmark(self, batch_size, seq_len, warmup, iterations, duration, seed):
-        """Per-iteration GPU times (ms) of the engine on random full-length batches, as build/perf measures them."""
+    def benchmark(self, batch_size, seq_len, warmup, iterations, duration, seed, progress=None):
+        """Per-iteration GPU times (ms) of the engine on random full-length batches, as build/perf measures them
+        (the loop runs in C++: `progress` is not called)."""
         session = self._session(seq_len)
         if batch_size > session.max_batch_size:
             raise BertError(f"batch size {batch_size} exceeds the engine's largest profile batch "

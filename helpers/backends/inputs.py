@@ -1,4 +1,7 @@
-"""Input checks and packing shared by the native backends (runner contract: docs/DESIGN.md)."""
+"""Input checks and packing shared by the native backends (runner contract: docs/DESIGN.md), and perf.py's
+synthetic batch and timing loop, which the TensorRT runtime shares too."""
+import time
+
 import numpy as np
 
 from ..errors import BertError
@@ -47,3 +50,20 @@ def perf_inputs(batch_size, seq_len, seed, vocab_size, type_vocab_size):
     ids = rng.randint(0, vocab_size, size=batch_size * seq_len).astype(np.int32)
     segs = rng.randint(0, type_vocab_size, size=batch_size * seq_len).astype(np.int32)
     return ids, segs
+
+
+def perf_loop(run, time_run, warmup, iterations, duration, progress=None, after_warmup=None):
+    """perf.py's loop: `warmup` untimed run()s, then time_run()s (each returns its ms) until both `iterations` runs
+    and `duration` seconds are reached; their times. progress() is called after every run of either kind (outside
+    what time_run measures)."""
+    tick = progress or (lambda: None)
+    for _ in range(warmup):
+        run()
+        tick()
+    if after_warmup is not None:
+        after_warmup()
+    times, started = [], time.perf_counter()
+    while len(times) < iterations or time.perf_counter() - started < duration:
+        times.append(time_run())
+        tick()
+    return times
