@@ -122,24 +122,37 @@ def _is_engine(path):
 def _signals_held():
     """Ctrl-C and SIGTERM held back until this ends, then acted on as they would have been. Python runs signal
     handlers in the main thread whichever thread the signal reached, so the handlers are swapped (a signal mask
-    would hold it back from this thread only)."""
+    would hold it back from this thread only). A signal that lands while they are swapped back is passed on, never
+    kept: the holding handler forwards once `holding` is off."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    pending = []
-    previous = {signum: signal.signal(signum, lambda signum, frame: pending.append(signum))
-                for signum in (signal.SIGINT, signal.SIGTERM)}
+    pending, previous, holding = [], {}, [True]
+
+    def hold(signum, frame):
+        if holding[0]:
+            pending.append(signum)
+        else:
+            _act_on(signum, previous[signum])
     try:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            previous[signum] = signal.signal(signum, hold)
         yield
     finally:
+        holding[0] = False
         for signum, handler in previous.items():
-            signal.signal(signum, handler)
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
         if pending:
-            handler = previous[pending[0]]
-            if callable(handler):
-                handler(pending[0], None)   # KeyboardInterrupt, or errors.Terminated
-            elif handler == signal.SIG_DFL:
-                signal.raise_signal(pending[0])
+            _act_on(pending[0], previous[pending[0]])
+
+
+def _act_on(signum, handler):
+    """Do what `handler` (as signal.signal returned it; None: installed outside Python) does with `signum`."""
+    signal.signal(signum, signal.SIG_DFL if handler is None else handler)
+    if callable(handler):
+        handler(signum, None)   # KeyboardInterrupt, or errors.Terminated
+    elif handler != signal.SIG_IGN:
+        signal.raise_signal(signum)
 
 
 def _name_max(folder):

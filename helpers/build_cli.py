@@ -98,10 +98,8 @@ def choose_backend(args):
     if args.workspace_size is not None and not 0 <= args.workspace_size < MAX_WORKSPACE_MIB:
         raise BertError(f"-w/--workspace-size must be >= 0 MiB and below {MAX_WORKSPACE_MIB} MiB (2^64 bytes), got "
                         f"{args.workspace_size}")
-    if backend == "tensorrt":   # written after the build: a path that cannot take them must fail now, not then
-        for (what, cache), written in zip(caches, (True, args.int8)):
-            if cache and written:
-                check_writable(cache, what=what)
+    if backend == "tensorrt" and args.timing_cache_file:   # written after the build: fail now, not then
+        check_writable(args.timing_cache_file, what="timing cache (-tcf)")   # (a calibration cache: trt_builder)
     if backend == "native":
         native_precision(args)
     elif args.numerics == "model":

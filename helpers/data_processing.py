@@ -248,9 +248,10 @@ def convert_example_to_features(doc_tokens, question_text, tokenizer, max_seq_le
         segment_ids = np.zeros(max_seq_length, dtype=np.int32)
         segment_ids[offset:n] = 1
         positions = range(offset, n - 1)
-        word, leading = doc.tok_to_orig_index[window.start], 0
-        while window.start - leading > 0 and doc.tok_to_orig_index[window.start - leading - 1] == word:
-            leading += 1
+        # the word's pieces before the window (piece -> word never decreases: a search, not a walk, for a passage
+        # without spaces is one word of thousands of pieces)
+        leading = window.start - bisect.bisect_left(doc.tok_to_orig_index, doc.tok_to_orig_index[window.start], 0,
+                                                    window.start)
         features.append(Feature(
             input_ids=input_ids,
             input_mask=input_mask,

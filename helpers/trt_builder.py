@@ -247,7 +247,8 @@ def ptq_calibrator(args, config, weights, session, settings, opts):
                                num_inputs=args.calib_num, do_lower_case=config.do_lower_case)
 
     if not os.path.exists(cache_file):
-        check_writable(cache_file, what="calibration cache")   # written by the calibration build: fail before it
+        # written by the calibration build (an existing one is only read): fail before that build
+        check_writable(cache_file, what="calibration cache" + (" (-p)" if args.calib_path else ""))
         cuda_utils.require_cuda("INT8 calibration")
         calib_settings = replace(settings, fp16=False, timing_cache_file=None)
         calib_opts = replace(opts, fp16=False, calib_mode=True)

@@ -646,8 +646,9 @@ def test_answers_come_from_the_predicted_pieces_place(dev_examples):
     checked = 0
     for example in dev_examples[::25]:
         words = list(example.doc_tokens[:60])
-        for _ in range(8):
-            words.insert(rng.randrange(len(words) + 1), rng.choice(rare) + rng.choice("→-=,") + rng.choice(rare))
+        for _ in range(8):   # words of up to a few dozen pieces, which windows of 24 pieces start inside
+            parts = [rng.choice(rare + words[:60]) for _ in range(rng.randint(2, 12))]
+            words.insert(rng.randrange(len(words) + 1), "".join(p + rng.choice("→-=,") for p in parts[:-1]) + parts[-1])
         doc = dp.convert_doc_tokens(" ".join(words))
         # every piece's basic token, counted over the passage, the independent way
         token_of_piece, token_texts = [], []

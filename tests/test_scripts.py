@@ -674,6 +674,32 @@ def test_an_interrupt_after_the_rename_says_the_file_was_written(tmp_path, capsy
     assert capsys.readouterr().err == f"error: interrupted after {target} was written\n"
 
 
+def test_a_signal_while_the_held_handlers_are_put_back_is_passed_on(tmp_path, monkeypatch):
+    """A Ctrl-C that lands between putting back SIGINT's handler and SIGTERM's must not leave SIGTERM's holding
+    handler in place swallowing every later SIGTERM: it passes them on."""
+    import signal
+    from helpers import atomic
+    seen = []
+    real = signal.signal
+
+    def put_back_then_interrupt(signum, handler):
+        previous = real(signum, handler)
+        if signum == signal.SIGINT and handler is signal.default_int_handler:
+            os.kill(os.getpid(), signal.SIGINT)
+        return previous
+    saved = real(signal.SIGINT, signal.default_int_handler), real(signal.SIGTERM, lambda *_: seen.append("term"))
+    try:
+        monkeypatch.setattr(atomic.signal, "signal", put_back_then_interrupt)
+        with pytest.raises(KeyboardInterrupt):
+            atomic.write_bytes_atomic(tmp_path / "out.bin", b"new")
+        monkeypatch.undo()
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert seen == ["term"] and (tmp_path / "out.bin").read_bytes() == b"new"
+    finally:
+        real(signal.SIGINT, saved[0])
+        real(signal.SIGTERM, saved[1])
+
+
 def test_a_file_another_user_owns_in_a_sticky_folder_is_refused_before_work(tmp_path, monkeypatch):
     """Only its owner (or the folder's, or root) may rename over a file in a sticky folder such as /tmp."""
     from helpers import atomic

@@ -52,20 +52,30 @@ def test_tensorrt_engines_refuse_the_models_own_numerics(trt, tmp_path):
     assert not list(tmp_path.iterdir())
 
 
-@pytest.mark.parametrize("flags, pattern", [
-    (["-tcf", "{tmp}/nodir/tc.bin"], "timing cache \\(-tcf\\) folder does not exist"),
-    (["-tcf", "{tmp}"], "timing cache \\(-tcf\\) path is a directory"),
-    (["-p", "{tmp}/nodir/calib.cache", "--int8"], "calibration cache \\(-p\\) folder does not exist"),
-])
-def test_caches_a_tensorrt_build_writes_are_checked_before_it(trt, tmp_path, monkeypatch, capsys, flags, pattern):
-    """A TensorRT build writes its timing and calibration caches after the build (minutes for BERT-Large): a path
-    that cannot take them is refused before the weights load, not after the build."""
+@pytest.mark.parametrize("cache, pattern", [("{tmp}/nodir/tc.bin", "timing cache \\(-tcf\\) folder does not exist"),
+                                            ("{tmp}", "timing cache \\(-tcf\\) path is a directory")])
+def test_a_timing_cache_path_is_checked_before_the_build(trt, tmp_path, monkeypatch, capsys, cache, pattern):
+    """A TensorRT build writes its timing cache after the build (minutes for BERT-Large): a path that cannot take
+    it is refused before the weights load."""
     import builder
     monkeypatch.setattr(trt, "Builder", None)   # any build would fail loudly
     with pytest.raises(BertError, match=pattern):
         builder.main(["-pt", str(MODEL_DIR), "-c", str(MODEL_DIR), "-o", str(tmp_path / "x.plan"), "-s", "16",
-                      *(f.format(tmp=tmp_path) for f in flags)])
+                      "-tcf", cache.format(tmp=tmp_path)])
     assert "Found" not in capsys.readouterr().out and not (tmp_path / "x.plan").exists()
+
+
+def test_a_calibration_cache_is_checked_before_the_calibration_build(trt, tmp_path, monkeypatch):
+    """INT8 calibration writes its cache when there is none: a path that cannot take it is refused before that
+    build; an existing cache is only read, so a read-only place for it is fine (checked in trt_builder, which knows
+    whether it exists)."""
+    import builder
+    from helpers import trt_builder
+    monkeypatch.setattr(trt_builder, "build_fixed", None)   # any build would fail loudly
+    with pytest.raises(BertError, match="calibration cache \\(-p\\) folder does not exist"):
+        builder.main(["-pt", str(MODEL_DIR), "-c", str(MODEL_DIR), "-o", str(tmp_path / "x.plan"), "-s", "16",
+                      "--int8", "-p", str(tmp_path / "nodir" / "calib.cache")])
+    assert not (tmp_path / "x.plan").exists()
 
 
 def test_a_repeated_batch_size_counts_once_in_both_backends(trt, tmp_path):
