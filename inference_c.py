@@ -14,6 +14,7 @@ quiet_interrupts()   # a Ctrl-C while the modules below load ends with one line,
 
 from helpers.errors import BertError, StrictParser, run_cli  # noqa: E402
 from helpers.qa_app import add_inference_args, parse_inference_args, run_app  # noqa: E402
+from helpers.runtime import check_engine_path  # noqa: E402
 
 
 def main(argv=None):
@@ -23,6 +24,12 @@ def main(argv=None):
     args = parse_inference_args(parser, argv)
     if not args.engine:
         raise BertError("no engine given: pass -e/--engine")
+    # the files named are checked before the extension loads, so that a missing one is named, built or not
+    check_engine_path(args.engine)
+    for what, path in (("vocabulary file", args.vocab_file), ("SQuAD file", args.squad_json),
+                       ("passage file", args.passage_file), ("question file", args.question_file)):
+        if path and not os.path.exists(path):
+            raise BertError(f"{what} not found: {path}")
     from helpers.backends.infer_c_runner import InferCRunner
     runner = InferCRunner(args.engine, enable_graph=args.enable_graph, max_seq_length=args.sequence_length)
     return run_app(args, runner, batch_size=1)

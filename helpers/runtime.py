@@ -20,14 +20,19 @@ def cuda_available():
     return torch.cuda.is_available()
 
 
-def open_engine(path, device="auto"):
-    """A runner for the engine at `path` (see docs/DESIGN.md for the runner contract)."""
+def check_engine_path(path):
+    """Raise BertError unless `path` names a regular file (what the engine holds is checked on loading)."""
     if not os.path.exists(path):
         raise BertError(f"engine not found: {path}")
     if os.path.isdir(path):
         raise BertError(f"engine path is a directory: {path}")
     if not os.path.isfile(path):   # a pipe would be read twice (its kind, then its content): name it instead
         raise BertError(f"engine is not a regular file (a device or pipe?): {path}")
+
+
+def open_engine(path, device="auto"):
+    """A runner for the engine at `path` (see docs/DESIGN.md for the runner contract)."""
+    check_engine_path(path)
     kind = engine_kind(path)
     if kind == "tensorrt":
         if device == "cpu":

@@ -31,19 +31,35 @@ case "$arch" in
     *) echo "error: --gpu must be one of Volta, Xavier, Turing, Ampere, Hopper (got $arch)" >&2; exit 2 ;;
 esac
 
-MODELS=${BENCH_MODELS:-"base large"}
-PRECISIONS=${BENCH_PRECISIONS:-"int8-qat int8 fp16 fp32"}
-SEQS=${BENCH_SEQS:-"128 384"}
-BATCHES=${BENCH_BATCHES:-"1 2 4 8 12 16 24 32 64 128"}
+# unset: the whole matrix; set, even to nothing, is what the user asked for (an empty list is an error below)
+MODELS=${BENCH_MODELS-"base large"}
+PRECISIONS=${BENCH_PRECISIONS-"int8-qat int8 fp16 fp32"}
+SEQS=${BENCH_SEQS-"128 384"}
+BATCHES=${BENCH_BATCHES-"1 2 4 8 12 16 24 32 64 128"}
 if [ "$arch" = Ampere ]; then default_iterations=2000; else default_iterations=1000; fi
-ITERATIONS=${BENCH_ITERATIONS:-$default_iterations}
+ITERATIONS=${BENCH_ITERATIONS-$default_iterations}
 PY=${PYTHON:-python3}
+# every value checked before any work (a bad one found late cost a checkpoint and engines first)
+for var in MODELS PRECISIONS SEQS BATCHES ITERATIONS; do
+    [ -n "$(echo ${!var})" ] || { echo "error: BENCH_$var is empty" >&2; exit 2; }
+done
+for model in $MODELS; do
+    case "$model" in base|large) ;; *) echo "error: BENCH_MODELS: unknown model $model (base, large)" >&2; exit 2 ;; esac
+done
 for prec in $PRECISIONS; do
     case "$prec" in
         int8-qat|int8|fp16|fp32) ;;
         *) echo "error: BENCH_PRECISIONS: unknown precision $prec (int8-qat, int8, fp16, fp32)" >&2; exit 2 ;;
     esac
 done
+for var in SEQS BATCHES ITERATIONS; do
+    for value in ${!var}; do
+        case "$value" in
+            ''|*[!0-9]*|0*) echo "error: BENCH_$var: $value is not a positive whole number" >&2; exit 2 ;;
+        esac
+    done
+done
+[ "$(echo $ITERATIONS | wc -w)" = 1 ] || { echo "error: BENCH_ITERATIONS takes one number" >&2; exit 2; }
 
 command -v nvidia-smi >/dev/null && nvidia-smi -q || echo "(nvidia-smi not available)"
 have_gpu=0
@@ -131,6 +147,10 @@ for line in sys.stdin:
 ' >> "$rows"
     fi
 done
+if [ ! -s "$rows" ]; then   # nothing could run here (every line above says why): keep the previous results
+    echo "error: no configuration of the matrix could run here; $results is left as it was" >&2
+    exit 1
+fi
 chmod 644 "$rows" && mv "$rows" "$results"
 
 $PY - "$results" "$where" <<'EOF'

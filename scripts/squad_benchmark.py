@@ -19,15 +19,18 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from helpers.errors import BertError, StrictParser, run_cli  # noqa: E402
+
 
 def parse_args():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
+    ap = StrictParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model-dir", default=os.path.join(ROOT, "models", "minilm-l6-squad11"))
     ap.add_argument("--squad", default=os.path.join(ROOT, "squad", "dev-v1.1.json"))
     ap.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
     ap.add_argument("--precision", choices=("fp32", "fp16"), help="default: fp32 on CPU, fp16 on GPU")
     ap.add_argument("--limit", type=int, default=0, help="only the first N questions (0: all)")
-    ap.add_argument("--threads", type=int, default=os.cpu_count(), help="CPU threads for both sides")
+    ap.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
+                    help="CPU cores both sides may use (the process and the peer's are pinned to that many)")
     ap.add_argument("--max-batch", type=int, default=64, help="windows packed per launch by our engine")
     ap.add_argument("--peer-batch", type=int, default=32)
     ap.add_argument("--skip-peer", action="store_true")
@@ -37,7 +40,15 @@ def parse_args():
                     help="print each Triton kernel compiled after the warm-up (kernel variants the warm-up missed)")
     ap.add_argument("--profile-engine", action="store_true",
                     help="print a cProfile of our timed pass's engine calls")
-    return ap.parse_args()
+    args = ap.parse_args()
+    cores = len(os.sched_getaffinity(0))
+    for flag, value, low in (("--limit", args.limit, 0), ("--max-batch", args.max_batch, 1),
+                             ("--peer-batch", args.peer_batch, 1), ("--host-workers", args.host_workers, 0)):
+        if value is not None and value < low:
+            raise BertError(f"{flag} must be at least {low}, got {value}")
+    if not 1 <= args.threads <= cores:
+        raise BertError(f"--threads must be between 1 and the {cores} cores this process may use, got {args.threads}")
+    return args
 
 
 def run_ours(args, engine_path, examples):
@@ -80,8 +91,11 @@ def run_ours(args, engine_path, examples):
     return predictions, seconds, details
 
 
-def main():
+def main(argv=None):
     args = parse_args()
+    # both sides on the same cores: our engine and host workers size themselves by the cores they may use, the
+    # peer's process inherits the pinning, and BLAS pools are told the count
+    os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:args.threads])
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = str(args.threads)
     from helpers import data_processing as dp
@@ -92,13 +106,14 @@ def main():
         examples = examples[: args.limit]
     with tempfile.TemporaryDirectory() as tmp:
         engine = os.path.join(tmp, "bench.engine")
-        subprocess.run([sys.executable, os.path.join(ROOT, "builder_varseqlen.py"), "--backend", "native",
-                        "-pt", args.model_dir, "-c", args.model_dir, "-o", engine, "-s", "384",
-                        "-b", str(args.max_batch)] + (["--fp16"] if precision == "fp16" else []),
-                       check=True, stdout=subprocess.DEVNULL)
+        build = subprocess.run([sys.executable, os.path.join(ROOT, "builder_varseqlen.py"), "--backend", "native",
+                                "-pt", args.model_dir, "-c", args.model_dir, "-o", engine, "-s", "384",
+                                "-b", str(args.max_batch)] + (["--fp16"] if precision == "fp16" else []),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        if build.returncode:
+            raise BertError(f"building our engine failed: {(build.stderr.strip().splitlines() or ['?'])[-1]}")
         predictions, seconds, details = run_ours(args, engine, examples)
-        with open(args.squad, encoding="utf-8") as f:
-            dataset = json.load(f)["data"]
+        dataset = dp.load_squad_json(args.squad)["data"]
         ours = evaluate(dataset, predictions, restrict_to=set(predictions))
         print(json.dumps(dict(stack=f"ours-{args.device}-{precision}", questions=len(examples),
                               seconds=round(seconds, 3), questions_per_s=round(len(examples) / seconds, 1), **ours,
@@ -113,7 +128,7 @@ def main():
         env = dict(os.environ, **({"CUDA_VISIBLE_DEVICES": ""} if args.device == "cpu" else {}))
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
         if proc.returncode:
-            sys.exit(f"the peer failed: {proc.stderr.strip().splitlines()[-1:]}")
+            raise BertError(f"the peer failed: {(proc.stderr.strip().splitlines() or ['?'])[-1]}")
         peer_line = proc.stdout.strip()
         peer = json.loads(peer_line.splitlines()[-1])
         with open(peer_out, encoding="utf-8") as f:
@@ -125,4 +140,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -736,6 +736,34 @@ def test_engines_that_are_not_regular_files_or_lie_about_their_header(engines, t
     assert_one_line_error(run("perf.py", "-e", fifo, "-s", "128", check=False), "not a regular file")
 
 
+@pytest.mark.parametrize("flags, pattern", [(["--limit", "-1"], "--limit must be at least 0"),
+                                            (["--threads", "0"], "--threads must be between 1"),
+                                            (["--max-batch", "0"], "--max-batch must be at least 1"),
+                                            (["--host-workers", "-1"], "--host-workers must be at least 0"),
+                                            (["--squad", "nowhere.json"], "SQuAD file not found"),
+                                            (["--bogus"], "unrecognized arguments: --bogus")])
+def test_squad_benchmark_bad_arguments(flags, pattern):
+    assert_one_line_error(run("scripts/squad_benchmark.py", *flags, check=False), pattern)
+
+
+@pytest.mark.parametrize("variable, value, pattern", [("BENCH_MODELS", "", "BENCH_MODELS is empty"),
+                                                      ("BENCH_MODELS", "huge", "unknown model huge"),
+                                                      ("BENCH_SEQS", "128 abc", "abc is not a positive whole"),
+                                                      ("BENCH_BATCHES", "0", "0 is not a positive whole"),
+                                                      ("BENCH_ITERATIONS", "-1", "-1 is not a positive whole")])
+def test_inference_benchmark_checks_its_matrix_before_any_work(variable, value, pattern):
+    proc = subprocess.run(["bash", str(ROOT / "scripts" / "inference_benchmark.sh"), "--gpu", "Hopper"],
+                          capture_output=True, text=True, cwd=ROOT, env={"PATH": "/usr/bin:/bin", variable: value})
+    assert proc.stdout == ""   # before the GPU query and any checkpoint
+    assert_one_line_error(proc, pattern)
+
+
+def test_inference_c_names_a_missing_file_whether_or_not_it_is_built(engines):
+    for flags, pattern in ((["-e", "nowhere.engine"], "engine not found: nowhere.engine"),
+                           (["-e", engines["fixed128"], "-v", "nowhere.txt"], "vocabulary file not found")):
+        assert_one_line_error(run("inference_c.py", *flags, "-p", "a", "-q", "b", check=False), pattern)
+
+
 def test_builder_names_missing_tensors(tmp_path):
     import torch
     from helpers.weights import load_hf_folder, to_dle_state_dict

@@ -19,7 +19,9 @@ from ..engine_format import EngineFile, Profile
 from ..errors import BertError
 
 BUILD_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "build")
-NOT_BUILT = "infer_c is not built: run cmake -S . -B build && cmake --build build"
+NOT_BUILT = ("infer_c is not built: on a machine with an NVIDIA GPU, the CUDA toolkit (cuBLAS) and pybind11 (pip "
+             "install -e '.[gpu]'), run cmake -S . -B build && cmake --build build; without a GPU, use inference.py "
+             "or inference_varseqlen.py")
 
 
 def load_infer_c(build_dir=BUILD_DIR):
