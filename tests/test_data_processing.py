@@ -648,7 +648,8 @@ def test_answers_come_from_the_predicted_pieces_place(dev_examples):
         words = list(example.doc_tokens[:60])
         for _ in range(8):   # words of up to a few dozen pieces, which windows of 24 pieces start inside
             parts = [rng.choice(rare + words[:60]) for _ in range(rng.randint(2, 12))]
-            words.insert(rng.randrange(len(words) + 1), "".join(p + rng.choice("→-=,") for p in parts[:-1]) + parts[-1])
+            joined = "".join(p + rng.choice("→-=,") for p in parts[:-1]) + parts[-1]
+            words.insert(rng.randrange(len(words) + 1), joined)
         doc = dp.convert_doc_tokens(" ".join(words))
         # every piece's basic token, counted over the passage, the independent way
         token_of_piece, token_texts = [], []
@@ -680,7 +681,8 @@ def test_answers_come_from_the_predicted_pieces_place(dev_examples):
                 continue   # the token began before the window, or another window scores this start
             expected = token_texts[token_of_piece[window_start + first]:token_of_piece[window_start + last] + 1]
             answer = predict(doc, features, k, offset + first, offset + last)
-            assert basic.tokenize(answer) == expected, (answer, expected, feature.tokens[offset + first:offset + last + 1])
+            assert basic.tokenize(answer) == expected, (answer, expected,
+                                                        feature.tokens[offset + first:offset + last + 1])
             checked += 1
     assert checked > 100
 

@@ -315,7 +315,8 @@ class GpuRunner:
             end.synchronize()
             return start.elapsed_time(end)
         with torch.cuda.stream(self.stream):
-            return perf_loop(run, time_run, warmup, iterations, duration, progress, after_warmup=self.stream.synchronize)
+            return perf_loop(run, time_run, warmup, iterations, duration, progress,
+                             after_warmup=self.stream.synchronize)
 
     def benchmark_forward(self, batch_size, seq_len, seed):
         """The callable that runs one forward of benchmark()'s synthetic batch (a CUDA-graph replay; call it on
