@@ -302,11 +302,10 @@ def get_final_text(pred_text, orig_text, do_lower_case, word_pieces=None, piece_
     decomposed accents, zero-width characters) Google returned the whole words of orig_text, punctuation and
     all ("深圳." for 深圳); here the basic tokens of orig_text that the prediction's pieces came from, else
     orig_text less the punctuation the prediction lacks at either end.
-    do_lower_case must match the model: a cased prediction is never found in lower-cased text. word_pieces: the
-    tokenizer's WordPieces of one basic token (FullTokenizer.word_pieces). piece_span: (first, count), where the
-    prediction's pieces lie among the pieces of orig_text's words; with both, the tokens are found by position
-    (exact), else by their text, an unknown piece standing for a token WordPiece makes [UNK] of (for any token
-    without word_pieces).
+    do_lower_case must match the model: a cased prediction is never found in lower-cased text. word_pieces (the
+    tokenizer's WordPieces of one basic token, FullTokenizer.word_pieces) and piece_span ((first, count): where the
+    prediction's pieces lie among the pieces of orig_text's words) go together: with them the tokens are found by
+    their place (the answers' path passes both), without them by their text.
     """
     tok_text = " ".join(_basic_tokenizer(bool(do_lower_case)).tokenize(orig_text))
     start = tok_text.find(pred_text)
@@ -325,11 +324,11 @@ def get_final_text(pred_text, orig_text, do_lower_case, word_pieces=None, piece_
 def _unaligned_final_text(orig_text, pred_text, do_lower_case, word_pieces=None, piece_span=None):
     """get_final_text where characters cannot be aligned. With the prediction's place (piece_span) and the
     tokenizer's word_pieces: the basic tokens whose pieces it holds. Else by text: the run of orig_text's basic
-    tokens that pred_text's are, an unknown piece ([UNK]) standing for one token the vocabulary does not know
-    (without word_pieces, for any token), else _trim_unmatched_punctuation. Of several runs, the one whose unknown
-    pieces stand for the fewest punctuation characters (a vocabulary knows most punctuation, so '[UNK]' in
-    '"ᏣᎳᎩ"' is the word, not the quote), then the first: two runs of unknown pieces of one length cannot be told
-    apart by text, which is why the answers' path passes the place."""
+    tokens that pred_text's are, an unknown piece ([UNK]) standing for any one token, else
+    _trim_unmatched_punctuation. Of several runs, the one whose unknown pieces stand for the fewest punctuation
+    characters (a vocabulary knows most punctuation, so '[UNK]' in '"ᏣᎳᎩ"' is the word, not the quote), then the
+    first: text alone cannot tell 'dog' from 'ᎩᏟ' for the [UNK] of 'dog=ᎩᏟ,', nor two runs of unknown pieces
+    apart, which is why the answers' path passes the place."""
     spans = _basic_tokenizer(bool(do_lower_case)).token_spans(orig_text)
     tokens = [token for _, _, token in spans]
     if word_pieces is not None and piece_span is not None:
@@ -340,22 +339,17 @@ def _unaligned_final_text(orig_text, pred_text, do_lower_case, word_pieces=None,
     if not pred or len(pred) > len(tokens):
         return _trim_unmatched_punctuation(orig_text, pred_text, do_lower_case)
     known = [n for n, p in enumerate(pred) if p != "[UNK]"]
-    unknown = [n for n, p in enumerate(pred) if p == "[UNK]"]
+    unknown = [n for n, p in enumerate(pred) if p == "[UNK]"]   # the run's tokens they stand for may be anything
     last = len(tokens) - len(pred)
     punct = [len(token) == 1 and is_punctuation(ord(token)) for token in tokens]
-    # which tokens an unknown piece may stand for (asked only when there is one)
-    fits = ([True] * len(tokens) if word_pieces is None or not unknown
-            else [tuple(word_pieces(t)) == ("[UNK]",) for t in tokens])
     if known:   # the runs where the first known piece is in place (found through it), and what else they need
         anchor = known[0]
         firsts = (i - anchor for i, token in enumerate(tokens) if token == pred[anchor] and 0 <= i - anchor <= last)
         costs = ((sum(punct[first + n] for n in unknown), first) for first in firsts
-                 if all(tokens[first + n] == pred[n] for n in known) and all(fits[first + n] for n in unknown))
-    else:   # every piece unknown: the runs of tokens that all fit, by punctuation count, sliding along the tokens
+                 if all(tokens[first + n] == pred[n] for n in known))
+    else:   # every piece unknown: each run's punctuation count, sliding along the tokens
         window = list(itertools.accumulate(punct, initial=0))
-        fitting = list(itertools.accumulate(fits, initial=0))
-        costs = ((window[first + len(pred)] - window[first], first) for first in range(last + 1)
-                 if fitting[first + len(pred)] - fitting[first] == len(pred))
+        costs = ((window[first + len(pred)] - window[first], first) for first in range(last + 1))
     best = min(costs, default=None)   # the fewest punctuation marks, then the first run
     if best is None:
         return _trim_unmatched_punctuation(orig_text, pred_text, do_lower_case)

@@ -590,17 +590,18 @@ def test_get_final_text_equals_literal_heuristic(dev_examples):
                     _literal_final_text(pred_text, orig_text, lower), (pred_text, orig_text, lower)
 
 
-def test_an_unknown_piece_stands_for_a_token_the_vocabulary_lacks(dev_examples):
-    """Given the tokenizer's test, an [UNK] of a prediction is a token WordPiece made [UNK] of, never a known word
-    beside it: 'ᎩᏟ' of 'dog=ᎩᏟ,', not 'dog'. Predictions are whole tokens' pieces of passages salted with words of
-    scripts the embedded model's vocabulary lacks; the answer's tokens must be the prediction's."""
+def test_a_placed_prediction_gives_the_tokens_at_its_place(dev_examples):
+    """With its place, an [UNK] of a prediction is the token WordPiece made [UNK] of there, never a known word
+    beside it: 'ᎩᏟ' of 'dog=ᎩᏟ,', not 'dog' (what text alone gives). Predictions are whole tokens' pieces of
+    passages salted with words of scripts the embedded model's vocabulary lacks; the answer's tokens must be the
+    predicted ones."""
     from helpers.tokenization import BasicTokenizer
     tokenizer = FullTokenizer(str(ROOT / "models" / "minilm-l6-squad11" / "vocab.txt"), True)
     basic = BasicTokenizer(True)
-    unknown = lambda token: tokenizer.word_pieces(token) == ("[UNK]",)  # noqa: E731
     rare = ["\u13a9\u13df", "\u13e3\u13b3\u13a9", "\ua4d0\ua4f3", "\u16a0\u16a2", "\u0f40\u0f41"]
-    assert all(unknown(basic.tokenize(word)[0]) for word in rare)
-    assert dp.get_final_text("[UNK]", "dog=\u13a9\u13df,", True, tokenizer.word_pieces) == "\u13a9\u13df"
+    assert all(tokenizer.word_pieces(basic.tokenize(word)[0]) == ("[UNK]",) for word in rare)
+    assert dp.get_final_text("[UNK]", "dog=\u13a9\u13df,", True) == "dog"   # by text: the first run
+    assert dp.get_final_text("[UNK]", "dog=\u13a9\u13df,", True, tokenizer.word_pieces, (2, 1)) == "\u13a9\u13df"
     rng = random.Random(11)
     for example in dev_examples[::5]:
         words = list(example.doc_tokens)
@@ -611,10 +612,10 @@ def test_an_unknown_piece_stands_for_a_token_the_vocabulary_lacks(dev_examples):
         tokens = basic.tokenize(orig_text)
         start = rng.randrange(len(tokens))
         run = tokens[start:start + rng.randint(1, 3)]
-        pred_text = dp._wordpiece_text([p for t in run for p in tokenizer.wordpiece_tokenizer.tokenize_word(t)])
-        answer = basic.tokenize(dp.get_final_text(pred_text, orig_text, True, tokenizer.word_pieces))
-        assert len(answer) == len(run) and all(unknown(a) if unknown(r) else a == r for a, r in zip(answer, run)), \
-            (pred_text, orig_text, answer)
+        pieces = [p for t in run for p in tokenizer.word_pieces(t)]
+        place = (sum(len(tokenizer.word_pieces(t)) for t in tokens[:start]), len(pieces))
+        answer = dp.get_final_text(dp._wordpiece_text(pieces), orig_text, True, tokenizer.word_pieces, place)
+        assert basic.tokenize(answer) == run, (pieces, orig_text, answer)
 
 
 def test_answers_come_from_the_predicted_pieces_place(dev_examples):
