@@ -40,8 +40,6 @@ def check_writable(path, inputs=(), what="output"):
     _refuse_overwriting_inputs(named, path, info is not None, inputs)
     if not os.path.isdir(folder):
         raise BertError(f"{what} folder does not exist: {folder}")
-    if len(os.fsencode(os.path.basename(path))) > _name_max(folder):
-        raise BertError(f"{what} file name is longer than its file system allows: {named}")
     if not os.access(folder, os.W_OK | os.X_OK):
         raise BertError(f"cannot write {path}: its folder is not writable")
     if info is not None and _sticky_refuses_replacing(folder, info):
