@@ -119,7 +119,11 @@ def iter_squad_questions(dataset):
 
 def read_squad_json(path):
     """Examples in file order; the questions of one paragraph share one `doc_tokens` list object."""
-    dataset = load_squad_json(path)
+    return squad_examples(load_squad_json(path), path)
+
+
+def squad_examples(dataset, path):
+    """read_squad_json's examples of a SQuAD object load_squad_json read from `path` (named in errors)."""
     examples, seen = [], set()
     for a, article in enumerate(dataset["data"]):
         for p, paragraph in enumerate(article["paragraphs"]):

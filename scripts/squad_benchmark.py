@@ -22,7 +22,7 @@ sys.path.insert(0, ROOT)
 from helpers.errors import BertError, StrictParser, run_cli  # noqa: E402
 
 
-def parse_args():
+def parse_args(argv):
     ap = StrictParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model-dir", default=os.path.join(ROOT, "models", "minilm-l6-squad11"))
     ap.add_argument("--squad", default=os.path.join(ROOT, "squad", "dev-v1.1.json"))
@@ -40,7 +40,7 @@ def parse_args():
                     help="print each Triton kernel compiled after the warm-up (kernel variants the warm-up missed)")
     ap.add_argument("--profile-engine", action="store_true",
                     help="print a cProfile of our timed pass's engine calls")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     cores = len(os.sched_getaffinity(0))
     for flag, value, low in (("--limit", args.limit, 0), ("--max-batch", args.max_batch, 1),
                              ("--peer-batch", args.peer_batch, 1), ("--host-workers", args.host_workers, 0)):
@@ -92,7 +92,7 @@ def run_ours(args, engine_path, examples):
 
 
 def main(argv=None):
-    args = parse_args()
+    args = parse_args(argv)
     # both sides on the same cores: our engine and host workers size themselves by the cores they may use, the
     # peer's process inherits the pinning, and BLAS pools are told the count
     os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:args.threads])
@@ -101,7 +101,8 @@ def main(argv=None):
     from helpers import data_processing as dp
     from helpers.squad_metrics import evaluate
     precision = args.precision or ("fp16" if args.device == "gpu" else "fp32")
-    examples = dp.read_squad_json(args.squad)
+    dataset = dp.load_squad_json(args.squad)   # read once: the examples, then the answers to score against
+    examples = dp.squad_examples(dataset, args.squad)
     if args.limit:
         examples = examples[: args.limit]
     with tempfile.TemporaryDirectory() as tmp:
@@ -113,8 +114,7 @@ def main(argv=None):
         if build.returncode:
             raise BertError(f"building our engine failed: {(build.stderr.strip().splitlines() or ['?'])[-1]}")
         predictions, seconds, details = run_ours(args, engine, examples)
-        dataset = dp.load_squad_json(args.squad)["data"]
-        ours = evaluate(dataset, predictions, restrict_to=set(predictions))
+        ours = evaluate(dataset["data"], predictions, restrict_to=set(predictions))
         print(json.dumps(dict(stack=f"ours-{args.device}-{precision}", questions=len(examples),
                               seconds=round(seconds, 3), questions_per_s=round(len(examples) / seconds, 1), **ours,
                               **details)))
@@ -132,7 +132,7 @@ def main(argv=None):
         peer_line = proc.stdout.strip()
         peer = json.loads(peer_line.splitlines()[-1])
         with open(peer_out, encoding="utf-8") as f:
-            peer.update(evaluate(dataset, json.load(f), restrict_to=set(predictions)))
+            peer.update(evaluate(dataset["data"], json.load(f), restrict_to=set(predictions)))
         print(json.dumps(peer))
         ratio = (len(examples) / seconds) / peer["questions_per_s"]
         print(f"throughput ratio ours/peer: {ratio:.2f}x  (threads={args.threads}, device={args.device}, "
