@@ -6,11 +6,8 @@ import tempfile
 import threading
 from contextlib import contextmanager
 
-from .errors import BertError
+from .errors import WRITTEN, BertError
 
-# The files this process has replaced atomically, in order: an interrupt's message names the last one, which is
-# complete and in place (a Ctrl-C that lands just after the rename must not read as "nothing was written").
-WRITTEN = []
 _TEMP_SUFFIX_CHARS = 1 + 8 + 4   # mkstemp's ".", its 8 random characters and ".tmp"
 
 

@@ -91,15 +91,14 @@ def _raise_terminated(signum, frame):
     raise Terminated()
 
 
-def _atomic_writes():
-    """The files this process has written atomically so far (helpers.atomic.WRITTEN; none if it is not loaded)."""
-    atomic = sys.modules.get(f"{__package__}.atomic")
-    return atomic.WRITTEN if atomic is not None else []
+# The files this process has replaced atomically (helpers.atomic records them), in order: an interrupt's line names
+# the last of its run's, complete and in place (a Ctrl-C just after the rename must not read as "nothing written").
+WRITTEN = []
 
 
 def _written_note(before):
-    """An interrupt after an atomic write of this run finished must not read as 'nothing was written'."""
-    written = _atomic_writes()[before:]
+    """' after FILE was written' for the last file written since WRITTEN held `before` entries, else ''."""
+    written = WRITTEN[before:]
     return f" after {written[-1]} was written" if written else ""
 
 
@@ -136,7 +135,7 @@ def run_cli(main, argv=None, result_is_a_file=False):
     """Run `main(argv)`; turn expected failures into `error: ...` on stderr and exit status 2. `result_is_a_file`:
     the run goes on when its stdout or stderr reader goes away (else it ends quietly, as Unix tools do)."""
     main_thread = threading.current_thread() is threading.main_thread()
-    written_before = len(_atomic_writes())
+    written_before = len(WRITTEN)
     if main_thread:
         signal.signal(signal.SIGINT, signal.default_int_handler)   # KeyboardInterrupt again: cleanups run
         signal.signal(signal.SIGTERM, _raise_terminated)
