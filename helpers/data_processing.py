@@ -309,10 +309,17 @@ def get_final_text(pred_text, orig_text, do_lower_case, word_pieces=None, piece_
     do_lower_case must match the model: a cased prediction is never found in lower-cased text. word_pieces (the
     tokenizer's WordPieces of one basic token, FullTokenizer.word_pieces) and piece_span ((first, count): where the
     prediction's pieces lie among the pieces of orig_text's words) go together: with them the tokens are found by
-    their place (the answers' path passes both), without them by their text.
+    their place (the answers' path passes both), without them by their text: where the predicted text occurs twice
+    ('apple' in 'Apple-apple'), the place says which one the model predicted, where Google took the first.
     """
-    tok_text = " ".join(_basic_tokenizer(bool(do_lower_case)).tokenize(orig_text))
-    start = tok_text.find(pred_text)
+    tokens = _basic_tokenizer(bool(do_lower_case)).tokenize(orig_text)
+    tok_text = " ".join(tokens)
+    start = -1
+    if word_pieces is not None and piece_span is not None:   # the prediction's own place, where it is there
+        start = _text_offset(tokens, word_pieces, piece_span[0])
+        start = start if start is not None and tok_text.startswith(pred_text, start) else -1
+    if start == -1:   # Google's: the first place the text is (in 'Apple-apple', the first 'apple')
+        start = tok_text.find(pred_text)
     end = start + len(pred_text) - 1
     unaligned = (start == -1 or end < start
                  or len(orig_text) - orig_text.count(" ") != len(tok_text) - tok_text.count(" ")
@@ -359,6 +366,20 @@ def _unaligned_final_text(orig_text, pred_text, do_lower_case, word_pieces=None,
         return _trim_unmatched_punctuation(orig_text, pred_text, do_lower_case)
     first = best[1]
     return orig_text[spans[first][0]:spans[first + len(pred) - 1][1]]
+
+
+def _text_offset(tokens, word_pieces, first):
+    """Where piece `first` of `tokens`' pieces begins in " ".join(tokens); None beyond the last piece."""
+    if first < 0:
+        return None
+    offset = 0
+    for token in tokens:
+        pieces = word_pieces(token)
+        if first < len(pieces):
+            return offset + sum(len(piece[2:] if piece.startswith("##") else piece) for piece in pieces[:first])
+        first -= len(pieces)
+        offset += len(token) + 1
+    return None
 
 
 def _tokens_at(tokens, word_pieces, first, count):

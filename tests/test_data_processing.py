@@ -618,6 +618,61 @@ def test_a_placed_prediction_gives_the_tokens_at_its_place(dev_examples):
         assert basic.tokenize(answer) == run, (pieces, orig_text, answer)
 
 
+def _predict_span(tokenizer, doc, features, k, start, end):
+    """The answer get_predictions gives when window k's logits pick (start, end) and every other position loses."""
+    starts = np.full(len(features[k].input_ids), -10.0, np.float32)
+    ends = starts.copy()
+    starts[start], ends[end] = 10.0, 10.0
+    outputs = [dp.NetworkOutput(starts if n == k else np.full_like(starts, -10.0),
+                                ends if n == k else np.full_like(starts, -10.0), n) for n in range(len(features))]
+    return dp.get_predictions(doc, features, outputs, 20, 30, word_pieces=tokenizer.word_pieces)[0]
+
+
+def test_a_repeated_answer_text_is_taken_at_the_predicted_place(dev_examples):
+    """Where the predicted text occurs more than once in the span's words, the answer is the characters of the
+    predicted pieces, not the first occurrence (Google's `find`: 'Apple' for the second 'apple' of 'Apple-apple').
+    Spans of any pieces, starting and ending inside words too, over ASCII passages salted with words repeated in
+    other cases; the reference is Hugging Face's own character offsets of each piece."""
+    tokenizers = pytest.importorskip("tokenizers")
+    vocab = ROOT / "models" / "minilm-l6-squad11" / "vocab.txt"
+    tokenizer = FullTokenizer(str(vocab), True)
+    hf = tokenizers.BertWordPieceTokenizer(str(vocab), lowercase=True)
+    assert dp.get_final_text("apple", "Apple-apple", True) == "Apple"   # by text: the first
+    assert dp.get_final_text("apple", "Apple-apple", True, tokenizer.word_pieces, (2, 1)) == "apple"
+    assert dp.get_final_text("cafe", "Caf\u00e9 cafe", True, tokenizer.word_pieces, (1, 1)) == "cafe"
+    rng = random.Random(17)
+    checked = differs_from_first = 0
+    for example in dev_examples[::40]:
+        words = [w for w in example.doc_tokens[:30] if w.isascii() and w.isprintable()]
+        for _ in range(15):
+            w = rng.choice(words + ["tokenizers", "heuristics", "sassafras"])   # some of several pieces
+            w = "".join(ch for ch in w if ch.isalpha()) or "apple"
+            words.insert(rng.randrange(len(words) + 1),
+                         rng.choice([f"{w.capitalize()}-{w}", f"{w.upper()} {w}", f"{w}/{w.title()}"]))
+        passage = " ".join(words)
+        encoding = hf.encode(passage, add_special_tokens=False)
+        assert tokenizer.tokenize(passage) == encoding.tokens   # the same pieces, so HF's offsets are theirs
+        doc = dp.convert_doc_tokens(passage)
+        features = dp.convert_example_to_features(doc, "Which one?", tokenizer, 40, 8, 16)
+        for _ in range(15):
+            k = rng.randrange(len(features))
+            feature, window_start = features[k], 8 * k
+            offset = feature.tokens.index("[SEP]") + 1
+            first = rng.randrange(len(feature.token_to_orig_map))
+            last = min(first + rng.randint(0, 5), len(feature.token_to_orig_map) - 1)
+            if not feature.token_is_max_context[offset + first]:
+                continue   # another window scores this start
+            expected = passage[encoding.offsets[window_start + first][0]:encoding.offsets[window_start + last][1]]
+            answer = _predict_span(tokenizer, doc, features, k, offset + first, offset + last)
+            assert answer == expected, (feature.tokens[offset + first:offset + last + 1], answer, expected)
+            orig = feature.token_to_orig_map
+            by_text = dp.get_final_text(dp._wordpiece_text(feature.tokens[offset + first:offset + last + 1]),
+                                        " ".join(doc[orig[offset + first]:orig[offset + last] + 1]), True)
+            differs_from_first += by_text != expected
+            checked += 1
+    assert checked > 400 and differs_from_first > 30, (checked, differs_from_first)
+
+
 def test_answers_come_from_the_predicted_pieces_place(dev_examples):
     """Through the answers' path, an answer's tokens are those at the predicted positions, also where text cannot
     tell them apart: two runs of pieces WordPiece makes [UNK] of ('华为→深圳.' with the model's span on 深圳 gave
@@ -627,20 +682,12 @@ def test_answers_come_from_the_predicted_pieces_place(dev_examples):
     tokenizer = FullTokenizer(str(ROOT / "models" / "minilm-l6-squad11" / "vocab.txt"), True)
     basic = BasicTokenizer(True)
 
-    def predict(doc, features, k, start, end):
-        starts = np.full(len(features[k].input_ids), -10.0, np.float32)
-        ends = starts.copy()
-        starts[start], ends[end] = 10.0, 10.0
-        outputs = [dp.NetworkOutput(starts if n == k else np.full_like(starts, -10.0),
-                                    ends if n == k else np.full_like(starts, -10.0), n) for n in range(len(features))]
-        return dp.get_predictions(doc, features, outputs, 20, 30, word_pieces=tokenizer.word_pieces)[0]
-
     doc = dp.convert_doc_tokens("The headquarters: \u534e\u4e3a\u2192\u6df1\u5733.")
     features = dp.convert_example_to_features(doc, "Where is it?", tokenizer, 128, 128, 64)
     arrow = features[0].tokens.index("\u2192")
     assert features[0].tokens[arrow - 2:arrow + 3] == ["[UNK]", "[UNK]", "\u2192", "[UNK]", "[UNK]"]
-    assert predict(doc, features, 0, arrow + 1, arrow + 2) == "\u6df1\u5733"
-    assert predict(doc, features, 0, arrow - 2, arrow - 1) == "\u534e\u4e3a"
+    assert _predict_span(tokenizer, doc, features, 0, arrow + 1, arrow + 2) == "\u6df1\u5733"
+    assert _predict_span(tokenizer, doc, features, 0, arrow - 2, arrow - 1) == "\u534e\u4e3a"
 
     rare = ["\u6df1\u5733", "\u534e\u4e3a", "\u13a9\u13df", "\u2600\u2601", "\u16a0\u16a2"]
     rng = random.Random(13)
@@ -681,7 +728,7 @@ def test_answers_come_from_the_predicted_pieces_place(dev_examples):
                     token_of_piece[window_start + first]) or not feature.token_is_max_context[offset + first]:
                 continue   # the token began before the window, or another window scores this start
             expected = token_texts[token_of_piece[window_start + first]:token_of_piece[window_start + last] + 1]
-            answer = predict(doc, features, k, offset + first, offset + last)
+            answer = _predict_span(tokenizer, doc, features, k, offset + first, offset + last)
             assert basic.tokenize(answer) == expected, (answer, expected,
                                                         feature.tokens[offset + first:offset + last + 1])
             checked += 1
