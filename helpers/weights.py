@@ -504,9 +504,9 @@ def load_megatron_pickle(path, config):
             key = "bert_encoder_final_input_quantizer_amax"
         if key.endswith("self_qkv_kernel") or key.endswith("self_qkv_bias"):
             kind = "kernel" if key.endswith("kernel") else "bias"
-            if array.size != 3 * e * (e if kind == "kernel" else 1):
-                raise BertError(f"{source}: {name} has shape {list(array.shape)}, expected "
-                                f"{[3 * e, e] if kind == 'kernel' else [3 * e]}")
+            expected = (3 * e, e) if kind == "kernel" else (3 * e,)
+            if array.shape != expected:   # the same count in another shape ([E, 3E]) would split into wrong parts
+                raise BertError(f"{source}: {name} has shape {list(array.shape)}, expected {list(expected)}")
             parts = array.reshape(3, e, e) if kind == "kernel" else array.reshape(3, e)
             for part, qkv in zip(parts, ("query", "key", "value"), strict=True):
                 _add_weight(weights, key.replace("qkv_" + kind, f"{qkv}_{kind}"), np.ascontiguousarray(part), source,

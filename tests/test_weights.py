@@ -444,6 +444,24 @@ def test_bad_megatron_pickle(tmp_path):
         W.load_megatron_pickle(str(tmp_path / "none.pkl"), TINY)
 
 
+def test_megatron_fused_qkv_of_another_shape_is_refused(tmp_path):
+    """A fused QKV kernel transposed ([E, 3E]) or flattened has the right number of values but would split into
+    wrong query/key/value kernels: only [3E, E] (and a [3E] bias) is read."""
+    rng = np.random.default_rng(3)
+    weights = {name: rng.standard_normal(shape).astype(np.float32) for name, shape in W.required_shapes(TINY).items()}
+    W.save_megatron_pickle(weights, TINY, tmp_path / "good.pkl")
+    with open(tmp_path / "good.pkl", "rb") as f:
+        state = pickle.load(f)
+    name = "bert.encoder.layers.1.attention.query_key_value.weight"
+    assert_same_map(W.load_megatron_pickle(str(tmp_path / "good.pkl"), TINY), weights)
+    for bad in (state[name].T, state[name].reshape(-1)):
+        with open(tmp_path / "bad.pkl", "wb") as f:
+            pickle.dump({**state, name: bad}, f)
+        with pytest.raises(BertError, match=rf"{name} has shape \[{', '.join(map(str, bad.shape))}\], "
+                                            rf"expected \[24, 8\]"):
+            W.load_megatron_pickle(str(tmp_path / "bad.pkl"), TINY)
+
+
 def test_megatron_pickle_of_non_numbers_is_one_error(tmp_path):
     with open(tmp_path / "strings.pkl", "wb") as f:
         pickle.dump({"bert.embedding.word_embeddings.weight": "x"}, f)
