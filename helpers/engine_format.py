@@ -27,7 +27,7 @@ MAGIC = b"BQAENG01"
 TENSORRT_PLAN_MAGIC = b"ftrt"  # TensorRT's serialized-plan tag (kPLAN_MAGIC_TAG): the first 4 bytes of every plan
 FORMAT_VERSION = 1
 ALIGN = 64
-_DTYPES = {"float32", "float16", "int8", "int32"}
+_DTYPES = {"float32", "float16"}   # what builders store; reading other bits as weights would be a wrong model
 PRECISIONS = ("fp32", "fp16")   # native engines (INT8 needs TensorRT)
 
 
@@ -151,8 +151,8 @@ class EngineFile(ProfileSet):
         if not _is_int(version) or version != FORMAT_VERSION:
             raise BertError(f"engine {path} has format version {version!r}; "
                             f"this runtime reads version {FORMAT_VERSION}: rebuild the engine")
-        # engines written before the header checksum existed have none; any other header must match its own
-        if "header_crc32" in header and header["header_crc32"] != _header_crc(header):
+        # every engine of this format version has the checksum: a header without one is damaged, not old
+        if header.get("header_crc32") != _header_crc(header):
             raise BertError(f"engine {path} is corrupt (its header does not match its checksum): rebuild it")
         blob = memoryview(data)[blob_start:]
         if len(blob) != header.get("blob_bytes") or zlib.crc32(blob) != header.get("blob_crc32"):

@@ -210,11 +210,11 @@ void NativeEngineFile::parseHeader()
         throw std::runtime_error("engine " + mPath + " has another format version than "
             + std::to_string(kNativeFormatVersion) + ", the one this runtime reads: rebuild the engine");
     }
-    // engines written before the header checksum existed have none; any other header must match its own
-    if (const JsonValue* stored = header.find("header_crc32"))
+    // every engine of this format version has the checksum: a header without one is damaged, not old
     {
+        const JsonValue* stored = header.find("header_crc32");
         std::string covered;
-        const bool matches = stored->type() == JsonValue::Type::kNumber
+        const bool matches = stored != nullptr && stored->type() == JsonValue::Type::kNumber
             && withoutChecksumMember(mHeaderText, covered)
             && static_cast<double>(crc32(reinterpret_cast<const uint8_t*>(covered.data()), covered.size()))
                 == stored->asNumber(where);

@@ -124,6 +124,7 @@ def rewrite_header(path, edit, checksum=True):
     (lambda h: h["profiles"].append({"batch": [1, 1, 1], "seq": [1, 9999, 9999]}), "9999"),
     (lambda h: h["tensors"].pop("cls_squad_output_bias"), "cls_squad_output_bias"),
     (lambda h: next(iter(h["tensors"].values())).update(dtype="bogus"), "dtype"),
+    (lambda h: h["tensors"]["cls_squad_output_bias"].update(dtype="int32"), "dtype"),   # no builder stores one
     (lambda h: next(iter(h["tensors"].values())).update(offset=10 ** 9), "misplaced in the blob"),
     (lambda h: h["tensors"]["l0_output_dense_kernel"].update(offset=h["tensors"]["l0_output_dense_kernel"]["offset"]
                                                               + 64), "misplaced in the blob"),   # overlaps the next
@@ -147,10 +148,11 @@ def test_damaged_headers_are_named(tmp_path, edit, message):
         EngineFile.load(path)
 
 
-def test_header_checksum_catches_any_edit_and_older_engines_still_load(tmp_path):
+def test_header_checksum_catches_any_edit(tmp_path):
     """One changed digit of a tensor's offset (aligned, inside the blob: a different tensor's bytes) would load
-    and answer wrongly; the header's own CRC refuses it. Engines written before that CRC existed load as before,
-    and format_version must be the integer 1 (JSON true equals 1 in Python)."""
+    and answer wrongly; the header's own CRC refuses it. A header without the CRC is refused too (one changed
+    byte of its key would otherwise let any other edit through), and format_version must be the integer 1 (JSON
+    true equals 1 in Python)."""
     path = tmp_path / "e.engine"
     small_engine().save(path)
     tensors = EngineFile.load(path).weights
@@ -163,7 +165,10 @@ def test_header_checksum_catches_any_edit_and_older_engines_still_load(tmp_path)
     with pytest.raises(BertError, match="does not match its checksum"):
         EngineFile.load(path)
     small_engine().save(path)
-    rewrite_header(path, lambda h: h.pop("header_crc32"), checksum=False)
+    rewrite_header(path, lambda h: h.update(header_crc33=h.pop("header_crc32")), checksum=False)
+    with pytest.raises(BertError, match="does not match its checksum"):
+        EngineFile.load(path)
+    small_engine().save(path)
     assert sorted(EngineFile.load(path).weights) == sorted(tensors)
     rewrite_header(path, lambda h: h.update(format_version=True))
     with pytest.raises(BertError, match="format version True"):

@@ -70,6 +70,9 @@ def test_engine_info_reads_the_header_and_rejects_bad_files(infer_c, tmp_path):
     cases = {
         # still valid JSON, and the weights' shapes would still fit: only the header's own checksum tells
         "header edited": (data.replace(heads, b'"num_attention_heads": 2'), "header does not match its checksum"),
+        "checksum renamed": (data.replace(heads, b'"num_attention_heads": 2').replace(b'"header_crc32"',
+                                                                                      b'"header_crc33"'),
+                             "header does not match its checksum"),
         "truncated": (data[:-5], "truncated"),
         "text": (b"not an engine at all", "not an engine file"),
         "bad header": (data[:17] + b"#" + data[18:], "corrupt"),
