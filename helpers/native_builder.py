@@ -15,13 +15,13 @@ _KEEP_FP32_SUFFIXES = ("_bias", "_gamma", "_beta")
 
 
 def fixed_profiles(batch_sizes, seq_lengths, distributive_independence=False):
-    """builder.py's profiles over input shape (B, S)."""
+    """builder.py's profiles over input shape (B, S), as the TensorRT network's (trt_builder.fixed_profiles): with
+    one -b the batch dimension is static (upstream's network), so every profile holds that batch size only."""
     batch_sizes, seq_lengths = sorted(batch_sizes), sorted(seq_lengths)
     if distributive_independence:
         return [Profile((1, batch_sizes[-1], batch_sizes[-1]), (seq_lengths[-1],) * 3)]
-    if len(batch_sizes) == 1 and len(seq_lengths) == 1:  # upstream builds a fully static network
-        return [Profile((batch_sizes[0],) * 3, (seq_lengths[0],) * 3)]
-    return [Profile((1, b, b), (s, s, s)) for b in batch_sizes for s in seq_lengths]
+    static_batch = len(batch_sizes) == 1
+    return [Profile((b if static_batch else 1, b, b), (s, s, s)) for b in batch_sizes for s in seq_lengths]
 
 
 def varseqlen_profiles(max_batch_sizes, max_seq_length):

@@ -158,6 +158,21 @@ def test_cpu_engine_rejects_sequences_beyond_the_model():
         runner.infer_fixed(*random_batch(np.random.default_rng(0), 1, 20, config.vocab_size, [20])[:3])
 
 
+def test_native_profiles_accept_the_shapes_a_tensorrt_plan_would():
+    """builder.py's native engines and its TensorRT plans from the same -b/-s take the same shapes, profile for
+    profile (a fully static plan has none: its one shape is its inputs')."""
+    import itertools
+
+    from helpers import trt_builder
+    from helpers.native_builder import fixed_profiles
+    for bs, ss, independent in itertools.product([[1], [4], [2, 4], [8, 1, 2]], [[32], [64, 32], [16, 48, 96]],
+                                                 [False, True]):
+        native = fixed_profiles(sorted(set(bs)), sorted(set(ss)), independent)
+        plan = [Profile(*((lo[d], opt[d], hi[d]) for d in (0, 1)))
+                for lo, opt, hi in (p["input_ids"] for p in trt_builder.fixed_profiles(bs, ss, independent))]
+        assert native == (plan or [Profile((bs[0],) * 3, (ss[0],) * 3)]), (bs, ss, independent)
+
+
 def test_benchmark_returns_one_time_per_iteration():
     config, weights, _ = random_hf_model(9)
     times = cpu_runner(config, weights).benchmark(2, 16, warmup=1, iterations=5, duration=0, seed=1)
@@ -170,4 +185,6 @@ def test_native_profiles_follow_upstream():
     assert fixed_profiles([8, 1], [384, 128]) == [Profile((1, 1, 1), (128,) * 3), Profile((1, 1, 1), (384,) * 3),
                                                   Profile((1, 8, 8), (128,) * 3), Profile((1, 8, 8), (384,) * 3)]
     assert fixed_profiles([8, 1], [128, 384], distributive_independence=True) == [Profile((1, 8, 8), (384,) * 3)]
+    # one -b: the batch is static (upstream's network), with one -s or several
+    assert fixed_profiles([4], [64, 32]) == [Profile((4, 4, 4), (32,) * 3), Profile((4, 4, 4), (64,) * 3)]
     assert varseqlen_profiles([4, 1], 256) == [Profile((1, 4, 4), (1, 256, 256)), Profile((1, 1, 1), (1, 256, 256))]
