@@ -1,10 +1,9 @@
 """The model's shape, read from a Google `bert_config.json` or a Hugging Face `config.json`."""
-import json
 import os
 from dataclasses import asdict, dataclass, fields
 from typing import Optional
 
-from .errors import BertError
+from .errors import BertError, read_json_file
 
 # hidden_act values and the GELU each one means (Hugging Face's ACT2FN names).
 GELU_KINDS = {"gelu": "erf", "gelu_python": "erf", "gelu_new": "tanh", "gelu_fast": "tanh",
@@ -85,11 +84,7 @@ def load_config(path):
     unstated (None) and the tokenizer tells it from the vocabulary: Google's bert_config.json never says, and a
     cased model's vocabulary lower-cased would turn every capitalised word into other pieces, silently."""
     config_file = find_config_file(path)
-    try:
-        with open(config_file, encoding="utf-8") as f:
-            data = json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BertError(f"config {config_file} is not valid JSON: {exc}") from None
+    data = read_json_file(config_file, "config")
     if not isinstance(data, dict):
         raise BertError(f"config {config_file} is not a JSON object")
     missing = [k for k in ("num_hidden_layers", "hidden_size", "num_attention_heads", "intermediate_size")
@@ -103,9 +98,8 @@ def load_config(path):
     tokenizer_config = os.path.join(os.path.dirname(config_file), "tokenizer_config.json")
     if "do_lower_case" not in data and os.path.isfile(tokenizer_config):
         try:   # a hint only: an unreadable or malformed tokenizer_config.json is ignored
-            with open(tokenizer_config, encoding="utf-8") as f:
-                tokenizer_data = json.load(f)
-        except (OSError, ValueError):
+            tokenizer_data = read_json_file(tokenizer_config, "tokenizer config")
+        except BertError:
             tokenizer_data = None
         lower = tokenizer_data.get("do_lower_case") if isinstance(tokenizer_data, dict) else None
         if isinstance(lower, bool):

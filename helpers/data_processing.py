@@ -12,20 +12,17 @@ Differences from upstream, all deliberate:
 import bisect
 import collections
 import functools
-import gzip
 import itertools
-import json
 import math
 import re
 import sys
 import unicodedata
-import zlib
 from dataclasses import dataclass
 from operator import itemgetter
 
 import numpy as np
 
-from .errors import BertError, read_bytes, require_unicode
+from .errors import BertError, read_json_file, require_unicode
 from .tokenization import BasicTokenizer, is_blank, is_punctuation, separates_words
 
 Example = collections.namedtuple("Example", ["id", "question_text", "doc_tokens"])
@@ -53,25 +50,6 @@ def convert_doc_tokens(paragraph_text):
 
 # ---------------------------------------------------------------------------------------------------------------
 # Reading SQuAD json
-
-def read_json_file(path, what="json file"):
-    """Parse a json (or gzip-compressed json) file; every failure is a one-line BertError naming `what`."""
-    raw = read_bytes(path, what)
-    if raw[:2] == b"\x1f\x8b":
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError, zlib.error) as exc:
-            raise BertError(f"{what} is a damaged gzip file: {path} ({exc})") from None
-    try:
-        return json.loads(raw.decode("utf-8-sig"))   # a leading byte-order mark is no part of the json
-    except UnicodeDecodeError:
-        raise BertError(f"{what} is not UTF-8 text: {path}") from None
-    except json.JSONDecodeError as exc:
-        raise BertError(f"{what} is not valid json: {path} "
-                        f"(line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
-    except RecursionError:
-        raise BertError(f"{what} is nested too deeply: {path}") from None
-
 
 def _get(obj, key, kind, where, path):
     """obj[key] checked to be of `kind`; `where` names obj in the message."""

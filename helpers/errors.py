@@ -5,12 +5,15 @@ Library code raises `BertError` (or lets `FileNotFoundError`/`PermissionError`/`
 OSErrors (missing or unwritable files, a full disk) are reported the same way.
 """
 import argparse
+import gzip
+import json
 import os
 import re
 import signal
 import stat
 import sys
 import threading
+import zlib
 
 from .interrupts import fail, ignore_signals
 
@@ -69,6 +72,27 @@ def read_bytes(path, what):
         raise BertError(f"{what} is a directory: {path}") from None
     except OSError as exc:
         raise BertError(f"cannot read {what} {path}: {exc.strerror}") from None
+
+
+def read_json_file(path, what="json file"):
+    """Parse a json (or gzip-compressed json) file; every failure is a one-line BertError naming `what`."""
+    raw = read_bytes(path, what)
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise BertError(f"{what} is a damaged gzip file: {path} ({exc})") from None
+    try:
+        return json.loads(raw.decode("utf-8-sig"))   # a leading byte-order mark is no part of the json
+    except UnicodeDecodeError:
+        raise BertError(f"{what} is not UTF-8 text: {path}") from None
+    except json.JSONDecodeError as exc:
+        raise BertError(f"{what} is not valid json: {path} "
+                        f"(line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
+    except RecursionError:
+        raise BertError(f"{what} is nested too deeply: {path}") from None
+    except ValueError as exc:   # a number of more digits than Python converts (sys.get_int_max_str_digits)
+        raise BertError(f"{what} is not valid json: {path} ({str(exc).split(':')[0]})") from None
 
 
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")

@@ -12,8 +12,8 @@ import re
 import string
 import sys
 
-from .data_processing import iter_squad_questions, load_squad_json, read_json_file
-from .errors import BertError
+from .data_processing import iter_squad_questions, load_squad_json
+from .errors import BertError, read_json_file
 
 _PUNCTUATION = frozenset(string.punctuation)
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
@@ -40,24 +40,40 @@ def load_dataset(path):
     return dataset
 
 
-def load_predictions(path):
-    """{question id: answer text} from a predictions json file."""
+def question_ids(dataset):
+    """The ids of every question of a SQuAD file's "data" list."""
+    return {qa["id"] for _, qa in iter_squad_questions({"data": dataset})}
+
+
+def load_predictions(path, ids=None):
+    """{question id: answer text} from a predictions json file. With `ids`, only those questions' answers are
+    checked: the official scripts never read the others (a file may carry more)."""
     predictions = read_json_file(path, "prediction file")
     if not isinstance(predictions, dict):
         raise BertError(f"prediction file {path} must hold a json object {{question id: answer text}}")
     for qid, text in predictions.items():
-        if not isinstance(text, str):
+        if not isinstance(text, str) and (ids is None or qid in ids):
             raise BertError(f"prediction file {path}: the answer to {qid} is not a string")
     return predictions
 
 
-def load_na_probs(path):
-    """{question id: probability of no answer} from a json file."""
+def _finite_float(number):
+    """Whether a json number is a finite float (an integer beyond float's range is not: math.isfinite raises)."""
+    try:
+        return math.isfinite(number)
+    except OverflowError:
+        return False
+
+
+def load_na_probs(path, ids=None):
+    """{question id: probability of no answer} from a json file; with `ids`, those questions' only (the official
+    script's thresholds skip the others, and would fail on their values)."""
     na_probs = read_json_file(path, "no-answer probability file")
     if not isinstance(na_probs, dict):
         raise BertError(f"no-answer probability file {path} must hold a json object {{question id: number}}")
+    na_probs = {qid: p for qid, p in na_probs.items() if ids is None or qid in ids}
     for qid, p in na_probs.items():
-        if isinstance(p, bool) or not isinstance(p, (int, float)) or not math.isfinite(p):
+        if isinstance(p, bool) or not isinstance(p, (int, float)) or not _finite_float(p):
             raise BertError(f"no-answer probability file {path}: the value for {qid} is not a finite number")
     return na_probs
 
@@ -94,26 +110,31 @@ def evaluate(dataset, predictions, restrict_to=None):
     A question without a prediction scores 0 and is reported on stderr, as the official script does.
     `restrict_to` (a set of ids) scores only those questions, e.g. a benchmark's first N.
     """
-    f1 = exact_match = total = 0
-    for article in dataset:
-        for paragraph in article["paragraphs"]:
-            for qa in paragraph["qas"]:
-                if restrict_to is not None and qa["id"] not in restrict_to:
-                    continue
-                total += 1
-                if qa["id"] not in predictions:
-                    print(f"Unanswered question {qa['id']} will receive score 0.", file=sys.stderr)
-                    continue
-                ground_truths = [answer["text"] for answer in qa["answers"]]
-                if not ground_truths:
-                    raise BertError(f"question {qa['id']!r} has no answers: is this a SQuAD v2.0 file? "
-                                    f"(use evaluate-v2.0.py)")
-                prediction = predictions[qa["id"]]
-                exact_match += metric_max_over_ground_truths(exact_match_score, prediction, ground_truths)
-                f1 += metric_max_over_ground_truths(f1_score, prediction, ground_truths)
-    if total == 0:
+    f1 = exact_match = 0
+    questions = v1_questions(dataset, restrict_to)
+    for qa in questions:
+        if qa["id"] not in predictions:
+            print(f"Unanswered question {qa['id']} will receive score 0.", file=sys.stderr)
+            continue
+        ground_truths = [answer["text"] for answer in qa["answers"]]
+        prediction = predictions[qa["id"]]
+        exact_match += metric_max_over_ground_truths(exact_match_score, prediction, ground_truths)
+        f1 += metric_max_over_ground_truths(f1_score, prediction, ground_truths)
+    return {"exact_match": 100.0 * exact_match / len(questions), "f1": 100.0 * f1 / len(questions)}
+
+
+def v1_questions(dataset, restrict_to=None):
+    """The questions of a v1.1 "data" list that evaluate() scores; a BertError, before anything is printed, where
+    there are none or one has no gold answer (a v2.0 file)."""
+    questions = [qa for _, qa in iter_squad_questions({"data": dataset})
+                 if restrict_to is None or qa["id"] in restrict_to]
+    if not questions:
         raise BertError("the dataset has no questions")
-    return {"exact_match": 100.0 * exact_match / total, "f1": 100.0 * f1 / total}
+    for qa in questions:
+        if not qa["answers"]:
+            raise BertError(f"question {qa['id']!r} has no answers: is this a SQuAD v2.0 file? "
+                            f"(use evaluate-v2.0.py)")
+    return questions
 
 
 def accuracy_passes(f1, f1_acc):

@@ -21,7 +21,7 @@ import numpy as np
 
 from . import tf_checkpoint
 from .atomic import atomic_open
-from .errors import BertError
+from .errors import BertError, read_json_file
 from .progress import progress_bar
 
 FIXED_PRIORITY = ("onnx", "pytorch", "ckpt")  # builder.py's order when several sources are given
@@ -436,13 +436,13 @@ def load_hf_folder(folder):
 
 
 def _shard_map(index):
+    index_data = read_json_file(index, "shard index")
     try:
-        with open(index, encoding="utf-8") as f:
-            weight_map = json.load(f)["weight_map"]
+        weight_map = index_data["weight_map"]
         if not isinstance(weight_map, dict) or not weight_map or not all(
                 isinstance(v, str) and v and os.path.basename(v) == v for v in weight_map.values()):
             raise ValueError("weight_map must map tensor names to shard file names in the folder")
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError) as exc:
         raise BertError(f"{index} is not a valid shard index: {exc}") from None
     return weight_map
 

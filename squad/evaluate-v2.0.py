@@ -25,7 +25,7 @@ import math  # noqa: E402
 from helpers.errors import BertError, StrictParser, run_cli  # noqa: E402
 from helpers.atomic import check_writable, write_text_atomic  # noqa: E402
 from helpers.squad_metrics import (evaluate_v2, load_dataset, load_na_probs, load_predictions,  # noqa: E402
-                                   load_pyplot)
+                                   load_pyplot, question_ids)
 
 
 def main(argv=None):
@@ -54,8 +54,9 @@ def main(argv=None):
         check_writable(args.out_file, inputs=[("data file", args.data_file), ("predictions", args.pred_file),
                                               ("no-answer probabilities", args.na_prob_file)])
     dataset = load_dataset(args.data_file)["data"]
-    preds = load_predictions(args.pred_file)
-    na_probs = load_na_probs(args.na_prob_file) if args.na_prob_file else None
+    ids = question_ids(dataset)
+    preds = load_predictions(args.pred_file, ids)
+    na_probs = load_na_probs(args.na_prob_file, ids) if args.na_prob_file else None
     out_eval = evaluate_v2(dataset, preds, na_probs, args.na_prob_thresh, args.out_image_dir)
     if args.out_file:
         write_text_atomic(args.out_file, json.dumps(out_eval))

@@ -66,6 +66,11 @@ def squad(questions, version="1.1"):
     return {"version": version, "data": [{"title": "t", "paragraphs": [{"context": "some context", "qas": qas}]}]}
 
 
+def write_text(path, text):
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
 def write_json(path, obj):
     path.write_text(json.dumps(obj), encoding="utf-8")
     return path
@@ -145,6 +150,29 @@ def test_v1_version_mismatch_is_a_warning(tmp_path):
     result = run(EVAL_V1, dataset, write_json(tmp_path / "p.json", {"a": "yes"}), 100)
     assert result.returncode == 0
     assert "Evaluation expects v-1.1, but got dataset with v-9.9" in result.stderr
+    # first, as upstream prints it, before the unanswered questions
+    dataset = write_json(tmp_path / "d.json", squad([("a", ["yes"]), ("b", ["no"]), ("c", ["x"])], version="9.9"))
+    result = run(EVAL_V1, dataset, write_json(tmp_path / "p.json", {"b": "no"}), 0)
+    assert result.stderr.splitlines() == ["Evaluation expects v-1.1, but got dataset with v-9.9",
+                                          "Unanswered question a will receive score 0.",
+                                          "Unanswered question c will receive score 0."]
+
+
+def test_answers_under_other_ids_are_not_read(tmp_path):
+    """The official scripts read the answers (and no-answer probabilities) of the dataset's questions only: a
+    file that carries other entries, of any type, scores the same."""
+    dataset = write_json(tmp_path / "d.json", squad([("a", ["yes"]), ("b", ["no"])]))
+    result = run(EVAL_V1, dataset, write_json(tmp_path / "p.json", {"a": "yes", "b": "x", "meta": {"v": 1},
+                                                                    "zzz": None}), 0)
+    assert result.returncode == 0 and json.loads(result.stdout.splitlines()[1]) == {"exact_match": 50.0,
+                                                                                     "f1": 50.0}
+    v2 = write_json(tmp_path / "v2.json", squad([("a", ["yes"]), ("b", [])], version="v2.0"))
+    preds = write_json(tmp_path / "p2.json", {"a": "yes", "b": "", "zzz": 3})
+    na = write_json(tmp_path / "na.json", {"a": 0.1, "b": 0.9, "zzz": "junk", "yyy": None})
+    result = run(EVAL_V2, v2, preds, "-n", na)
+    assert result.returncode == 0 and v2_json(result)["exact"] == 100.0 and v2_json(result)["best_exact"] == 100.0
+    bad = write_json(tmp_path / "bad.json", {"a": 0.1, "b": "junk"})
+    assert "the value for b is not a finite number" in run(EVAL_V2, v2, preds, "-n", bad).stderr
 
 
 @pytest.mark.parametrize("make_args, message", [
@@ -152,6 +180,10 @@ def test_v1_version_mismatch_is_a_warning(tmp_path):
     (lambda d, p, t: [d, t / "missing.json", 90], "prediction file not found"),
     (lambda d, p, t: [d, write_json(t / "list.json", ["x"]), 90], "must hold a json object"),
     (lambda d, p, t: [d, write_json(t / "num.json", {"a": 3}), 90], "answer to a is not a string"),
+    (lambda d, p, t: [d, write_text(t / "huge.json", '{"a": 1' + "0" * 5000 + "}"), 90],
+     "huge.json (Exceeds the limit (4300 digits) for integer string conversion)"),
+    (lambda d, p, t: [write_json(t / "v2.json", squad([("a", ["yes"]), ("b", [])], version="9.9")),
+                      write_json(t / "none.json", {}), 90], "question 'b' has no answers"),   # the error alone
     (lambda d, p, t: [write_json(t / "noans.json", {"data": [{"paragraphs": [{"context": "c", "qas": [
         {"id": "a", "question": "q"}]}]}]}), p, 90], "needs 'answers'"),
     (lambda d, p, t: [write_json(t / "v2.json", squad([("a", [])])), p, 90], "SQuAD v2.0 file"),
@@ -278,9 +310,13 @@ def test_v2_cli_errors(tmp_path, v2_sample):
     (tmp_path / "nan.json").write_text(json.dumps({qa["id"]: 0.5 for qa in questions}).replace("0.5", "NaN", 1))
     nan_prob = run(EVAL_V2, path, complete, "-n", tmp_path / "nan.json")
     assert nan_prob.returncode == 2 and "is not a finite number" in nan_prob.stderr
+    (tmp_path / "big.json").write_text(json.dumps({qa["id"]: 0.5 for qa in questions}).replace("0.5", "1" + "0" * 400,
+                                                                                               1))
+    big_prob = run(EVAL_V2, path, complete, "-n", tmp_path / "big.json")   # an integer beyond float's range
+    assert big_prob.returncode == 2 and "is not a finite number" in big_prob.stderr
     over_input = run(EVAL_V2, path, complete, "-o", complete)
     assert over_input.returncode == 2 and "would overwrite the predictions" in over_input.stderr
-    for result in (missing, no_prob, bad_flag, nan_threshold, nan_prob, over_input):
+    for result in (missing, no_prob, bad_flag, nan_threshold, nan_prob, big_prob, over_input):
         assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
     # a byte-order mark before the json is no error
     bom = tmp_path / "bom.json"

@@ -894,6 +894,20 @@ def test_builder_refuses_configs_that_do_not_fit(tmp_path, change, pattern):
     assert not (tmp_path / "e.engine").exists()
 
 
+@pytest.mark.parametrize("text, pattern", [
+    ('{"num_hidden_layers": 1' + "0" * 5000 + "}", "config is not valid json: .*config.json .Exceeds the limit"),
+    ("[" * 100000 + "]" * 100000, "config is nested too deeply"),
+    ('{"hidden_size": 38', "config is not valid json: .*line 1, column 19"),
+])
+def test_builder_names_a_config_that_is_no_json(tmp_path, text, pattern):
+    """Every json file the scripts read goes through one reader: a number of more digits than Python converts and
+    a deeply nested file are one line, as malformed json is."""
+    (tmp_path / "config.json").write_text(text, encoding="utf-8")
+    proc = run("builder.py", "-pt", MODEL_DIR, "-c", tmp_path, "-o", tmp_path / "e.engine", check=False)
+    assert_one_line_error(proc, pattern)
+    assert not (tmp_path / "e.engine").exists()
+
+
 def test_builder_refuses_a_named_weight_source_that_is_missing_and_absurd_batches(tmp_path):
     proc = run("builder.py", "-m", tmp_path / "none" / "model.ckpt", "-pt", MODEL_DIR, "-c", MODEL_DIR,
                "-o", tmp_path / "e.engine", "-s", "64", check=False)
