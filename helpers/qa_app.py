@@ -30,10 +30,10 @@ def add_inference_args(parser, *, batch=True, doc_stride=True):
         parser.add_argument("-b", "--batch-size", default=1, type=int,
                             help="Batch size for inference: feature windows run together per launch")
     parser.add_argument("-p", "--passage", nargs="*", help="Text for paragraph/passage for BERT QA")
-    parser.add_argument("-pf", "--passage-file", default="", help="File containing input passage")
+    parser.add_argument("-pf", "--passage-file", help="File containing input passage")
     parser.add_argument("-q", "--question", nargs="*", help="Text for query/question for BERT QA")
-    parser.add_argument("-qf", "--question-file", default="", help="File containing input question")
-    parser.add_argument("-sq", "--squad-json", default="", help="SQuAD json file")
+    parser.add_argument("-qf", "--question-file", help="File containing input question")
+    parser.add_argument("-sq", "--squad-json", help="SQuAD json file")
     parser.add_argument("-o", "--output-prediction-file", default=None,
                         help="Output prediction file for SQuAD evaluation (with -sq; default ./predictions.json)")
     parser.add_argument("-v", "--vocab-file", help="Path to file containing entire understandable vocab")
@@ -57,6 +57,10 @@ def parse_inference_args(parser, argv):
     """parse_args, refusing flag combinations that would leave a flag unused (upstream's if/elif silently used the
     first of -p, -pf, -sq and ignored the rest, and ignored -o outside SQuAD runs)."""
     args = parser.parse_args(argv)
+    for flag, path in (("-e", args.engine), ("-v", args.vocab_file), ("-pf", args.passage_file),
+                       ("-qf", args.question_file), ("-sq", args.squad_json), ("-o", args.output_prediction_file)):
+        if path == "":   # given, but naming no file (it would read as the flag not given)
+            raise BertError(f"{flag} is an empty path")
     # -p and -q given with no words are given (an empty passage or question, an error), not absent
     for words, path, flag in ((args.passage, args.passage_file, "-p"), (args.question, args.question_file, "-q")):
         if words is not None and path:
@@ -376,6 +380,9 @@ def run_app(args, runner, batch_size=1):
 
 
 def _prompt(text):
+    if sys.stdin is None:   # standard input closed (`<&-`): no input, as at its end
+        print(text)
+        return None
     try:
         return require_unicode(input(text), "standard input")
     except EOFError:

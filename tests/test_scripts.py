@@ -117,6 +117,17 @@ def test_files_and_interactive_questions(engines, tmp_path):
                                         "error: the question has no tokens after tokenization: '\\u200b'"]
 
 
+def test_closed_standard_input_reads_as_its_end(engines):
+    """`<&-` (no standard input at all, sys.stdin is None) ends the prompts as an empty input does: the question
+    prompt ends the run, the paragraph prompt finds the passage empty."""
+    for prompt_args, code, stderr in ((["-p", PASSAGE], 0, ""), ([], 2, "error: the passage is empty\n")):
+        proc = subprocess.run([sys.executable, str(ROOT / "inference.py"), "-e", str(engines["fixed128"]), "-v",
+                               str(VOCAB), *prompt_args], capture_output=True, text=True, cwd=ROOT,
+                              stdin=subprocess.DEVNULL, env={"PATH": "/usr/bin:/bin", "CUDA_VISIBLE_DEVICES": ""},
+                              preexec_fn=lambda: os.close(0))
+        assert (proc.returncode, proc.stderr) == (code, stderr)
+
+
 def test_interactive_loop_goes_on_after_a_question_too_long_for_the_window(tmp_path):
     """A question that leaves no room for the passage at this -s is that question's problem: reported, and the
     next one answered."""
@@ -328,6 +339,10 @@ def test_corrupt_engine(engines, tmp_path):
      "-qf cannot go with it"),
     ("predictions file without SQuAD", ["-e", "{fixed128}", "-v", VOCAB, "-p", "a b", "-q", "c", "-o", "x.json"],
      "-o names the predictions file of a SQuAD run: it needs -sq"),
+    ("empty SQuAD path", ["-e", "{fixed128}", "-v", VOCAB, "-sq", "", "-o", "x.json"], "-sq is an empty path"),
+    ("empty predictions path", ["-e", "{fixed128}", "-v", VOCAB, "-sq", "{bad}/one.json", "-o", ""],
+     "-o is an empty path"),
+    ("empty passage file path", ["-e", "{fixed128}", "-v", VOCAB, "-pf", "", "-q", "c"], "-pf is an empty path"),
     ("device as vocabulary", ["-e", "{fixed128}", "-v", "/dev/zero", "-p", "a", "-q", "b"],
      "vocabulary file is a device, not a file: /dev/zero"),
     ("device as passage file", ["-e", "{fixed128}", "-v", VOCAB, "-pf", "/dev/zero", "-q", "b"],
