@@ -128,10 +128,11 @@ def _written_note(before):
 
 class _OutlivingItsReader:
     """A standard stream for a run whose result is a file (a builder's engine): when the pipe's reader goes away
-    (`builder.py ... | head -1`), later lines go to /dev/null instead of ending the build."""
+    (`builder.py ... | head -1`), later lines go to /dev/null instead of ending the build; so do all of them when
+    the stream was closed before the run (`>&-`: Python's is None)."""
 
     def __init__(self, stream):
-        self._stream = stream
+        self._stream = stream if stream is not None else open(os.devnull, "w", encoding="utf-8")
 
     def write(self, text):
         try:
@@ -172,6 +173,8 @@ def run_cli(main, argv=None, result_is_a_file=False):
     if result_is_a_file:
         sys.stdout, sys.stderr = _OutlivingItsReader(sys.stdout), _OutlivingItsReader(sys.stderr)
     try:
+        if sys.stdout is None and not result_is_a_file:   # started with it closed (`>&-`): print() would drop the
+            raise BertError("standard output is closed: the results could not be printed")   # results silently
         code = main(argv)
         finished()
     except BertError as exc:

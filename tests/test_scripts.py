@@ -669,6 +669,23 @@ def test_builder_outlives_the_reader_of_its_output(tmp_path):
     assert EngineFile.load(tmp_path / "e.engine").profiles
 
 
+def test_a_closed_standard_output(tmp_path):
+    """Started with standard output closed (`>&-`): a builder, whose result is a file, builds it; a script whose
+    result is printed says it cannot print it (print() would drop it silently: exit 0 and no answer)."""
+    def closed_stdout(script, *args):
+        return subprocess.run([sys.executable, str(ROOT / script), *map(str, args)], capture_output=False,
+                              stderr=subprocess.PIPE, text=True, cwd=ROOT, preexec_fn=lambda: os.close(1),
+                              env={"PATH": "/usr/bin:/bin", "CUDA_VISIBLE_DEVICES": ""})
+    proc = closed_stdout("builder.py", "-pt", MODEL_DIR, "-c", MODEL_DIR, "-o", tmp_path / "e.engine", "-s", "64")
+    assert (proc.returncode, proc.stderr) == (0, "")
+    from helpers.engine_format import EngineFile
+    assert EngineFile.load(tmp_path / "e.engine").profiles
+    proc = closed_stdout("inference.py", "-e", tmp_path / "e.engine", "-s", "64", "-v", VOCAB, "-p", PASSAGE,
+                         "-q", "What is TensorRT?")
+    assert (proc.returncode, proc.stderr) == (2, "error: standard output is closed: the results could not be "
+                                                 "printed\n")
+
+
 def test_an_interrupt_after_the_rename_says_the_file_was_written(tmp_path, capsys, monkeypatch):
     """A Ctrl-C that lands while the finished file is renamed into place is raised after the rename, and its one
     line says the new file is there (it read as 'nothing was written' before)."""
