@@ -111,7 +111,7 @@ def evaluate(dataset, predictions, restrict_to=None):
     `restrict_to` (a set of ids) scores only those questions, e.g. a benchmark's first N.
     """
     f1 = exact_match = 0
-    questions = v1_questions(dataset, restrict_to)
+    questions = v1_questions(dataset, predictions, restrict_to)
     for qa in questions:
         if qa["id"] not in predictions:
             print(f"Unanswered question {qa['id']} will receive score 0.", file=sys.stderr)
@@ -123,15 +123,16 @@ def evaluate(dataset, predictions, restrict_to=None):
     return {"exact_match": 100.0 * exact_match / len(questions), "f1": 100.0 * f1 / len(questions)}
 
 
-def v1_questions(dataset, restrict_to=None):
+def v1_questions(dataset, predictions, restrict_to=None):
     """The questions of a v1.1 "data" list that evaluate() scores; a BertError, before anything is printed, where
-    there are none or one has no gold answer (a v2.0 file)."""
+    there are none or an answered one has no gold answer (a v2.0 file; the official script fails there, and scores
+    an unanswered one 0)."""
     questions = [qa for _, qa in iter_squad_questions({"data": dataset})
                  if restrict_to is None or qa["id"] in restrict_to]
     if not questions:
         raise BertError("the dataset has no questions")
     for qa in questions:
-        if not qa["answers"]:
+        if not qa["answers"] and qa["id"] in predictions:
             raise BertError(f"question {qa['id']!r} has no answers: is this a SQuAD v2.0 file? "
                             f"(use evaluate-v2.0.py)")
     return questions

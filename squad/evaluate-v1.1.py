@@ -39,8 +39,8 @@ def main(argv=None):
     if not math.isfinite(args.f1_acc):
         raise BertError(f"f1_acc must be a finite number, got {args.f1_acc}")
     dataset_json = load_dataset(args.dataset_file)
-    v1_questions(dataset_json["data"])
     predictions = load_predictions(args.prediction_file, question_ids(dataset_json["data"]))
+    v1_questions(dataset_json["data"], predictions)
     version = dataset_json.get("version")
     if version != EXPECTED_VERSION:  # upstream's notice, first as upstream's; once the files are known usable
         print(f"Evaluation expects v-{EXPECTED_VERSION}, but got dataset with v-{version}", file=sys.stderr)

@@ -158,6 +158,14 @@ def test_v1_version_mismatch_is_a_warning(tmp_path):
                                           "Unanswered question c will receive score 0."]
 
 
+def test_v1_an_unanswered_question_without_gold_answers_scores_0(tmp_path):
+    """As the official script: only an answered question needs gold answers (an unanswered one scores 0)."""
+    dataset = write_json(tmp_path / "d.json", squad([("q1", ["The cat"]), ("q2", [])]))
+    result = run(EVAL_V1, dataset, write_json(tmp_path / "p.json", {"q1": "cat"}), 0)
+    assert result.returncode == 0 and json.loads(result.stdout.splitlines()[1]) == {"exact_match": 50.0, "f1": 50.0}
+    assert result.stderr == "Unanswered question q2 will receive score 0.\n"
+
+
 def test_answers_under_other_ids_are_not_read(tmp_path):
     """The official scripts read the answers (and no-answer probabilities) of the dataset's questions only: a
     file that carries other entries, of any type, scores the same."""
@@ -183,7 +191,7 @@ def test_answers_under_other_ids_are_not_read(tmp_path):
     (lambda d, p, t: [d, write_text(t / "huge.json", '{"a": 1' + "0" * 5000 + "}"), 90],
      "huge.json (Exceeds the limit (4300 digits) for integer string conversion)"),
     (lambda d, p, t: [write_json(t / "v2.json", squad([("a", ["yes"]), ("b", [])], version="9.9")),
-                      write_json(t / "none.json", {}), 90], "question 'b' has no answers"),   # the error alone
+                      write_json(t / "none.json", {"b": "x"}), 90], "question 'b' has no answers"),   # the error alone
     (lambda d, p, t: [write_json(t / "noans.json", {"data": [{"paragraphs": [{"context": "c", "qas": [
         {"id": "a", "question": "q"}]}]}]}), p, 90], "needs 'answers'"),
     (lambda d, p, t: [write_json(t / "v2.json", squad([("a", [])])), p, 90], "SQuAD v2.0 file"),
