@@ -290,20 +290,34 @@ def get_final_text(pred_text, orig_text, do_lower_case, word_pieces=None, piece_
     their place (the answers' path passes both), without them by their text: where the predicted text occurs twice
     ('apple' in 'Apple-apple'), the place says which one the model predicted, where Google took the first.
     """
-    tokens = _basic_tokenizer(bool(do_lower_case)).tokenize(orig_text)
+    basic = _basic_tokenizer(bool(do_lower_case))
+    tokens = basic.tokenize(orig_text)
     tok_text = " ".join(tokens)
-    start = -1
     if word_pieces is not None and piece_span is not None:   # the prediction's own place, where it is there
         start = _text_offset(tokens, word_pieces, piece_span[0])
-        start = start if start is not None and tok_text.startswith(pred_text, start) else -1
-    if start == -1:   # Google's: the first place the text is (in 'Apple-apple', the first 'apple')
-        start = tok_text.find(pred_text)
-    end = start + len(pred_text) - 1
-    unaligned = (start == -1 or end < start
-                 or len(orig_text) - orig_text.count(" ") != len(tok_text) - tok_text.count(" ")
-                 or tok_text[start] == " " or tok_text[end] == " ")   # only non-space characters are aligned
-    if unaligned:
+        if start is not None and tok_text.startswith(pred_text, start):
+            answer = _aligned_slice(orig_text, tok_text, start, len(pred_text))
+            # the alignment only compares character counts: a character the tokenizer drops (a zero-width space)
+            # and one it expands (Hangul jamo) balance out and shift what lies between; so the slice must be what
+            # was predicted
+            if answer is not None and "".join(basic.tokenize(answer)) == pred_text.replace(" ", ""):
+                return answer
+    # Google's: the first place the text is (in 'Apple-apple', the first 'apple')
+    answer = _aligned_slice(orig_text, tok_text, tok_text.find(pred_text), len(pred_text))
+    if answer is None:
         return _unaligned_final_text(orig_text, pred_text, do_lower_case, word_pieces, piece_span)
+    return answer
+
+
+def _aligned_slice(orig_text, tok_text, start, length):
+    """The characters of orig_text under tok_text[start:start + length] (tok_text: orig_text basic-tokenized,
+    joined by spaces), matched one for one once spaces are removed; None where they cannot be (not found, a
+    different count of characters, or an end on a space)."""
+    end = start + length - 1
+    if (start == -1 or end < start
+            or len(orig_text) - orig_text.count(" ") != len(tok_text) - tok_text.count(" ")
+            or tok_text[start] == " " or tok_text[end] == " "):
+        return None
     orig_chars = [i for i, c in enumerate(orig_text) if c != " "]
     ns_start = start - tok_text.count(" ", 0, start)
     ns_end = end - tok_text.count(" ", 0, end)

@@ -640,6 +640,15 @@ def test_a_repeated_answer_text_is_taken_at_the_predicted_place(dev_examples):
     assert dp.get_final_text("apple", "Apple-apple", True) == "Apple"   # by text: the first
     assert dp.get_final_text("apple", "Apple-apple", True, tokenizer.word_pieces, (2, 1)) == "apple"
     assert dp.get_final_text("cafe", "Caf\u00e9 cafe", True, tokenizer.word_pieces, (1, 1)) == "cafe"
+    # a dropped character (combining accent, zero-width space) and an expanded one (a Hangul syllable: two jamo)
+    # keep the counts equal and shift the characters between them: the place is not taken where it is shifted
+    for passage, word in (("Paris cafe\u0301-cafe-\ud558 open", "cafe"), ("Paris apple\u200b-apple-\ud558 open",
+                                                                           "apple")):
+        doc = dp.convert_doc_tokens(passage)
+        features = dp.convert_example_to_features(doc, "Which?", tokenizer, 64, 64, 16)
+        second = features[0].tokens.index("[SEP]") + 4
+        assert features[0].tokens[second - 3:second + 1] == ["paris", word, "-", word]
+        assert _predict_span(tokenizer, doc, features, 0, second, second) == word
     rng = random.Random(17)
     checked = differs_from_first = 0
     for example in dev_examples[::40]:
