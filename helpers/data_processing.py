@@ -288,25 +288,33 @@ def get_final_text(pred_text, orig_text, do_lower_case, word_pieces=None, piece_
     tokenizer's WordPieces of one basic token, FullTokenizer.word_pieces) and piece_span ((first, count): where the
     prediction's pieces lie among the pieces of orig_text's words) go together: with them the tokens are found by
     their place (the answers' path passes both), without them by their text: where the predicted text occurs twice
-    ('apple' in 'Apple-apple'), the place says which one the model predicted, where Google took the first.
+    ('apple' in 'Apple-apple'), the place says which one the model predicted, where Google took the first. An
+    aligned slice that is not what was predicted (Google's count-only check let dropped and expanded characters
+    shift it) counts as unaligned.
     """
     basic = _basic_tokenizer(bool(do_lower_case))
     tokens = basic.tokenize(orig_text)
     tok_text = " ".join(tokens)
+    starts = []
     if word_pieces is not None and piece_span is not None:   # the prediction's own place, where it is there
-        start = _text_offset(tokens, word_pieces, piece_span[0])
-        if start is not None and tok_text.startswith(pred_text, start):
-            answer = _aligned_slice(orig_text, tok_text, start, len(pred_text))
-            # the alignment only compares character counts: a character the tokenizer drops (a zero-width space)
-            # and one it expands (Hangul jamo) balance out and shift what lies between; so the slice must be what
-            # was predicted
-            if answer is not None and "".join(basic.tokenize(answer)) == pred_text.replace(" ", ""):
-                return answer
-    # Google's: the first place the text is (in 'Apple-apple', the first 'apple')
-    answer = _aligned_slice(orig_text, tok_text, tok_text.find(pred_text), len(pred_text))
-    if answer is None:
-        return _unaligned_final_text(orig_text, pred_text, do_lower_case, word_pieces, piece_span)
-    return answer
+        placed = _text_offset(tokens, word_pieces, piece_span[0])
+        if placed is not None and tok_text.startswith(pred_text, placed):
+            starts.append(placed)
+    starts.append(tok_text.find(pred_text))   # Google's: the first place the text is ('Apple' in 'Apple-apple')
+    for start in starts:
+        answer = _aligned_slice(orig_text, tok_text, start, len(pred_text))
+        # the alignment compares character counts only: a character the tokenizer drops (a zero-width space) and
+        # one it expands (a Hangul syllable: two jamo) balance out and shift the characters between them ('-caf'
+        # for 'cafe'), so the slice must tokenize to what was predicted (final and medial sigma alike: a slice's
+        # last letter lower-cases as a word's end)
+        if answer is not None and _sigma_blind("".join(basic.tokenize(answer))) == \
+                _sigma_blind(pred_text.replace(" ", "")):
+            return answer
+    return _unaligned_final_text(orig_text, pred_text, do_lower_case, word_pieces, piece_span)
+
+
+def _sigma_blind(text):
+    return text.replace("\u03c2", "\u03c3")
 
 
 def _aligned_slice(orig_text, tok_text, start, length):

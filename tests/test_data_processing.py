@@ -649,6 +649,12 @@ def test_a_repeated_answer_text_is_taken_at_the_predicted_place(dev_examples):
         second = features[0].tokens.index("[SEP]") + 4
         assert features[0].tokens[second - 3:second + 1] == ["paris", word, "-", word]
         assert _predict_span(tokenizer, doc, features, 0, second, second) == word
+    # Google's first place is shifted the same way where the text occurs once ('-caf'); the tokens are taken then
+    assert dp.get_final_text("cafe", "x\u200b-cafe-\ud558", True) == "cafe"
+    assert dp.get_final_text("cafe", "x\u200b-cafe-\ud558", True, tokenizer.word_pieces, (2, 1)) == "cafe"
+    # a slice ending inside a Greek word keeps its medial sigma (its last letter lower-cases as a word's end)
+    assert dp.get_final_text("\u03bf\u03b4\u03bf\u03c3", "\u039f\u0394\u039f\u03a3\u0391", True) == \
+        "\u039f\u0394\u039f\u03a3"
     rng = random.Random(17)
     checked = differs_from_first = 0
     for example in dev_examples[::40]:
