@@ -301,14 +301,15 @@ def get_final_text(pred_text, orig_text, do_lower_case, word_pieces=None, piece_
         if placed is not None and tok_text.startswith(pred_text, placed):
             starts.append(placed)
     starts.append(tok_text.find(pred_text))   # Google's: the first place the text is ('Apple' in 'Apple-apple')
+    # the alignment compares character counts only: a character the tokenizer drops (a zero-width space) and one it
+    # expands (a Hangul syllable: two jamo) balance out and shift the characters between them ('-caf' for 'cafe'),
+    # so the slice must tokenize to what was predicted (final and medial sigma alike: a slice's last letter
+    # lower-cases as a word's end); printable ASCII has neither kind of character (and is most passages)
+    exact = orig_text.isascii() and orig_text.isprintable()
     for start in starts:
         answer = _aligned_slice(orig_text, tok_text, start, len(pred_text))
-        # the alignment compares character counts only: a character the tokenizer drops (a zero-width space) and
-        # one it expands (a Hangul syllable: two jamo) balance out and shift the characters between them ('-caf'
-        # for 'cafe'), so the slice must tokenize to what was predicted (final and medial sigma alike: a slice's
-        # last letter lower-cases as a word's end)
-        if answer is not None and _sigma_blind("".join(basic.tokenize(answer))) == \
-                _sigma_blind(pred_text.replace(" ", "")):
+        if answer is not None and (exact or _sigma_blind("".join(basic.tokenize(answer))) ==
+                                   _sigma_blind(pred_text.replace(" ", ""))):
             return answer
     return _unaligned_final_text(orig_text, pred_text, do_lower_case, word_pieces, piece_span)
 
