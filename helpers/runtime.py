@@ -22,8 +22,12 @@ def cuda_available():
 
 def check_engine_path(path):
     """Raise BertError unless `path` names a regular file (what the engine holds is checked on loading)."""
-    if not os.path.exists(path):
-        raise BertError(f"engine not found: {path}")
+    try:
+        os.stat(path)
+    except FileNotFoundError:
+        raise BertError(f"engine not found: {path}") from None
+    except OSError as exc:   # a symlink loop, a name too long, a folder on the way that is no folder
+        raise BertError(f"engine path {path} cannot be reached: {exc.strerror}") from None
     if os.path.isdir(path):
         raise BertError(f"engine path is a directory: {path}")
     if not os.path.isfile(path):   # a pipe would be read twice (its kind, then its content): name it instead

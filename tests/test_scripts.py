@@ -363,6 +363,8 @@ def test_corrupt_engine(engines, tmp_path):
                                      "{var384}"], "would overwrite the engine"),
     ("output link loop", ["-e", "{var384}", "-s", "384", "-v", VOCAB, "-sq", "{bad}/one.json", "-o",
                           "{bad}/loop1"], "symbolic link"),
+    ("engine link loop", ["-e", "{bad}/loop1", "-v", VOCAB, "-p", "a", "-q", "b"],
+     "engine path .*loop1 cannot be reached: Too many levels of symbolic links"),
 ])
 def test_inference_bad_input(engines, bad_files, case, args, pattern):
     script = "inference_varseqlen.py" if "{var384}" in args and case not in ("varseqlen engine",) else "inference.py"
