@@ -69,19 +69,21 @@ def _json_type(value):
             type(None): "null"}.get(type(value), type(value).__name__)
 
 
-def load_squad_json(path):
+def load_squad_json(path, texts=True):
     """The parsed SQuAD file (v1.1 or v2.0, optionally .gz), checked to have the fields questions need.
 
-    Returns the top-level object; its "data" articles each have "paragraphs" with a "context" string
-    and "qas" whose items have string "id" and "question". Answers are not checked here.
+    Returns the top-level object; its "data" articles each have "paragraphs" with "qas" whose items have a string
+    "id", and with `texts` (what answering reads; the evaluators, like the official ones, read neither) a
+    "context" string per paragraph and a "question" string per item. Answers are not checked here.
     """
     dataset = read_json_file(path, "SQuAD file")
     for a, article in enumerate(_get(dataset, "data", list, "the top level", path)):
         for p, paragraph in enumerate(_get(article, "paragraphs", list, f"data[{a}]", path)):
             where = f"data[{a}].paragraphs[{p}]"
-            require_unicode(_get(paragraph, "context", str, where, path), f"SQuAD file {path}: {where}.context")
+            if texts:
+                require_unicode(_get(paragraph, "context", str, where, path), f"SQuAD file {path}: {where}.context")
             for q, qa in enumerate(_get(paragraph, "qas", list, where, path)):
-                for key in ("id", "question"):
+                for key in ("id", "question") if texts else ("id",):
                     require_unicode(_get(qa, key, str, f"{where}.qas[{q}]", path),
                                     f"SQuAD file {path}: {where}.qas[{q}].{key}")
     return dataset

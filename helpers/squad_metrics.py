@@ -30,7 +30,7 @@ def normalize_answer(s):
 
 def load_dataset(path):
     """The SQuAD file's parsed object, with each question's answers checked to be a list of {"text": str}."""
-    dataset = load_squad_json(path)
+    dataset = load_squad_json(path, texts=False)
     for _, qa in iter_squad_questions(dataset):
         answers = qa.get("answers")
         if not isinstance(answers, list) or not all(

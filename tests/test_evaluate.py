@@ -166,6 +166,20 @@ def test_v1_an_unanswered_question_without_gold_answers_scores_0(tmp_path):
     assert result.stderr == "Unanswered question q2 will receive score 0.\n"
 
 
+def test_the_evaluators_need_no_passages_or_questions(tmp_path):
+    """As the official scripts: scoring reads ids and gold answers only; a file without 'context' or 'question'
+    (an answer key) is scored."""
+    data = squad([("a", ["yes"]), ("b", [])], version="v2.0")
+    paragraph = data["data"][0]["paragraphs"][0]
+    del paragraph["context"], paragraph["qas"][0]["question"], paragraph["qas"][1]["question"]
+    v2 = write_json(tmp_path / "v2.json", data)
+    assert v2_json(run(EVAL_V2, v2, write_json(tmp_path / "p.json", {"a": "yes", "b": ""})))["exact"] == 100.0
+    v1 = write_json(tmp_path / "v1.json", {"version": "1.1", "data": [{"paragraphs": [{"qas": [
+        {"id": "a", "answers": [{"text": "yes"}]}]}]}]})
+    result = run(EVAL_V1, v1, write_json(tmp_path / "p1.json", {"a": "yes"}), 100)
+    assert result.returncode == 0 and json.loads(result.stdout.splitlines()[1])["exact_match"] == 100.0
+
+
 def test_answers_under_other_ids_are_not_read(tmp_path):
     """The official scripts read the answers (and no-answer probabilities) of the dataset's questions only: a
     file that carries other entries, of any type, scores the same."""
