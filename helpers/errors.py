@@ -98,9 +98,16 @@ def read_json_file(path, what="json file"):
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
-def require_unicode(text, what):
+def require_unicode(text, what, decoded_with=None):
     """`text`, unless it holds lone surrogates: bytes that were not UTF-8, as Python decodes command-line words and
-    standard input in a C locale (or a JSON \\ud800 escape). The tokenizer would drop them silently."""
+    standard input in a C locale (or a JSON \\ud800 escape). The tokenizer would drop them silently.
+    `decoded_with`: the encoding Python decoded the text's bytes with, undecodable ones kept as surrogate escapes
+    (ASCII in a C locale without UTF-8 mode); bytes that are UTF-8 after all are decoded as such."""
+    if decoded_with and _LONE_SURROGATE.search(text):
+        try:
+            text = text.encode(decoded_with, "surrogateescape").decode("utf-8")
+        except (UnicodeEncodeError, UnicodeDecodeError, LookupError):
+            pass   # not UTF-8 either: refused below
     if _LONE_SURROGATE.search(text):
         raise BertError(f"{what} is not UTF-8 text (it holds bytes or escapes that are no characters)")
     return text

@@ -80,7 +80,7 @@ def parse_inference_args(parser, argv):
 def read_text_arg(words, file_path, what):
     """Text from `-p/-q` words or a `-pf/-qf` file; None if neither was given."""
     if words is not None:
-        return require_unicode(" ".join(words), f"the {what} (-{what[0]})")
+        return require_unicode(" ".join(words), f"the {what} (-{what[0]})", sys.getfilesystemencoding())
     if file_path:
         try:
             text = read_bytes(file_path, f"{what} file").decode("utf-8-sig")   # a byte-order mark is no text
@@ -384,7 +384,7 @@ def _prompt(text):
         print(text)
         return None
     try:
-        return require_unicode(input(text), "standard input")
+        return require_unicode(input(text), "standard input", sys.stdin.encoding)
     except EOFError:
         print()  # end the prompt's line
         return None

@@ -176,6 +176,29 @@ def test_text_the_terminal_cannot_encode_is_escaped(engines):
     assert b"Answer: 'Jos\\xe9'" in proc.stdout
 
 
+@pytest.mark.parametrize("locale, answer", [({}, "Answer: 'Jos\u00e9'".encode()),
+                                            # ASCII argv, stdin and stdout: the answer printed escaped
+                                            ({"LC_ALL": "C", "PYTHONUTF8": "0"}, b"Answer: 'Jos\\xe9'")])
+def test_words_and_standard_input_must_be_utf8(engines, locale, answer):
+    """UTF-8 words and lines are read as text in any locale (in C without UTF-8 mode Python hands them over as
+    escaped bytes); bytes that are not UTF-8 are one line (the tokenizer would drop them silently)."""
+    def inference(*args, stdin=None):
+        return subprocess.run([sys.executable, str(ROOT / "inference.py"), "-e", str(engines["fixed128"]), "-v",
+                               str(VOCAB), *args], capture_output=True, cwd=ROOT, input=stdin,
+                              env={"PATH": "/usr/bin:/bin", "CUDA_VISIBLE_DEVICES": "", **locale})
+    passage = "The caf\u00e9 was opened by Jos\u00e9 in 1900.".encode()
+    proc = inference(b"-p", passage, b"-q", "Who opened the caf\u00e9?".encode())
+    assert proc.returncode == 0 and answer in proc.stdout, proc.stderr
+    proc = inference(b"-p", passage, stdin="Who opened the caf\u00e9?\nexit\n".encode())
+    assert proc.returncode == 0 and answer in proc.stdout, proc.stderr
+    proc = inference(b"-p", b"The caf\xe9 was opened.", b"-q", b"What?")   # Latin-1, not UTF-8
+    assert (proc.returncode, proc.stderr) == (2, b"error: the passage (-p) is not UTF-8 text (it holds bytes or "
+                                                 b"escapes that are no characters)\n")
+    proc = inference(b"-p", passage, stdin=b"Who opened the caf\xe9?\n")
+    assert proc.returncode == 2 and proc.stderr.startswith(b"error: standard input is not") and \
+        len(proc.stderr.splitlines()) == 1, proc.stderr
+
+
 def test_long_passage_uses_several_windows(engines):
     filler = " ".join(f"Sentence number {i} talks about nothing in particular." for i in range(60))
     passage = filler + " The secret code of the vault is 7291. " + filler
