@@ -87,6 +87,14 @@ def test_v2_and_v3_plugins_go_through_their_own_add_call(trt, registry, net):
     assert network.add_plugin_v3([x, x], [], v3).get_output(0).shape == (2, 1, 4, 1, 1)
 
 
+def test_concatenation_axis_defaults_as_tensorrt(trt, net):
+    """IConcatenationLayer.axis: the number of dimensions minus three, 0 for fewer than three (TensorRT's docs)."""
+    _, network, _, _ = net
+    for shape, axis in (((4,), 0), ((2, 3), 0), ((2, 3, 4), 0), ((2, 3, 4, 5), 1), ((1, 2, 3, 4, 5), 2)):
+        tensor = constant(trt, network, np.zeros(shape))
+        assert network.add_concatenation([tensor, tensor]).axis == axis
+
+
 def test_shapes_that_do_not_broadcast_are_rejected(trt, net):
     _, network, _, _ = net
     a = network.add_input("a", trt.DataType.FLOAT, (2, 3))

@@ -707,7 +707,8 @@ class IConcatenationLayer(ILayer):
 
     def __init__(self, network, inputs):
         super().__init__(network, inputs)
-        self._axis = 0
+        # TensorRT's default: the number of dimensions minus three, or 0 for fewer than three
+        self._axis = max(len(inputs[0].shape) - 3, 0) if inputs else 0
         self._refresh()
 
     @property
