@@ -110,8 +110,12 @@ def evaluate(dataset, predictions, restrict_to=None):
     A question without a prediction scores 0 and is reported on stderr, as the official script does.
     `restrict_to` (a set of ids) scores only those questions, e.g. a benchmark's first N.
     """
+    return score_v1(v1_questions(dataset, predictions, restrict_to), predictions)
+
+
+def score_v1(questions, predictions):
+    """evaluate()'s result over the questions v1_questions chose (unanswered ones reported on stderr)."""
     f1 = exact_match = 0
-    questions = v1_questions(dataset, predictions, restrict_to)
     for qa in questions:
         if qa["id"] not in predictions:
             print(f"Unanswered question {qa['id']} will receive score 0.", file=sys.stderr)

@@ -24,8 +24,8 @@ import json  # noqa: E402
 import math  # noqa: E402
 
 from helpers.errors import BertError, StrictParser, run_cli  # noqa: E402
-from helpers.squad_metrics import (accuracy_line, accuracy_passes, evaluate, load_dataset,  # noqa: E402
-                                   load_predictions, question_ids, v1_questions)
+from helpers.squad_metrics import (accuracy_line, accuracy_passes, load_dataset, load_predictions,  # noqa: E402
+                                   question_ids, score_v1, v1_questions)
 
 EXPECTED_VERSION = "1.1"
 
@@ -40,11 +40,11 @@ def main(argv=None):
         raise BertError(f"f1_acc must be a finite number, got {args.f1_acc}")
     dataset_json = load_dataset(args.dataset_file)
     predictions = load_predictions(args.prediction_file, question_ids(dataset_json["data"]))
-    v1_questions(dataset_json["data"], predictions)
+    questions = v1_questions(dataset_json["data"], predictions)
     version = dataset_json.get("version")
     if version != EXPECTED_VERSION:  # upstream's notice, first as upstream's; once the files are known usable
         print(f"Evaluation expects v-{EXPECTED_VERSION}, but got dataset with v-{version}", file=sys.stderr)
-    result = evaluate(dataset_json["data"], predictions)
+    result = score_v1(questions, predictions)
     passed = accuracy_passes(result["f1"], args.f1_acc)
     print(accuracy_line(passed))
     print(json.dumps(result))
