@@ -4,7 +4,7 @@ import time
 
 from .atomic import check_writable, write_bytes_atomic
 from .config import find_config_file, load_config
-from .errors import BertError, StrictParser
+from .errors import BertError, StrictParser, refuse_empty_paths
 from .native_builder import build_native_engine
 from .reference import Numerics
 from .tf_checkpoint import checkpoint_files
@@ -76,13 +76,11 @@ def choose_backend(args):
     backend = args.backend
     if backend == "auto":
         backend = "tensorrt" if tensorrt_available() else "native"
-    paths = {"-m/--ckpt": args.ckpt, "-x/--onnx": args.onnx, "-pt/--pytorch": args.pytorch,
-             "--pickle": getattr(args, "pickle", None), "-c/--config-dir": args.config_dir,
-             "-v/--vocab-file": args.vocab_file, "-j/--squad-json": args.squad_json,
-             "-tcf/--timing-cache-file": args.timing_cache_file, "-p/--calib-path": getattr(args, "calib_path", None)}
-    for flag, path in paths.items():   # '' would otherwise read as the flag not given, or name no file
-        if path == "":
-            raise BertError(f"{flag} is an empty path")
+    refuse_empty_paths((("-m/--ckpt", args.ckpt), ("-x/--onnx", args.onnx), ("-pt/--pytorch", args.pytorch),
+                        ("--pickle", getattr(args, "pickle", None)), ("-c/--config-dir", args.config_dir),
+                        ("-v/--vocab-file", args.vocab_file), ("-j/--squad-json", args.squad_json),
+                        ("-tcf/--timing-cache-file", args.timing_cache_file),
+                        ("-p/--calib-path", getattr(args, "calib_path", None))))
     checkpoint = [("TensorFlow checkpoint", f) for f in checkpoint_files(args.ckpt)] if args.ckpt else []
     # the caches are read when they exist and written after a TensorRT build: never the engine's own path
     caches = [("timing cache (-tcf)", args.timing_cache_file),

@@ -74,6 +74,14 @@ def read_bytes(path, what):
         raise BertError(f"cannot read {what} {path}: {exc.strerror}") from None
 
 
+def refuse_empty_paths(flag_paths):
+    """A BertError for the first (flag, path) pair whose path is '' (given, but naming no file: it would read as the
+    flag not given)."""
+    for flag, path in flag_paths:
+        if path == "":
+            raise BertError(f"{flag} is an empty path")
+
+
 def read_json_file(path, what="json file"):
     """Parse a json (or gzip-compressed json) file; every failure is a one-line BertError naming `what`."""
     raw = read_bytes(path, what)

@@ -15,7 +15,7 @@ import numpy as np
 
 from . import data_processing as dp
 from .atomic import atomic_open, check_writable
-from .errors import BertError, read_bytes, require_unicode
+from .errors import BertError, read_bytes, refuse_empty_paths, require_unicode
 from .progress import progress_bar
 from .tokenization import FullTokenizer
 
@@ -57,10 +57,8 @@ def parse_inference_args(parser, argv):
     """parse_args, refusing flag combinations that would leave a flag unused (upstream's if/elif silently used the
     first of -p, -pf, -sq and ignored the rest, and ignored -o outside SQuAD runs)."""
     args = parser.parse_args(argv)
-    for flag, path in (("-e", args.engine), ("-v", args.vocab_file), ("-pf", args.passage_file),
-                       ("-qf", args.question_file), ("-sq", args.squad_json), ("-o", args.output_prediction_file)):
-        if path == "":   # given, but naming no file (it would read as the flag not given)
-            raise BertError(f"{flag} is an empty path")
+    refuse_empty_paths((("-e", args.engine), ("-v", args.vocab_file), ("-pf", args.passage_file),
+                        ("-qf", args.question_file), ("-sq", args.squad_json), ("-o", args.output_prediction_file)))
     # -p and -q given with no words are given (an empty passage or question, an error), not absent
     for words, path, flag in ((args.passage, args.passage_file, "-p"), (args.question, args.question_file, "-q")):
         if words is not None and path:
