@@ -2,6 +2,7 @@
 with TensorRT."""
 import importlib.util
 import os
+import stat
 import sys
 
 from .engine_format import EngineFile, engine_kind
@@ -23,14 +24,14 @@ def cuda_available():
 def check_engine_path(path):
     """Raise BertError unless `path` names a regular file (what the engine holds is checked on loading)."""
     try:
-        os.stat(path)
+        mode = os.stat(path).st_mode
     except FileNotFoundError:
         raise BertError(f"engine not found: {path}") from None
     except OSError as exc:   # a symlink loop, a name too long, a folder on the way that is no folder
         raise BertError(f"engine path {path} cannot be reached: {exc.strerror}") from None
-    if os.path.isdir(path):
+    if stat.S_ISDIR(mode):
         raise BertError(f"engine path is a directory: {path}")
-    if not os.path.isfile(path):   # a pipe would be read twice (its kind, then its content): name it instead
+    if not stat.S_ISREG(mode):   # a pipe would be read twice (its kind, then its content): name it instead
         raise BertError(f"engine is not a regular file (a device or pipe?): {path}")
 
 
