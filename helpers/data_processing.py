@@ -308,7 +308,7 @@ def get_final_text(pred_text, orig_text, do_lower_case, word_pieces=None, piece_
     # so the slice must tokenize to what was predicted (final and medial sigma alike: a slice's last letter
     # lower-cases as a word's end); printable ASCII has neither kind of character (and is most passages)
     exact = orig_text.isascii() and orig_text.isprintable()
-    for start in starts:
+    for start in dict.fromkeys(starts):   # the place is often where the text first is: tried once
         answer = _aligned_slice(orig_text, tok_text, start, len(pred_text))
         if answer is not None and (exact or _sigma_blind("".join(basic.tokenize(answer))) ==
                                    _sigma_blind(pred_text.replace(" ", ""))):
