@@ -51,6 +51,11 @@ def parse_args(argv):
     return args
 
 
+def _last_line(text):
+    """A failed child's last stderr line: its one-line error (or a traceback's last)."""
+    return (text.strip().splitlines() or ["?"])[-1]
+
+
 def run_ours(args, engine_path, examples):
     from helpers.qa_app import QuestionAnswerer, make_tokenizer
     from helpers.runtime import open_engine
@@ -112,7 +117,7 @@ def main(argv=None):
                                 "-b", str(args.max_batch)] + (["--fp16"] if precision == "fp16" else []),
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         if build.returncode:
-            raise BertError(f"building our engine failed: {(build.stderr.strip().splitlines() or ['?'])[-1]}")
+            raise BertError(f"building our engine failed: {_last_line(build.stderr)}")
         predictions, seconds, details = run_ours(args, engine, examples)
         ours = evaluate(dataset["data"], predictions, restrict_to=set(predictions))
         print(json.dumps(dict(stack=f"ours-{args.device}-{precision}", questions=len(examples),
@@ -128,7 +133,7 @@ def main(argv=None):
         env = dict(os.environ, **({"CUDA_VISIBLE_DEVICES": ""} if args.device == "cpu" else {}))
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
         if proc.returncode:
-            raise BertError(f"the peer failed: {(proc.stderr.strip().splitlines() or ['?'])[-1]}")
+            raise BertError(f"the peer failed: {_last_line(proc.stderr)}")
         peer_line = proc.stdout.strip()
         peer = json.loads(peer_line.splitlines()[-1])
         with open(peer_out, encoding="utf-8") as f:
